@@ -1,0 +1,35 @@
+"""Typed configs (dataclasses) loaded from YAML with dotted ``key=value`` overrides."""
+
+from speechllm.config.loader import (
+    apply_overrides,
+    dump_yaml,
+    from_dict,
+    iter_field_help,
+    load_config,
+    save_resolved_config,
+    to_dict,
+)
+from speechllm.config.schema import (
+    DataConfig,
+    GenerationConfig,
+    LoraConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "DataConfig",
+    "GenerationConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "dump_yaml",
+    "from_dict",
+    "iter_field_help",
+    "load_config",
+    "save_resolved_config",
+    "to_dict",
+]

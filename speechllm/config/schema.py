@@ -1,0 +1,150 @@
+"""The typed configs of every stage. One dataclass per concern; a recipe YAML is a ``RunConfig``.
+
+Defaults are the offline CPU setting (Whisper tiny.en + SmolLM2-135M-Instruct from the local
+asset cache); the DeSTA2 / DeSTA2.5 recipes under ``recipes/`` override them. Each field's help
+text is its ``metadata["help"]``: ``speechllm config show --help-fields`` prints them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
+
+
+def _f(default, help: str, **kw):  # noqa: A002 - 'help' mirrors argparse
+    """A dataclass field with help text (mutable defaults go through default_factory)."""
+    if isinstance(default, (list, dict)):
+        import copy
+
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class LoraConfig:
+    """Optional LoRA on the LLM (DeSTA2.5: r=16 on q, k, v; off by default, as in DeSTA2)."""
+
+    enabled: bool = _f(False, "train LoRA adapters on the LLM (through peft)")
+    r: int = _f(16, "LoRA rank")
+    alpha: int = _f(32, "LoRA alpha (scaling = alpha / r)")
+    dropout: float = _f(0.05, "LoRA dropout")
+    target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj"], "LLM module names to adapt")
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"lora.r must be >= 1, got {self.r}")
+
+
+@dataclass
+class ModelConfig:
+    """Frozen encoder + adapter + frozen chat LLM."""
+
+    encoder: str = _f("offline:whisper-tiny.en", "Whisper model: offline:NAME, a local folder, or a hub id")
+    encoder_revision: str | None = _f(None, "hub revision of the encoder (commit or tag)")
+    llm: str = _f("offline:smollm2-135m-instruct", "chat LLM: offline:NAME, a local folder, or a hub id")
+    llm_revision: str | None = _f(None, "hub revision of the LLM")
+    adapter: str = _f("qformer", "adapter registry name: qformer (DeSTA2) or mlp (frame stacking)")
+    encoder_layers: list[int] | None = _f(
+        None, "encoder hidden-state indices to tap (0 = embeddings); null = per-size DeSTA2 default"
+    )
+    num_queries: int = _f(64, "Q-Former: learned queries per tapped layer (per 30 s window)")
+    qformer_layers: int = _f(2, "Q-Former: shared transformer depth (DeSTA2: 2, DeSTA2.5: 6)")
+    qformer_ffn_dim: int = _f(3072, "Q-Former: feed-forward width (BERT default 3072)")
+    mlp_stack: int = _f(8, "MLP adapter: encoder frames stacked per output vector")
+    mlp_hidden: int | None = _f(None, "MLP adapter: hidden width; null = LLM width")
+    transcript_source: Literal["manifest", "whisper", "none"] = _f(
+        "manifest", "text after the adapter vectors: manifest transcript, Whisper's own, or none"
+    )
+    max_transcript_tokens: int = _f(100, "transcript tokens kept in the audio span (DeSTA2.5: 100)")
+    use_vad: bool = _f(True, "run silero-vad before ASR; non-speech gets an empty transcript")
+    audio_locator: str = _f("<|AUDIO|>", "string in the chat messages that the audio span replaces")
+    audio_start: str = _f("<start_audio>", "text placed before each audio span ('' for none)")
+    audio_end: str = _f("<end_audio>", "text placed after each audio span ('' for none)")
+    dtype: Precision = _f("auto", "dtype of the frozen weights (auto: bf16 where fast, else fp32)")
+    trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you ask)")
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class DataConfig:
+    """Training and validation data."""
+
+    train: list[str] = _f([], "training JSONL files (targets.jsonl rows from `speechllm generate`)")
+    train_weights: list[float] | None = _f(None, "sampling weight per training file; null = by size")
+    valid: str | None = _f(None, "validation JSONL file")
+    replay: list[str] = _f([], "text-only replay JSONL files (from `speechllm generate-replay`)")
+    replay_ratio: float = _f(0.0, "share of text-only replay rows in every batch (~0.05 is usual)")
+    max_audio_seconds: float = _f(30.0, "longer audio is cut into 30 s windows up to this length")
+    max_length: int = _f(1024, "maximum tokens per example (longer targets are truncated)")
+    bucket_by_length: bool = _f(True, "group examples of similar audio seconds + tokens per batch")
+    feature_cache: str | None = _f(None, "folder of cached encoder features (`speechllm cache-features`)")
+    num_workers: int = _f(0, "DataLoader worker processes")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
+
+
+@dataclass
+class GenerationConfig:
+    """Target generation by the frozen LLM (stage 3) and text-only replay (stage 4)."""
+
+    backend: Literal["hf", "vllm"] = _f("hf", "generation backend")
+    instruction: str = _f("What can you hear from the audio?", "fixed instruction (DeSTA2's default)")
+    prompt_pool: str | None = _f(None, "text file of instructions, one per line, drawn per row (seeded)")
+    system_prompt: str | None = _f(None, "optional system prompt")
+    chat_template: str | None = _f(None, "Jinja chat template file for LLMs that ship none")
+    max_new_tokens: int = _f(256, "generation length limit; responses cut by it are flagged")
+    temperature: float = _f(0.0, "0 = greedy")
+    top_p: float = _f(1.0, "nucleus sampling mass")
+    top_k: int = _f(0, "top-k sampling (0 = off)")
+    repetition_penalty: float = _f(1.0, "HF repetition penalty (1 = off)")
+    batch_size: int = _f(16, "rows per generation batch (length-sorted, left-padded)")
+    dtype: Precision = _f("auto", "LLM dtype (auto: bf16 where the hardware runs it fast)")
+    seed: int = _f(0, "seed for prompt-pool draws and sampling")
+    drop_degenerate: bool = _f(False, "drop empty or looping responses instead of keeping and counting them")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, objectives, forgetting controls, checkpoints and logging."""
+
+    output_dir: str = _f("exp/run", "run folder: checkpoints, logs, resolved config")
+    seed: int = _f(0, "global seed")
+    lr: float = _f(1e-4, "AdamW peak learning rate (DeSTA2: 1e-4)")
+    betas: list[float] = _f([0.9, 0.98], "AdamW betas (DeSTA2: 0.9, 0.98)")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    scheduler: Literal["cosine", "linear", "constant"] = _f("cosine", "decay after warmup")
+    warmup_steps: int = _f(2000, "linear warmup steps (DeSTA2: 2000; DeSTA2.5: 5000)")
+    epochs: int = _f(10, "passes over the training data (DeSTA2: 10)")
+    max_steps: int | None = _f(None, "stop after this many optimiser steps (overrides epochs)")
+    batch_size: int = _f(8, "examples per device per micro-batch (DeSTA2: 8)")
+    grad_accum: int = _f(1, "micro-batches per optimiser step")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
+    precision: Precision = _f("bf16", "autocast / weight precision")
+    gradient_checkpointing: bool = _f(False, "recompute LLM activations in the backward pass")
+    compile: bool = _f(False, "torch.compile the adapter and LLM")
+    objectives: dict[str, float] = _f({"ce": 1.0}, "objective name -> weight: ce, kl, diva")
+    kl_temperature: float = _f(2.0, "temperature of the KL objective (BLSP-KD / Ultravox: 2)")
+    diva_num_align: int = _f(0, "DiVA: audio vectors aligned to transcript embeddings (0 = off)")
+    stm_tau: float | None = _f(None, "selective token masking: drop target tokens with base perplexity > tau (paper: 2.5)")
+    l2sp_alpha: float = _f(0.0, "L2-SP strength alpha/2 * ||w - w0||^2 on trained LLM weights")
+    ewc_lambda: float = _f(0.0, "EWC strength (Fisher normalised to mean 1)")
+    replay_kl_weight: float = _f(0.0, "KL-to-base on replay rows")
+    save_every: int = _f(500, "checkpoint every N optimiser steps")
+    keep_last: int = _f(3, "checkpoints kept")
+    log_every: int = _f(10, "log every N steps")
+    eval_every: int = _f(500, "validation every N steps (0 = only at the end)")
+    num_sample_generations: int = _f(2, "validation examples generated at each evaluation")
+
+
+@dataclass
+class RunConfig:
+    """A recipe: everything a run needs. ``speechllm train --config recipes/X.yaml key=value``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,78 @@
+"""Shared fixtures: one torch thread, tiny random models, real offline assets, shared audio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# One intra-op thread: on 2-core machines two threads run many times slower when the other
+# core is busy. Set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_audio_dir() -> Path:
+    """``../shared/audio`` (three LibriSpeech clips and a robin chirp); skip when absent."""
+    d = SHARED_DIR / "audio"
+    if not (d / "LABELS.tsv").is_file():
+        pytest.skip("../shared/audio is not present beside the repository")
+    return d
+
+
+@pytest.fixture(scope="session")
+def harvard_sentences() -> list[str]:
+    path = SHARED_DIR / "data" / "harvard_sentences.txt"
+    if not path.is_file():
+        pytest.skip("../shared/data/harvard_sentences.txt is not present")
+    return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama (hidden 64, 2 layers) with a trained BPE tokenizer + ChatML template."""
+    from speechllm.testing import build_tiny_llm
+
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory) -> Path:
+    """A tiny random Whisper (d_model 64, 2+2 layers) with a feature extractor and tokenizer."""
+    from speechllm.testing import build_tiny_whisper
+
+    return build_tiny_whisper(tmp_path_factory.mktemp("tiny_whisper") / "model")
+
+
+def _install_or_skip(name: str) -> Path:
+    from speechllm.assets import get_asset, install_asset
+    from speechllm.errors import AssetError
+
+    asset = get_asset(name)
+    try:
+        asset.source_dirs()
+    except AssetError as e:
+        pytest.skip(str(e))
+    return install_asset(name)
+
+
+@pytest.fixture(scope="session")
+def offline_whisper_tiny_en() -> Path:
+    """The real Whisper tiny.en converted from CTranslate2 (installed once into the cache)."""
+    return _install_or_skip("whisper-tiny.en")
+
+
+@pytest.fixture(scope="session")
+def offline_smollm2() -> Path:
+    """The real SmolLM2-135M-Instruct converted from GGUF (installed once into the cache)."""
+    return _install_or_skip("smollm2-135m-instruct")
