@@ -1,0 +1,178 @@
+"""The manifest: JSONL, one utterance a row, read lazily.
+
+A row::
+
+    {"id": "198-209-0000", "audio": "wav/198-209-0000.flac", "offset": 0.0, "duration": 13.9,
+     "speaker": "198", "transcript": "...", "corpus": "librispeech", "split": "train",
+     "attributes": {"gender": "female"}, "provenance": {"gender": "corpus"}}
+
+``audio`` is relative to the manifest's folder, or absolute. ``attributes`` is an open set
+(gender, age, accent, emotion, intent, pitch, ...); ``provenance`` says where each came from:
+``corpus`` (shipped labels), ``annotator:<name>`` (measured or predicted) or ``user``. Later stages
+add fields (``description``, ``response``, ...); unknown fields are kept through every stage in
+:attr:`Utterance.extra`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speechllm.errors import SpeechLLMError
+from speechllm.utils.jsonl import JsonlFormatError, iter_jsonl, write_jsonl
+
+PROVENANCE_CORPUS = "corpus"
+PROVENANCE_USER = "user"
+CORE_FIELDS = ("id", "audio", "offset", "duration", "speaker", "transcript", "corpus", "split",
+               "attributes", "provenance")
+
+
+class ManifestError(SpeechLLMError):
+    """A manifest row that breaks the schema; the message names file, line and field."""
+
+
+@dataclass
+class Utterance:
+    """One manifest row. ``audio_path`` is the resolved absolute path of ``audio``."""
+
+    id: str
+    audio: str | None
+    offset: float = 0.0
+    duration: float | None = None
+    speaker: str | None = None
+    transcript: str | None = None
+    corpus: str | None = None
+    split: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    base_dir: Path | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def audio_path(self) -> Path | None:
+        if self.audio is None:
+            return None
+        p = Path(self.audio)
+        if not p.is_absolute() and self.base_dir is not None:
+            p = self.base_dir / p
+        return p
+
+    def set_attribute(self, name: str, value: Any, provenance: str, *, overwrite: bool = False) -> bool:
+        """Set ``attributes[name]`` with its provenance. An existing corpus or user label is kept
+        unless ``overwrite``; returns whether the value was written."""
+        current = self.provenance.get(name)
+        if name in self.attributes and not overwrite and current in (PROVENANCE_CORPUS, PROVENANCE_USER):
+            return False
+        self.attributes[name] = value
+        self.provenance[name] = provenance
+        return True
+
+    def to_dict(self, base_dir: Path | None = None) -> dict[str, Any]:
+        """Plain row. ``audio`` is written relative to ``base_dir`` when it lies under it."""
+        audio = self.audio
+        if audio is not None and base_dir is not None:
+            p = self.audio_path
+            assert p is not None
+            try:
+                audio = os.path.relpath(p.resolve(), Path(base_dir).resolve())
+                if audio.startswith(".."):
+                    audio = str(p.resolve())
+            except ValueError:  # different drives on Windows
+                audio = str(p.resolve())
+        row: dict[str, Any] = {"id": self.id, "audio": audio}
+        if self.offset:
+            row["offset"] = self.offset
+        for key in ("duration", "speaker", "transcript", "corpus", "split"):
+            value = getattr(self, key)
+            if value is not None:
+                row[key] = value
+        row["attributes"] = dict(self.attributes)
+        row["provenance"] = dict(self.provenance)
+        row.update(self.extra)
+        return row
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any], *, base_dir: Path | None = None,
+                  where: str = "<row>") -> Utterance:
+        """Validate a plain row; errors name ``where`` (``file:line``) and the field."""
+
+        def bad(fieldname: str, why: str) -> ManifestError:
+            return ManifestError(f"{where}: field '{fieldname}': {why}")
+
+        if "id" not in row:
+            raise bad("id", "missing (every row needs a unique id)")
+        if not isinstance(row["id"], (str, int)) or str(row["id"]) == "":
+            raise bad("id", f"expected a non-empty string, got {row['id']!r}")
+        audio = row.get("audio")
+        if audio is not None and (not isinstance(audio, str) or not audio):
+            raise bad("audio", f"expected a path string, got {audio!r}")
+        offset = row.get("offset", 0.0) or 0.0
+        if not isinstance(offset, (int, float)) or isinstance(offset, bool) or offset < 0:
+            raise bad("offset", f"expected a number >= 0, got {offset!r}")
+        duration = row.get("duration")
+        if duration is not None and (
+            not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration <= 0
+        ):
+            raise bad("duration", f"expected a number > 0, got {duration!r}")
+        for key in ("speaker", "transcript", "corpus", "split"):
+            value = row.get(key)
+            if value is not None and not isinstance(value, str):
+                if key == "speaker" and isinstance(value, int):
+                    continue
+                raise bad(key, f"expected a string, got {type(value).__name__}")
+        attributes = row.get("attributes") or {}
+        if not isinstance(attributes, dict):
+            raise bad("attributes", f"expected an object, got {type(attributes).__name__}")
+        provenance = row.get("provenance") or {}
+        if not isinstance(provenance, dict) or not all(isinstance(v, str) for v in provenance.values()):
+            raise bad("provenance", "expected an object of attribute -> source string")
+        extra = {k: v for k, v in row.items() if k not in CORE_FIELDS}
+        speaker = row.get("speaker")
+        return cls(
+            id=str(row["id"]),
+            audio=audio,
+            offset=float(offset),
+            duration=float(duration) if duration is not None else None,
+            speaker=str(speaker) if speaker is not None else None,
+            transcript=row.get("transcript"),
+            corpus=row.get("corpus"),
+            split=row.get("split"),
+            attributes=dict(attributes),
+            provenance=dict(provenance),
+            extra=extra,
+            base_dir=base_dir,
+        )
+
+
+def iter_manifest(path: str | os.PathLike, *, check_unique_ids: bool = True) -> Iterator[Utterance]:
+    """Lazily yield validated :class:`Utterance` rows. Duplicate ids raise (the id set is the
+    only thing held in memory: ~100 bytes a row)."""
+    path = Path(path)
+    base = path.resolve().parent
+    seen: set[str] = set()
+    try:
+        for line_no, row in iter_jsonl(path):
+            utt = Utterance.from_dict(row, base_dir=base, where=f"{path}:{line_no}")
+            if check_unique_ids:
+                if utt.id in seen:
+                    raise ManifestError(f"{path}:{line_no}: field 'id': duplicate id {utt.id!r}")
+                seen.add(utt.id)
+            yield utt
+    except JsonlFormatError as e:
+        raise ManifestError(str(e)) from None
+
+
+def read_manifest(path: str | os.PathLike) -> list[Utterance]:
+    """All rows of a manifest (small manifests; iterate with :func:`iter_manifest` otherwise)."""
+    return list(iter_manifest(path))
+
+
+def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> int:
+    """Write rows atomically; audio paths become relative to the manifest's folder when they
+    lie under it. Returns the row count."""
+    path = Path(path)
+    base = path.resolve().parent
+    return write_jsonl(path, (u.to_dict(base) for u in utterances))
