@@ -1,10 +1,13 @@
 """Audio decoding, resampling and checks. Everything downstream sees mono float32 at 16 kHz."""
 
 from speechllm.audio.io import (
+    AUDIO_ERROR_KINDS,
+    MIN_SECONDS,
     SAMPLE_RATE,
     AudioError,
     AudioInfo,
     AllZeroAudioError,
+    AudioTooLongError,
     AudioTooShortError,
     EmptyAudioError,
     MissingAudioError,
@@ -16,10 +19,13 @@ from speechllm.audio.io import (
 )
 
 __all__ = [
+    "AUDIO_ERROR_KINDS",
+    "MIN_SECONDS",
     "SAMPLE_RATE",
     "AllZeroAudioError",
     "AudioError",
     "AudioInfo",
+    "AudioTooLongError",
     "AudioTooShortError",
     "EmptyAudioError",
     "MissingAudioError",

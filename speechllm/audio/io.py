@@ -55,6 +55,22 @@ class AudioTooShortError(AudioError):
     kind = "too_short"
 
 
+class AudioTooLongError(AudioError):
+    kind = "too_long"
+
+
+#: Every error kind, in the order a report lists them.
+AUDIO_ERROR_KINDS: tuple[str, ...] = (
+    MissingAudioError.kind,
+    UnreadableAudioError.kind,
+    EmptyAudioError.kind,
+    NonFiniteAudioError.kind,
+    AllZeroAudioError.kind,
+    AudioTooShortError.kind,
+    AudioTooLongError.kind,
+)
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """Header facts of an audio file (no decoding)."""
@@ -108,18 +124,31 @@ def load_audio(
     duration: float | None = None,
     sample_rate: int = SAMPLE_RATE,
     min_seconds: float = MIN_SECONDS,
+    max_seconds: float | None = None,
     check: bool = True,
 ) -> np.ndarray:
     """Decode ``path`` (or the segment ``[offset, offset + duration)`` seconds) to mono float32.
 
-    Raises a typed :class:`AudioError` for a missing, unreadable or empty file, a segment past the
-    end, NaN/Inf samples, all-zero audio, or audio shorter than ``min_seconds`` (with ``check``).
+    Only the segment is decoded (the file is seeked, not read whole). Channels are averaged and
+    the result is resampled to ``sample_rate``. Raises a typed :class:`AudioError` for a missing,
+    unreadable or empty file, a segment starting past the end, and (with ``check``) NaN/Inf
+    samples, all-zero audio, audio shorter than ``min_seconds`` or longer than ``max_seconds``.
+    A segment that runs past the end of the file is cut at the end, as a reader of a long
+    recording with rounded times would expect.
     """
+    if duration is not None and duration <= 0:
+        raise EmptyAudioError(path, f"segment duration {duration}s is not positive")
     with _open(path) as f:
         sr = f.samplerate
         start = int(round(offset * sr))
-        if start > f.frames or offset < 0:
+        if offset < 0 or start >= f.frames and f.frames > 0:
             raise EmptyAudioError(path, f"offset {offset:.3f}s is outside the file ({f.frames / sr:.3f}s)")
+        if check and max_seconds is not None:
+            # Cheap header check first, so an hour-long file is refused before it is decoded.
+            available = (f.frames - start) / sr
+            wanted = available if duration is None else min(duration, available)
+            if wanted > max_seconds:
+                raise AudioTooLongError(path, f"{wanted:.2f}s is longer than the {max_seconds}s limit")
         frames = -1 if duration is None else int(round(duration * sr))
         try:
             if start:
