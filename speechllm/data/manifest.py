@@ -15,17 +15,35 @@ add fields (``description``, ``response``, ...); unknown fields are kept through
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from speechllm.errors import SpeechLLMError
-from speechllm.utils.jsonl import JsonlFormatError, iter_jsonl, write_jsonl
+from speechllm.utils.jsonl import JsonlFormatError, iter_jsonl
 
 PROVENANCE_CORPUS = "corpus"
 PROVENANCE_USER = "user"
+#: Prefix of the provenance of a measured or predicted value: ``annotator:<name>``.
+PROVENANCE_ANNOTATOR_PREFIX = "annotator:"
+
+
+def annotator_provenance(name: str) -> str:
+    """The provenance string of annotator ``name`` (``annotator:<name>``)."""
+    return f"{PROVENANCE_ANNOTATOR_PREFIX}{name}"
+
+
+def is_valid_provenance(value: str) -> bool:
+    """``corpus``, ``user`` or ``annotator:<name>`` with a non-empty name."""
+    return value in (PROVENANCE_CORPUS, PROVENANCE_USER) or (
+        value.startswith(PROVENANCE_ANNOTATOR_PREFIX) and len(value) > len(PROVENANCE_ANNOTATOR_PREFIX)
+    )
+
 CORE_FIELDS = ("id", "audio", "offset", "duration", "speaker", "transcript", "corpus", "split",
                "attributes", "provenance")
 
@@ -129,6 +147,9 @@ class Utterance:
         provenance = row.get("provenance") or {}
         if not isinstance(provenance, dict) or not all(isinstance(v, str) for v in provenance.values()):
             raise bad("provenance", "expected an object of attribute -> source string")
+        for name, source in provenance.items():
+            if not is_valid_provenance(source):
+                raise bad(f"provenance.{name}", f"{source!r} is not 'corpus', 'user' or 'annotator:<name>'")
         extra = {k: v for k, v in row.items() if k not in CORE_FIELDS}
         speaker = row.get("speaker")
         return cls(
@@ -148,8 +169,11 @@ class Utterance:
 
 
 def iter_manifest(path: str | os.PathLike, *, check_unique_ids: bool = True) -> Iterator[Utterance]:
-    """Lazily yield validated :class:`Utterance` rows. Duplicate ids raise (the id set is the
-    only thing held in memory: ~100 bytes a row)."""
+    """Lazily yield validated :class:`Utterance` rows, one line read at a time.
+
+    With ``check_unique_ids`` a repeated id raises; the set of ids seen is then the only thing
+    that grows (about 100 bytes a row). Pass ``False`` for strictly constant memory.
+    """
     path = Path(path)
     base = path.resolve().parent
     seen: set[str] = set()
@@ -171,8 +195,24 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
 
 
 def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> int:
-    """Write rows atomically; audio paths become relative to the manifest's folder when they
-    lie under it. Returns the row count."""
+    """Write rows atomically (temporary file, then rename), streaming: a generator of a million
+    rows is never held in memory. Audio paths become relative to the manifest's folder when they
+    lie under it, absolute otherwise. Returns the row count."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
-    return write_jsonl(path, (u.to_dict(base) for u in utterances))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for utt in utterances:
+                f.write(json.dumps(utt.to_dict(base), ensure_ascii=False) + "\n")
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return count
