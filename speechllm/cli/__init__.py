@@ -21,6 +21,8 @@ from speechllm.errors import SpeechLLMError
 COMMAND_MODULES: list[str] = [
     "env",
     "assets",
+    "prepare",
+    "validate",
     "config",
 ]
 
