@@ -1,0 +1,157 @@
+"""The built-in benchmark: questions about the synthetic corpus's held-out split.
+
+``speechllm eval build-builtin SYNTH_TEST_MANIFEST OUT.jsonl`` turns each held-out utterance
+(attributes gender, accent, speaking_rate, pitch, volume and a transcript, as ``speechllm synth``
+writes them) into items of every kind the harness scores without a judge: attribute questions
+(multiple choice or short answer with a label), transcription, and constraint following. So the
+mini recipe evaluates fully offline. The choice of distractors and constraints is seeded: the
+same manifest and seed give the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from speechllm.data.manifest import Utterance, iter_manifest
+from speechllm.eval.items import (
+    KIND_ASR,
+    KIND_CHOICE,
+    KIND_INSTRUCTION,
+    KIND_LABEL,
+    BenchItem,
+    BenchmarkError,
+)
+from speechllm.utils.jsonl import write_jsonl
+
+HELD_OUT_SPLITS = ("test", "heldout", "held_out", "held-out", "eval")
+
+#: attribute -> (question, asked as). Multiple choice offers the values seen in the manifest.
+ATTRIBUTE_QUESTIONS: dict[str, tuple[str, str]] = {
+    "gender": ("What is the gender of the speaker?", KIND_CHOICE),
+    "accent": ("Which accent does the speaker have?", KIND_CHOICE),
+    "speaking_rate": ("How fast is the speaker talking? Answer with one word: {values}.", KIND_LABEL),
+    "pitch": ("Is the speaker's voice high or low in pitch?", KIND_CHOICE),
+    "volume": ("How loud is the speaker? Answer with one word: {values}.", KIND_LABEL),
+}
+
+#: Constraint-following prompts about the audio (checked by speechllm.eval.constraints).
+CONSTRAINT_PROMPTS: list[tuple[str, list[dict[str, Any]]]] = [
+    ("Describe the speaker's voice using only lowercase letters.",
+     [{"id": "change_case:english_lowercase", "kwargs": {}}]),
+    ("Describe what you hear in fewer than 40 words.",
+     [{"id": "length_constraints:number_words", "kwargs": {"relation": "less than", "num_words": 40}}]),
+    ("Describe the speaker in exactly 3 bullet points, using markdown bullets such as: * point.",
+     [{"id": "detectable_format:number_bullet_lists", "kwargs": {"num_bullets": 3}}]),
+    ('Answer in JSON with the keys "gender" and "accent": who is speaking?',
+     [{"id": "detectable_format:json_format", "kwargs": {}}]),
+    ("Start your answer with 'The speaker' and describe the voice.",
+     [{"id": "startend:start_checker", "kwargs": {"start_phrase": "The speaker"}}]),
+    ("Describe the audio without using the words 'voice' or 'audio'.",
+     [{"id": "keywords:forbidden_words", "kwargs": {"forbidden_words": ["voice", "audio"]}}]),
+    ("Describe the speaker and end your answer with the exact phrase 'That is all.'",
+     [{"id": "startend:end_checker", "kwargs": {"end_phrase": "That is all."}}]),
+    ("Describe the speech in at most two sentences and do not use any commas.",
+     [{"id": "length_constraints:number_sentences", "kwargs": {"relation": "less than", "num_sentences": 3}},
+      {"id": "punctuation:no_comma", "kwargs": {}}]),
+    ("Wrap your entire answer in double quotation marks: what does the speaker sound like?",
+     [{"id": "startend:quotation", "kwargs": {}}]),
+    ("Describe the speaker in capital letters only.",
+     [{"id": "change_case:english_capital", "kwargs": {}}]),
+]
+
+TRANSCRIBE_INSTRUCTION = "Transcribe the speech in the audio exactly."
+
+
+def render_seed_description(utt: Utterance) -> str:
+    """The utterance's seed description: the manifest's ``description`` field when the describe
+    stage wrote one (the exact text target generation used), else a DeSTA2-style line rendered
+    here (``[00:00:00 - 00:00:03]: "text" (Gender: Female, Accent: Scottish, ...)``)."""
+    if isinstance(utt.extra.get("description"), str) and utt.extra["description"].strip():
+        return utt.extra["description"]
+    dur = utt.duration or 0.0
+
+    def ts(seconds: float) -> str:
+        s = int(round(seconds))
+        return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+    parts = []
+    names = {"speaking_rate": "Speaking speed"}
+    for key, value in utt.attributes.items():
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        parts.append(f"{names.get(key, key.replace('_', ' ').capitalize())}: {value}")
+    if utt.duration:
+        parts.append(f"Duration: {round(dur)}s")
+    text = f' "{utt.transcript}"' if utt.transcript else ""
+    return f"[{ts(utt.offset)} - {ts(utt.offset + dur)}]:{text} ({', '.join(parts)})"
+
+
+def _select_held_out(rows: list[Utterance], split: str | None) -> list[Utterance]:
+    if split is not None:
+        return [u for u in rows if u.split == split]
+    held = [u for u in rows if (u.split or "").lower() in HELD_OUT_SPLITS]
+    return held if held else rows
+
+
+def build_builtin_items(manifest: str | os.PathLike, *, split: str | None = None, seed: int = 0,
+                        constraints_per_utterance: int = 1, max_choices: int = 4) -> list[BenchItem]:
+    """Items for every held-out utterance (see the module docstring). ``split`` picks rows by
+    their ``split`` field; by default the held-out splits (test, heldout, eval), or every row
+    when the manifest has none of them."""
+    rows = _select_held_out(list(iter_manifest(manifest)), split)
+    if not rows:
+        raise BenchmarkError(f"{manifest}: no rows in split {split!r}")
+    values: dict[str, set[str]] = defaultdict(set)
+    for u in rows:
+        for key in ATTRIBUTE_QUESTIONS:
+            if isinstance(u.attributes.get(key), str):
+                values[key].add(u.attributes[key])
+    rng = random.Random(seed)
+    items: list[BenchItem] = []
+    for u in rows:
+        audio = u.audio_path
+        if audio is None:
+            continue
+        description = render_seed_description(u)
+        common = dict(audios=[str(audio)], audio_text=description)
+        meta = {"utterance": u.id, "offset": u.offset, "duration": u.duration}
+        for key, (question, kind) in ATTRIBUTE_QUESTIONS.items():
+            value = u.attributes.get(key)
+            if not isinstance(value, str) or len(values[key]) < 2:
+                continue  # an attribute with one value in the whole set asks nothing
+            options = sorted(values[key])
+            if kind == KIND_CHOICE:
+                others = [v for v in options if v != value]
+                rng.shuffle(others)
+                choices = sorted([value, *others[: max_choices - 1]])
+                rng.shuffle(choices)
+                items.append(BenchItem(id=f"{u.id}/{key}", kind=KIND_CHOICE, instruction=question,
+                                       reference=value, choices=choices, category=key,
+                                       metadata=dict(meta), **common))
+            else:
+                items.append(BenchItem(id=f"{u.id}/{key}", kind=KIND_LABEL,
+                                       instruction=question.format(values=", ".join(options)),
+                                       reference=value, category=key, scorer="desta",
+                                       metadata=dict(meta), **common))
+        if u.transcript:
+            items.append(BenchItem(id=f"{u.id}/transcript", kind=KIND_ASR,
+                                   instruction=TRANSCRIBE_INSTRUCTION, reference=u.transcript,
+                                   category="transcription", metadata=dict(meta), **common))
+        for j, idx in enumerate(rng.sample(range(len(CONSTRAINT_PROMPTS)),
+                                           k=min(constraints_per_utterance, len(CONSTRAINT_PROMPTS)))):
+            prompt, constraints = CONSTRAINT_PROMPTS[idx]
+            items.append(BenchItem(id=f"{u.id}/constraint{j}", kind=KIND_INSTRUCTION, instruction=prompt,
+                                   constraints=[dict(c) for c in constraints], category="constraints",
+                                   metadata=dict(meta), **common))
+    return items
+
+
+def write_builtin(manifest: str | os.PathLike, out: str | os.PathLike, **kwargs: Any) -> int:
+    """Build the built-in benchmark and write it as our JSONL (audio paths absolute). Returns
+    the item count."""
+    items = build_builtin_items(manifest, **kwargs)
+    return write_jsonl(Path(out), (i.to_dict() for i in items))

@@ -1,0 +1,169 @@
+"""``evaluate()``: the function behind ``speechllm eval`` (benchmarks, retention, report)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speechllm.eval.items import BenchmarkError
+from speechllm.eval.judge import Judge, judge_prompts, make_judge
+from speechllm.eval.loaders import load_benchmark, parse_bench_spec
+from speechllm.eval.normalize import normalizer_info
+from speechllm.eval.predictors import Predictor, SpeechLLMPredictor, TextLLMPredictor, load_causal_lm, load_predictor
+from speechllm.eval.report import write_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalOptions:
+    """Everything ``evaluate`` needs besides the model and the benchmarks."""
+
+    out_dir: str
+    base: str | None = None  # base LLM: retention reference and text side of the speech-vs-text gap
+    judge: str | None = None  # hf model ref or http(s) URL
+    judge_model: str | None = None  # served model name at a judge URL
+    judge_swap: bool = False
+    audio_root: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 128
+    limit: int | None = None
+    resume: bool = True
+    seed: int = 0
+    retention_prompts: str | None = None
+    harmful_prompts: str | None = None
+    gap_bench: str | None = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def collect_versions() -> dict[str, Any]:
+    """Versions that change numbers: Python, key packages, the normalisers in use."""
+    import importlib.metadata as md
+
+    from speechllm import __version__
+
+    out: dict[str, Any] = {"speechllm": __version__, "python": platform.python_version()}
+    for dist in ("torch", "transformers", "jiwer", "whisper-normalizer", "matplotlib"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    out["normalizers"] = normalizer_info()
+    return out
+
+
+def set_seed(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def evaluate(model: str, benches: Sequence[str], options: EvalOptions, *,
+             predictor: Predictor | None = None) -> dict[str, Any]:
+    """Run every benchmark spec (and the retention suite when ``retention`` is among them) for
+    ``model``; write the report into ``options.out_dir`` and return it.
+
+    Benchmarks are loaded and the judge is checked before any model is loaded, so bad input
+    fails in seconds.
+    """
+    set_seed(options.seed)
+    specs = [parse_bench_spec(s) for s in benches]
+    want_retention = any(name == "retention" for name, _ in specs)
+    loaded = [load_benchmark(s, audio_root=options.audio_root) for s, (n, _) in zip(benches, specs)
+              if n != "retention"]
+    names = [b.name for b in loaded]
+    for b in loaded:  # two specs of one loader get distinct sections
+        if names.count(b.name) > 1:
+            b.name = f"{b.name}-{Path(b.source).stem}"
+    gap_bench = load_benchmark(options.gap_bench, audio_root=options.audio_root) if options.gap_bench else None
+    for rname, path in specs:
+        if rname == "retention" and path:
+            options.retention_prompts = options.retention_prompts or path
+    judge: Judge | None = None
+    if options.judge and any(i.kind == "open" for b in loaded for i in b.items):
+        judge = make_judge(options.judge, model=options.judge_model, batch_size=options.batch_size)
+    elif any(i.kind == "open" for b in loaded for i in b.items):
+        log.warning("open-ended items present but no --judge: they are answered but not scored")
+    if (want_retention or gap_bench) and not options.base:
+        raise BenchmarkError("the retention suite and the speech-vs-text gap need --base (the base LLM)")
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    pred = predictor or load_predictor(model, max_new_tokens=options.max_new_tokens, batch_size=options.batch_size)
+    report: dict[str, Any] = {
+        "run": {"model": pred.describe(), "benchmarks": list(benches), "seed": options.seed,
+                "started": started, "base": options.base, "batch_size": options.batch_size,
+                "max_new_tokens": options.max_new_tokens, "limit": options.limit,
+                "judge_prompts": judge_prompts() if judge is not None else None,
+                "versions": collect_versions()},
+        "benchmarks": {},
+    }
+    from speechllm.eval.runner import run_benchmark
+
+    for bench in loaded:
+        report["benchmarks"][bench.name] = run_benchmark(
+            pred, bench, options.out_dir, batch_size=options.batch_size, judge=judge,
+            judge_swap=options.judge_swap, resume=options.resume, limit=options.limit,
+            progress=options.progress)
+    if want_retention:
+        report["retention"] = run_retention(pred, options)
+    if gap_bench is not None:
+        report["speech_text_gap"] = run_speech_text_gap(pred, gap_bench, options)
+    report["run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_report(options.out_dir, report)
+    return report
+
+
+def _tuned_text_lm(pred: Predictor):
+    if isinstance(pred, TextLLMPredictor):
+        return pred.model, pred.tokenizer
+    if isinstance(pred, SpeechLLMPredictor):
+        return pred.text_lm()
+    raise BenchmarkError(f"the retention suite cannot reach the text LM of {type(pred).__name__}")
+
+
+def run_retention(pred: Predictor, options: EvalOptions) -> dict[str, Any]:
+    """Retention metrics of the evaluated model's text path against ``options.base``."""
+    from speechllm.eval.retention import load_harmful_prompts, load_retention_prompts, retention_metrics
+
+    prompts = load_retention_prompts(options.retention_prompts)
+    harmful = load_harmful_prompts(options.harmful_prompts)
+    base, tokenizer = load_causal_lm(options.base)
+    tuned, _ = _tuned_text_lm(pred)
+    out = retention_metrics(base, tuned, tokenizer, prompts=prompts[: options.limit or None],
+                            harmful=harmful[: options.limit or None],
+                            max_new_tokens=min(options.max_new_tokens, 64), batch_size=options.batch_size)
+    out["prompt_source"] = options.retention_prompts or "built-in"
+    out["harmful_source"] = options.harmful_prompts or "built-in"
+    return out
+
+
+def run_speech_text_gap(pred: Predictor, bench, options: EvalOptions) -> dict[str, Any]:
+    """The same items answered by the evaluated model (with audio) and by the base LLM reading
+    each item's text stand-in."""
+    from speechllm.eval.loaders import Benchmark
+    from speechllm.eval.retention import speech_text_gap
+    from speechllm.eval.runner import run_benchmark
+    from speechllm.utils.jsonl import read_jsonl
+
+    text_pred = TextLLMPredictor(options.base, max_new_tokens=options.max_new_tokens, batch_size=options.batch_size)
+    out = Path(options.out_dir) / "speech_text_gap"
+    sides = {}
+    for side, p in (("speech", pred), ("text", text_pred)):
+        b = Benchmark(name=side, source=bench.source, items=bench.items, breakdown_keys=bench.breakdown_keys)
+        run_benchmark(p, b, out, batch_size=options.batch_size, resume=options.resume,
+                      limit=options.limit, progress=options.progress)
+        sides[side] = read_jsonl(out / side / "scores.jsonl")
+    gap = speech_text_gap(sides["speech"], sides["text"])
+    gap["benchmark"] = bench.source
+    gap["text_model"] = options.base
+    return gap

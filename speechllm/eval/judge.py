@@ -1,0 +1,227 @@
+"""LLM judges for open-ended answers (AIR-Bench chat style): a score from 1 to 10 against a
+reference answer.
+
+The judge is the user's choice: a local Hugging Face causal LM (:class:`HFJudge`) or any
+OpenAI-compatible chat endpoint (:class:`OpenAIJudge`, plain ``urllib``). The judge's name and
+the exact prompt template go into the report. With ``swap`` every item is judged twice, with the
+reference and the answer in both positions, and the two scores of the answer are averaged
+(judges favour one position). Output that carries no score is counted as unparsable, never
+crashes a run, and leaves the item unscored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from speechllm.errors import SpeechLLMError
+
+#: Pairwise prompt (reference vs answer), in the manner of AIR-Bench's chat scorer.
+PAIRWISE_TEMPLATE = (
+    "You are a helpful and precise assistant for checking the quality of answers.\n"
+    "[Audio description]\n{context}\n"
+    "[Question]\n{question}\n"
+    "[The Start of Assistant 1's Answer]\n{answer_1}\n[The End of Assistant 1's Answer]\n"
+    "[The Start of Assistant 2's Answer]\n{answer_2}\n[The End of Assistant 2's Answer]\n"
+    "[System]\nRate the helpfulness, relevance, accuracy and level of detail of both answers to the "
+    "question about the audio described above. Give each assistant an overall score from 1 to 10, "
+    "higher is better. Output a single line with only the two scores, for Assistant 1 and "
+    "Assistant 2, separated by a space."
+)
+
+#: Single-answer prompt for items without a reference (e.g. VoiceBench alpacaeval).
+SINGLE_TEMPLATE = (
+    "You are a helpful and precise assistant for checking the quality of answers.\n"
+    "[Question]\n{question}\n"
+    "[The Start of the Assistant's Answer]\n{answer_1}\n[The End of the Assistant's Answer]\n"
+    "[System]\nRate how helpful, relevant, accurate and concise the answer is on a scale from 1 "
+    "to 10, higher is better. Output only the score."
+)
+
+
+class JudgeError(SpeechLLMError):
+    """A judge that cannot be used (unreachable endpoint, bad reference)."""
+
+
+class Judge(Protocol):
+    """Completes a batch of judge prompts."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def complete(self, prompts: Sequence[str]) -> list[str]: ...
+
+
+@dataclass
+class JudgeVerdict:
+    """The answer's score (None when no call could be parsed) and the raw judge outputs."""
+
+    score: float | None
+    raw: list[str]
+    unparsable: int
+
+
+_NUM = r"(10(?:\.0+)?|[0-9](?:\.[0-9]+)?)"
+
+
+def parse_pair(text: str) -> tuple[float, float] | None:
+    """Two scores from the first line that holds two numbers in 1..10, else None."""
+    for line in text.strip().splitlines():
+        nums = re.findall(r"(?<![\d.])" + _NUM + r"(?![\d.])", line)
+        if len(nums) >= 2:
+            a, b = float(nums[0]), float(nums[1])
+            if 1 <= a <= 10 and 1 <= b <= 10:
+                return a, b
+    return None
+
+
+def parse_single(text: str) -> float | None:
+    """One score in 1..10 (the first number of the output), else None."""
+    m = re.search(r"(?<![\d.])" + _NUM + r"(?![\d.])", text)
+    if not m:
+        return None
+    value = float(m.group(1))
+    return value if 1 <= value <= 10 else None
+
+
+def judge_answers(judge: Judge, questions: Sequence[str], answers: Sequence[str],
+                  references: Sequence[str | None], contexts: Sequence[str | None] | None = None,
+                  *, swap: bool = False) -> list[JudgeVerdict]:
+    """Score each answer from 1 to 10 (see the module docstring)."""
+    contexts = contexts or [None] * len(questions)
+    prompts: list[str] = []
+    plan: list[list[tuple[int, str]]] = []  # per item: (prompt index, role) pairs
+    for q, a, ref, ctx in zip(questions, answers, references, contexts):
+        calls = []
+        if ref is None:
+            calls.append((len(prompts), "single"))
+            prompts.append(SINGLE_TEMPLATE.format(question=q, answer_1=a))
+        else:
+            context = ctx or "(not given)"
+            calls.append((len(prompts), "second"))
+            prompts.append(PAIRWISE_TEMPLATE.format(context=context, question=q, answer_1=ref, answer_2=a))
+            if swap:
+                calls.append((len(prompts), "first"))
+                prompts.append(PAIRWISE_TEMPLATE.format(context=context, question=q, answer_1=a, answer_2=ref))
+        plan.append(calls)
+    outputs = judge.complete(prompts) if prompts else []
+    verdicts = []
+    for calls in plan:
+        scores, raw, bad = [], [], 0
+        for idx, role in calls:
+            text = outputs[idx]
+            raw.append(text)
+            if role == "single":
+                s = parse_single(text)
+            else:
+                pair = parse_pair(text)
+                s = None if pair is None else (pair[1] if role == "second" else pair[0])
+            if s is None:
+                bad += 1
+            else:
+                scores.append(s)
+        verdicts.append(JudgeVerdict(sum(scores) / len(scores) if scores else None, raw, bad))
+    return verdicts
+
+
+def judge_prompts() -> dict[str, str]:
+    """The templates, for the report."""
+    return {"pairwise": PAIRWISE_TEMPLATE, "single": SINGLE_TEMPLATE}
+
+
+class HFJudge:
+    """A local causal LM as judge: chat template, greedy decoding, left-padded batches."""
+
+    def __init__(self, model: str, *, batch_size: int = 8, max_new_tokens: int = 16):
+        from speechllm.eval.predictors import load_causal_lm
+
+        self.model_ref = model
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.model, self.tokenizer = load_causal_lm(model)
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "hf", "model": self.model_ref, "max_new_tokens": self.max_new_tokens,
+                "decoding": "greedy"}
+
+    def complete(self, prompts: Sequence[str]) -> list[str]:
+        from speechllm.eval.predictors import generate_chat
+
+        out: list[str] = []
+        for i in range(0, len(prompts), self.batch_size):
+            chats = [[{"role": "user", "content": p}] for p in prompts[i:i + self.batch_size]]
+            out.extend(generate_chat(self.model, self.tokenizer, chats, self.max_new_tokens))
+        return out
+
+
+class OpenAIJudge:
+    """An OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp server, OpenAI).
+
+    ``url`` is the API base (``http://localhost:8000/v1``); the key comes from
+    ``$OPENAI_API_KEY`` when set. :meth:`check` is called before a run so that an unreachable
+    endpoint fails at once, not after hours of inference.
+    """
+
+    def __init__(self, url: str, model: str, *, timeout: float = 60.0, max_tokens: int = 16):
+        self.url = url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self.max_tokens = max_tokens
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "openai", "url": self.url, "model": self.model, "temperature": 0.0,
+                "max_tokens": self.max_tokens}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get("OPENAI_API_KEY"):
+            headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
+        return headers
+
+    def check(self) -> None:
+        """Raise :class:`JudgeError` unless ``GET {url}/models`` answers."""
+        req = urllib.request.Request(self.url + "/models", headers=self._headers())
+        try:
+            with urllib.request.urlopen(req, timeout=min(self.timeout, 10.0)) as resp:
+                resp.read()
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                raise JudgeError(f"judge endpoint {self.url} refused the key (HTTP {e.code}); set OPENAI_API_KEY") from None
+            if e.code >= 500:
+                raise JudgeError(f"judge endpoint {self.url} failed (HTTP {e.code})") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise JudgeError(f"judge endpoint {self.url} is unreachable ({reason}); start the server or fix --judge") from None
+
+    def complete(self, prompts: Sequence[str]) -> list[str]:
+        out = []
+        for prompt in prompts:
+            body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
+                               "messages": [{"role": "user", "content": prompt}]}).encode()
+            req = urllib.request.Request(self.url + "/chat/completions", data=body, headers=self._headers())
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    data = json.loads(resp.read())
+                out.append(str(data["choices"][0]["message"]["content"]))
+            except (urllib.error.URLError, OSError, KeyError, IndexError, ValueError) as e:
+                # One failed call is an unparsable verdict, not a crashed run.
+                out.append(f"<judge error: {e}>")
+        return out
+
+
+def make_judge(spec: str, *, model: str | None = None, batch_size: int = 8) -> Judge:
+    """``http(s)://...`` -> :class:`OpenAIJudge` (checked now; ``model`` names the served model);
+    anything else (``offline:NAME``, a folder, a hub id, optionally prefixed ``hf:``) ->
+    :class:`HFJudge`."""
+    if spec.startswith(("http://", "https://")):
+        judge = OpenAIJudge(spec, model or "default")
+        judge.check()
+        return judge
+    if spec.startswith("hf:"):
+        spec = spec[3:]
+    return HFJudge(spec, batch_size=batch_size)

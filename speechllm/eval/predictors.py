@@ -1,0 +1,229 @@
+"""Predictors: what answers benchmark items. The harness only needs ``predict(requests)``.
+
+- :class:`TextLLMPredictor`: a bare chat LLM. Items with audio are answered from their text
+  stand-in (seed description or transcript): this is the "text reference" of a benchmark and
+  the text side of the speech-vs-text gap.
+- :class:`SpeechLLMPredictor`: the trained speech model (``speechllm.models.SpeechLLM``), which
+  hears the audio.
+
+:func:`load_predictor` picks one from ``--model``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from speechllm.eval.items import KIND_CHOICE, BenchItem
+from speechllm.eval.scorers import ANSWER_FORMAT_INSTRUCTION, format_choices
+
+log = logging.getLogger(__name__)
+
+#: How a bare LLM is shown the audio's text stand-in. One place, so every text-reference number
+#: is produced with the same wording.
+TEXT_REFERENCE_TEMPLATE = "Here is what the audio contains:\n{audio_text}\n\n{instruction}"
+
+
+@dataclass
+class Request:
+    """One model call: the user text, the audio files, and the audio's text stand-in."""
+
+    id: str
+    text: str
+    audios: list[str] = field(default_factory=list)
+    audio_text: str | None = None
+
+
+class Predictor(Protocol):
+    """Anything that answers requests; ``needs_audio`` says whether audio files must exist."""
+
+    needs_audio: bool
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def predict(self, requests: Sequence[Request]) -> list[str]: ...
+
+
+def build_prompt(item: BenchItem) -> str:
+    """The user text for an item: the instruction, the lettered choices for multiple-choice
+    items (unless the benchmark wrote them into the instruction, as SAKURA does) and DeSTA2.5's
+    answer-format request."""
+    text = item.instruction.strip()
+    if item.kind == KIND_CHOICE:
+        if not item.metadata.get("choices_in_instruction"):
+            text = f"{text}\n{format_choices(item.choices)}"
+        text = f"{text}\n{ANSWER_FORMAT_INSTRUCTION}"
+    return text
+
+
+def make_request(item: BenchItem) -> Request:
+    return Request(id=item.id, text=build_prompt(item), audios=list(item.audios), audio_text=item.audio_text)
+
+
+def text_reference_message(request: Request) -> str:
+    """The user message a bare LLM reads for a request (audio replaced by its text stand-in)."""
+    if request.audios and request.audio_text:
+        if not request.text:
+            return request.audio_text  # the request itself was spoken (VoiceBench)
+        return TEXT_REFERENCE_TEMPLATE.format(audio_text=request.audio_text, instruction=request.text)
+    return request.text
+
+
+# --------------------------------------------------------------------------- HF helpers
+
+
+def load_causal_lm(ref: str, *, dtype: str = "fp32"):
+    """A causal LM and its tokenizer from ``offline:NAME``, a folder or a hub id (eval mode)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from speechllm.assets import resolve_model
+
+    path = resolve_model(ref)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def encode_chats(tokenizer, chats: Sequence[list[dict[str, str]]]) -> list[list[int]]:
+    """Token ids of each chat rendered with the tokenizer's template plus the generation prompt."""
+    out = []
+    for chat in chats:
+        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return out
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int):
+    """(input_ids, attention_mask) tensors, left-padded for generation."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def generate_ids(model, tokenizer, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+    """Greedy continuations (token ids, eos and padding stripped) of a batch of prompts."""
+    import torch
+
+    ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    eos = model.generation_config.eos_token_id
+    stop.update(eos if isinstance(eos, list) else [eos])
+    result = []
+    for row in out[:, ids.shape[1]:].tolist():
+        kept = []
+        for t in row:
+            if t in stop:
+                break
+            kept.append(t)
+        result.append(kept)
+    return result
+
+
+def generate_chat(model, tokenizer, chats: Sequence[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+    """Greedy replies to a batch of chats."""
+    answers = generate_ids(model, tokenizer, encode_chats(tokenizer, chats), max_new_tokens)
+    return [tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]
+
+
+# --------------------------------------------------------------------------- predictors
+
+
+class TextLLMPredictor:
+    """A bare chat LLM answering from text (see :func:`text_reference_message`)."""
+
+    needs_audio = False
+
+    def __init__(self, model: str, *, max_new_tokens: int = 128, batch_size: int = 8,
+                 system_prompt: str | None = None, dtype: str = "fp32"):
+        self.model_ref = model
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.system_prompt = system_prompt
+        self.model, self.tokenizer = load_causal_lm(model, dtype=dtype)
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "text-llm", "model": self.model_ref, "max_new_tokens": self.max_new_tokens,
+                "decoding": "greedy", "text_reference_template": TEXT_REFERENCE_TEMPLATE}
+
+    def predict(self, requests: Sequence[Request]) -> list[str]:
+        chats = []
+        for r in requests:
+            chat = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            chat.append({"role": "user", "content": text_reference_message(r)})
+            chats.append(chat)
+        out: list[str] = []
+        for i in range(0, len(chats), self.batch_size):
+            out.extend(generate_chat(self.model, self.tokenizer, chats[i:i + self.batch_size], self.max_new_tokens))
+        return out
+
+
+class SpeechLLMPredictor:
+    """The speech model: ``SpeechLLM.generate(messages, audios, ...)`` per request.
+
+    Adapter point: this is the only place that knows the SpeechLLM's generation API.
+    """
+
+    needs_audio = True
+
+    def __init__(self, model_dir: str, *, max_new_tokens: int = 128, batch_size: int = 8):
+        from speechllm.models import SpeechLLM  # type: ignore[attr-defined]
+
+        self.model_ref = model_dir
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.model = SpeechLLM.from_pretrained(model_dir)
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "speechllm", "model": self.model_ref, "max_new_tokens": self.max_new_tokens,
+                "decoding": "greedy"}
+
+    def predict(self, requests: Sequence[Request]) -> list[str]:
+        out = []
+        for r in requests:
+            messages = [{"role": "user", "content": r.text}]
+            reply = self.model.generate(messages, r.audios, max_new_tokens=self.max_new_tokens)
+            out.append(reply if isinstance(reply, str) else reply[0])
+        return out
+
+    def text_lm(self):
+        """The LLM that answers text-only input (for the retention suite), with its tokenizer."""
+        llm = getattr(self.model, "llm", None)
+        tok = getattr(self.model, "tokenizer", None)
+        if llm is None or tok is None:
+            raise AttributeError("SpeechLLM exposes no .llm / .tokenizer for the retention suite")
+        return llm, tok
+
+
+def is_speechllm_dir(path: str) -> bool:
+    """A trained SpeechLLM folder (its checkpoint config), as opposed to a bare HF LLM."""
+    p = Path(path)
+    return p.is_dir() and any((p / n).is_file() for n in ("speechllm_config.yaml", "speechllm.json",
+                                                          "adapter_config.yaml", "config.yaml")) \
+        and not (p / "config.json").is_file()
+
+
+def load_predictor(model: str, *, max_new_tokens: int = 128, batch_size: int = 8) -> Predictor:
+    """A SpeechLLM for a trained run folder, else a text LLM (offline:NAME, folder, hub id)."""
+    if is_speechllm_dir(model):
+        return SpeechLLMPredictor(model, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return TextLLMPredictor(model, max_new_tokens=max_new_tokens, batch_size=batch_size)

@@ -1,0 +1,139 @@
+"""Run one benchmark: check audio, predict in resumable batches, score, aggregate.
+
+Files under ``OUT/<benchmark>/``:
+
+- ``predictions.jsonl``: one row per answered item (id, prompt, response), appended through
+  :class:`~speechllm.utils.jsonl.ResumableJsonlWriter`: a killed run continues where it stopped;
+- ``judgments.jsonl``: judge verdicts for open-ended items (resumable too);
+- ``scores.jsonl``: one score row per item (rewritten from the two files above on every run);
+- ``missing_audio.txt``: items skipped because an audio file does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from speechllm.eval.items import KIND_OPEN, BenchItem
+from speechllm.eval.judge import Judge, judge_answers
+from speechllm.eval.loaders import Benchmark
+from speechllm.eval.predictors import Predictor, make_request
+from speechllm.eval.scoring import aggregate, score_item
+from speechllm.utils.jsonl import ResumableJsonlWriter, iter_jsonl, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def split_runnable(items: Sequence[BenchItem], needs_audio: bool) -> tuple[list[BenchItem], dict[str, list]]:
+    """Items the predictor can answer, and the skipped ones by reason: ``missing_audio`` (a file
+    that does not exist, for a predictor that hears) or ``no_text_stand_in`` (an audio item
+    without description/transcript, for a text-only predictor)."""
+    runnable: list[BenchItem] = []
+    skipped: dict[str, list] = {"missing_audio": [], "no_text_stand_in": []}
+    for item in items:
+        if needs_audio:
+            missing = item.missing_audios()
+            if missing:
+                skipped["missing_audio"].append({"id": item.id, "paths": missing})
+                continue
+        elif item.audios and not item.audio_text:
+            skipped["no_text_stand_in"].append({"id": item.id})
+            continue
+        runnable.append(item)
+    return runnable, skipped
+
+
+def predict_resumable(predictor: Predictor, items: Sequence[BenchItem], path: Path, *,
+                      batch_size: int = 8, resume: bool = True, progress: bool = True,
+                      desc: str = "predict") -> dict[str, str]:
+    """Answer every item not yet in ``path``; returns ``{id: response}`` for all items."""
+    from tqdm.auto import tqdm
+
+    with ResumableJsonlWriter(path, resume=resume) as writer:
+        pending = [i for i in items if i.id not in writer.done_ids]
+        if writer.done_ids:
+            log.info("%s: %d of %d items already answered, resuming", path, len(items) - len(pending), len(items))
+        start = time.monotonic()
+        bar = tqdm(total=len(pending), desc=desc, unit="item", disable=not progress)
+        for b in range(0, len(pending), batch_size):
+            batch = pending[b:b + batch_size]
+            requests = [make_request(i) for i in batch]
+            responses = predictor.predict(requests)
+            if len(responses) != len(batch):
+                raise RuntimeError(f"predictor returned {len(responses)} answers for {len(batch)} requests")
+            for item, req, resp in zip(batch, requests, responses):
+                writer.write({"id": item.id, "prompt": req.text, "response": resp})
+            bar.update(len(batch))
+            elapsed = time.monotonic() - start
+            bar.set_postfix(items_per_s=f"{bar.n / elapsed:.2f}" if elapsed > 0 else "-")
+        bar.close()
+    wanted = {i.id for i in items}
+    return {str(r["id"]): str(r.get("response", "")) for _, r in iter_jsonl(path) if str(r["id"]) in wanted}
+
+
+def judge_open_items(judge: Judge | None, items: Sequence[BenchItem], responses: dict[str, str],
+                     path: Path, *, swap: bool = False, batch_size: int = 16,
+                     resume: bool = True) -> dict[str, dict[str, Any]]:
+    """Judge verdicts for the open items (cached in ``path``); empty without a judge."""
+    open_items = [i for i in items if i.kind == KIND_OPEN and i.id in responses]
+    if judge is None or not open_items:
+        return {}
+    with ResumableJsonlWriter(path, resume=resume) as writer:
+        pending = [i for i in open_items if i.id not in writer.done_ids]
+        for b in range(0, len(pending), batch_size):
+            batch = pending[b:b + batch_size]
+            verdicts = judge_answers(
+                judge,
+                [i.instruction or (i.audio_text or "") for i in batch],
+                [responses[i.id] for i in batch],
+                [i.reference for i in batch],
+                [i.audio_text for i in batch],
+                swap=swap,
+            )
+            for item, v in zip(batch, verdicts):
+                writer.write({"id": item.id, "score": v.score, "unparsable": v.unparsable, "raw": v.raw})
+    return {str(r["id"]): r for _, r in iter_jsonl(path)}
+
+
+def run_benchmark(predictor: Predictor, bench: Benchmark, out_dir: str | Path, *, batch_size: int = 8,
+                  judge: Judge | None = None, judge_swap: bool = False, resume: bool = True,
+                  limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Predict, score and aggregate one benchmark; returns its report section."""
+    out = Path(out_dir) / bench.name
+    out.mkdir(parents=True, exist_ok=True)
+    items = bench.items[:limit] if limit else list(bench.items)
+    runnable, skipped = split_runnable(items, getattr(predictor, "needs_audio", True))
+    if skipped["missing_audio"]:
+        lines = [f"{s['id']}\t{' '.join(s['paths'])}" for s in skipped["missing_audio"]]
+        (out / "missing_audio.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        log.warning("%s: %d items skipped, audio missing (listed in %s)", bench.name, len(lines), out / "missing_audio.txt")
+    if skipped["no_text_stand_in"]:
+        log.warning("%s: %d audio items have no description/transcript for a text-only model; skipped",
+                    bench.name, len(skipped["no_text_stand_in"]))
+    responses = predict_resumable(predictor, runnable, out / "predictions.jsonl", batch_size=batch_size,
+                                  resume=resume, progress=progress, desc=bench.name)
+    verdicts = judge_open_items(judge, runnable, responses, out / "judgments.jsonl", swap=judge_swap,
+                                resume=resume)
+    rows = []
+    for item in runnable:
+        row = score_item(item, responses[item.id])
+        if item.kind == KIND_OPEN and item.id in verdicts:
+            row["score"] = verdicts[item.id].get("score")
+            row["unparsable"] = verdicts[item.id].get("unparsable", 0)
+        rows.append(row)
+    write_jsonl(out / "scores.jsonl", rows)
+    metrics = aggregate(rows, bench.breakdown_keys)
+    has_open = any(i.kind == KIND_OPEN for i in runnable)
+    return {
+        "name": bench.name,
+        "source": bench.source,
+        "items": len(items),
+        "answered": len(rows),
+        "skipped": {k: {"count": len(v), "ids": [s["id"] for s in v[:50]]} for k, v in skipped.items() if v},
+        "judge": (judge.describe() if judge is not None else None) if has_open else None,
+        "judge_swap": judge_swap if has_open and judge is not None else None,
+        **metrics,
+    }

@@ -1,0 +1,165 @@
+"""Per-item scoring and aggregation into benchmark metrics.
+
+Each kind has one primary metric (reported per category and plotted):
+
+========================  ======================  =========================================
+kind                      primary metric          notes
+========================  ======================  =========================================
+label                     accuracy                scorer: desta (default), exact, option_letter
+multiple_choice           accuracy                unparsed answers counted (and wrong)
+asr                       wer (lower is better)   corpus-level: total errors / total words; cer too
+open                      judge_score (1-10)      unparsable verdicts counted, item unscored
+instruction               prompt_accuracy         all constraints followed; instruction_accuracy too
+refusal                   refusal_rate            keyword scorer
+========================  ======================  =========================================
+
+The **target score** of a run (the y axis of the learning-vs-forgetting plot) is the mean over
+categories of the primary metric mapped to [0, 1], higher better: accuracy as is, 1 - min(WER, 1),
+judge score / 10, prompt accuracy, refusal rate.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from speechllm.eval.constraints import check_constraint
+from speechllm.eval.items import (
+    KIND_ASR,
+    KIND_CHOICE,
+    KIND_INSTRUCTION,
+    KIND_LABEL,
+    KIND_OPEN,
+    KIND_REFUSAL,
+    BenchItem,
+)
+from speechllm.eval.scorers import (
+    LETTERS,
+    char_errors,
+    desta_label_match,
+    exact_match,
+    is_refusal,
+    option_letter_match,
+    parse_choice,
+    word_errors,
+)
+
+PRIMARY_METRIC = {
+    KIND_LABEL: "accuracy", KIND_CHOICE: "accuracy", KIND_ASR: "wer", KIND_OPEN: "judge_score",
+    KIND_INSTRUCTION: "prompt_accuracy", KIND_REFUSAL: "refusal_rate",
+}
+
+
+def score_item(item: BenchItem, response: str) -> dict[str, Any]:
+    """A score row for one answer. ``correct`` is a bool for every kind but asr and open."""
+    row: dict[str, Any] = {"id": item.id, "kind": item.kind, "category": item.category}
+    for key, value in item.metadata.items():
+        if isinstance(value, (str, int, float, bool)) and key not in ("source",):
+            row.setdefault("meta", {})[key] = value
+    if item.kind == KIND_LABEL:
+        scorer = item.scorer or "desta"
+        ref = item.reference or ""
+        if scorer == "exact":
+            ok = exact_match(response, ref)
+        elif scorer == "option_letter":
+            ok = option_letter_match(response, ref, len(item.choices) or None)
+        else:
+            ok = desta_label_match(response, ref)
+        row.update(correct=ok, scorer=scorer)
+    elif item.kind == KIND_CHOICE:
+        parsed = parse_choice(response, item.choices)
+        answer_index = item.choices.index(item.reference) if item.reference in item.choices else None
+        row.update(correct=parsed.index is not None and parsed.index == answer_index,
+                   picked=None if parsed.index is None else LETTERS[parsed.index],
+                   parse=parsed.method, unparsed=parsed.index is None)
+    elif item.kind == KIND_ASR:
+        w = word_errors(item.reference or "", response)
+        c = char_errors(item.reference or "", response)
+        row.update(word_errors=w.errors, words=w.reference_length, char_errors=c.errors,
+                   chars=c.reference_length, wer=w.rate)
+    elif item.kind == KIND_INSTRUCTION:
+        results = [check_constraint(c["id"], response, c.get("kwargs")) for c in item.constraints]
+        supported = [r for r in results if r is not None]
+        row.update(constraints=[{"id": c["id"], "followed": r} for c, r in zip(item.constraints, results)],
+                   correct=bool(supported) and all(supported) if supported else None,
+                   unsupported=sum(r is None for r in results))
+    elif item.kind == KIND_REFUSAL:
+        row.update(correct=is_refusal(response), refused=is_refusal(response))
+    elif item.kind == KIND_OPEN:
+        row.update(score=None)  # filled in by the judge
+    return row
+
+
+def _kind_metrics(kind: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    out: dict[str, Any] = {"n": n}
+    if kind in (KIND_LABEL, KIND_CHOICE):
+        out["accuracy"] = sum(bool(r.get("correct")) for r in rows) / n if n else None
+        if kind == KIND_CHOICE:
+            out["unparsed"] = sum(bool(r.get("unparsed")) for r in rows)
+    elif kind == KIND_ASR:
+        words = sum(r["words"] for r in rows)
+        chars = sum(r["chars"] for r in rows)
+        out["wer"] = sum(r["word_errors"] for r in rows) / words if words else None
+        out["cer"] = sum(r["char_errors"] for r in rows) / chars if chars else None
+    elif kind == KIND_OPEN:
+        scored = [r["score"] for r in rows if r.get("score") is not None]
+        out["judge_score"] = sum(scored) / len(scored) if scored else None
+        out["scored"] = len(scored)
+        out["unparsable_verdicts"] = sum(int(r.get("unparsable", 0)) for r in rows)
+        out["unscored"] = n - len(scored)
+    elif kind == KIND_INSTRUCTION:
+        judged = [r for r in rows if r.get("correct") is not None]
+        out["prompt_accuracy"] = sum(bool(r["correct"]) for r in judged) / len(judged) if judged else None
+        checks = [c["followed"] for r in rows for c in r.get("constraints", []) if c["followed"] is not None]
+        out["instruction_accuracy"] = sum(checks) / len(checks) if checks else None
+        out["unsupported_constraints"] = sum(int(r.get("unsupported", 0)) for r in rows)
+    elif kind == KIND_REFUSAL:
+        out["refusal_rate"] = sum(bool(r.get("refused")) for r in rows) / n if n else None
+    return out
+
+
+def aggregate(rows: Iterable[dict[str, Any]], breakdown_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """Metrics by kind, by category (primary metric) and by metadata breakdown keys."""
+    rows = list(rows)
+    by_kind: dict[str, list] = defaultdict(list)
+    by_cat: dict[str, list] = defaultdict(list)
+    for r in rows:
+        by_kind[r["kind"]].append(r)
+        by_cat[r["category"]].append(r)
+    categories = {}
+    for cat, cat_rows in sorted(by_cat.items()):
+        kind = cat_rows[0]["kind"]
+        metrics = _kind_metrics(kind, [r for r in cat_rows if r["kind"] == kind])
+        categories[cat] = {"kind": kind, "metric": PRIMARY_METRIC[kind],
+                           "value": metrics.get(PRIMARY_METRIC[kind]), **metrics}
+    breakdowns: dict[str, dict[str, Any]] = {}
+    for key in breakdown_keys:
+        groups: dict[str, list] = defaultdict(list)
+        for r in rows:
+            value = (r.get("meta") or {}).get(key)
+            if value is not None and r.get("correct") is not None:
+                groups[str(value)].append(bool(r["correct"]))
+        if groups:
+            breakdowns[key] = {v: {"n": len(g), "accuracy": sum(g) / len(g)} for v, g in sorted(groups.items())}
+    return {"by_kind": {k: _kind_metrics(k, v) for k, v in sorted(by_kind.items())},
+            "by_category": categories, "breakdowns": breakdowns,
+            "target_score": target_score(categories)}
+
+
+def normalized_primary(kind: str, value: float | None) -> float | None:
+    """A category's primary metric on [0, 1], higher better (see the module docstring)."""
+    if value is None:
+        return None
+    if kind == KIND_ASR:
+        return 1.0 - min(value, 1.0)
+    if kind == KIND_OPEN:
+        return value / 10.0
+    return value
+
+
+def target_score(categories: dict[str, dict[str, Any]]) -> float | None:
+    values = [normalized_primary(c["kind"], c["value"]) for c in categories.values()]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
