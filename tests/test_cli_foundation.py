@@ -1,0 +1,39 @@
+"""The CLI: help lists commands, env reports, errors are one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from speechllm.cli import main
+
+
+def test_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "speechllm", "--help"], capture_output=True, text=True, check=True)
+    for command in ("env", "assets", "config"):
+        assert command in out.stdout
+
+
+def test_env_json_reports_versions_and_assets(capsys):
+    assert main(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["torch"] and info["transformers"].startswith("5.")
+    assert set(info["assets"]) >= {"whisper-tiny.en", "whisper-base", "smollm2-135m-instruct"}
+    assert "cpu" in info["devices"]
+
+
+def test_config_error_is_one_line_and_exit_2(capsys):
+    assert main(["config", "show", "train.lr=abc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.lr: expected float" in err
+
+
+def test_unknown_asset_exits_nonzero(capsys):
+    assert main(["assets", "install", "nope"]) == 2
+    assert "known assets: whisper-tiny.en" in capsys.readouterr().err
+
+
+def test_config_show_prints_resolved_yaml(capsys):
+    assert main(["config", "show", "train.lr=0.5"]) == 0
+    assert "lr: 0.5" in capsys.readouterr().out
