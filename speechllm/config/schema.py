@@ -62,6 +62,11 @@ class ModelConfig:
     audio_locator: str = _f("<|AUDIO|>", "string in the chat messages that the audio span replaces")
     audio_start: str = _f("<start_audio>", "text placed before each audio span ('' for none)")
     audio_end: str = _f("<end_audio>", "text placed after each audio span ('' for none)")
+    adapter_dropout: float = _f(0.1, "Q-Former dropout during training (BERT default 0.1)")
+    max_audio_seconds: float = _f(
+        300.0, "longest audio accepted; longer raises an error (audio is never silently truncated)"
+    )
+    chat_template: str | None = _f(None, "Jinja chat template file for LLMs that ship none")
     dtype: Precision = _f("auto", "dtype of the frozen weights (auto: bf16 where fast, else fp32)")
     trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you ask)")
     lora: LoraConfig = field(default_factory=LoraConfig)

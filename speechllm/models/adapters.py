@@ -1,0 +1,217 @@
+"""Modality adapters from tapped Whisper hidden states to LLM-width vectors, by registry name.
+
+- ``qformer``: DeSTA2's Q-Former connector, in plain torch (no transformers BERT internals).
+- ``mlp``: frame stacking + a normalised two-layer MLP (Ultravox / SLAM-LLM style).
+
+Every adapter maps ``taps`` (one ``(windows, 1500, d_model)`` tensor per tapped layer) and the
+real frame count of each window to ``(windows, max_out, llm_dim)`` plus a ``(windows, max_out)``
+mask of the vectors that exist; :func:`speechllm.models.chat_layout.adapter_output_length`
+gives the same count per audio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechllm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Shapes an adapter is built for; a checkpoint stores them to refuse mismatching bases."""
+
+    encoder_dim: int
+    encoder_heads: int
+    num_taps: int
+    llm_dim: int
+
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_adapter(name: str):
+    """Class decorator adding an adapter to the registry under ``name``."""
+
+    def deco(cls):
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def adapter_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_adapter(name: str, spec: AdapterSpec, config) -> nn.Module:
+    """Instantiate the adapter called ``name`` (``config`` is a ``ModelConfig``)."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"model.adapter: unknown adapter {name!r}; known: {', '.join(adapter_names())}")
+    return _REGISTRY[name].from_config(spec, config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Q-Former (DeSTA2)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Attention(nn.Module):
+    """BERT-style multi-head attention (biased q/k/v/out projections) over SDPA."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ConfigError(f"Q-Former width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        h = self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, -1, h, d // h).transpose(1, 2)
+
+        attn = F.scaled_dot_product_attention(
+            split(self.q(x)), split(self.k(context)), split(self.v(context)),
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(attn.transpose(1, 2).reshape(b, n, d))
+
+
+class QFormerLayer(nn.Module):
+    """Post-LN BERT layer with cross-attention: self-attn -> add&norm -> cross-attn -> add&norm
+    -> FFN(GELU) -> add&norm. Self-attention over the queries is full (no causal mask)."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, eps: float = 1e-12):
+        super().__init__()
+        self.self_attn = _Attention(dim, heads, dropout)
+        self.self_norm = nn.LayerNorm(dim, eps=eps)
+        self.cross_attn = _Attention(dim, heads, dropout)
+        self.cross_norm = nn.LayerNorm(dim, eps=eps)
+        self.ffn_in = nn.Linear(dim, ffn_dim)
+        self.ffn_out = nn.Linear(ffn_dim, dim)
+        self.ffn_norm = nn.LayerNorm(dim, eps=eps)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, queries: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        x = self.self_norm(queries + self.drop(self.self_attn(queries, queries)))
+        x = self.cross_norm(x + self.drop(self.cross_attn(x, frames)))
+        return self.ffn_norm(x + self.drop(self.ffn_out(F.gelu(self.ffn_in(x)))))
+
+
+@register_adapter("qformer")
+class QFormerAdapter(nn.Module):
+    """DeSTA2's connector: per tapped layer, ``num_queries`` learned queries (standard normal)
+    read that layer's frames through one shared Q-Former; a learned per-query softmax over layers
+    (logits initialised to zero, i.e. an even mix) combines them; LayerNorm + Linear map to the
+    LLM width. Output: ``num_queries`` vectors per 30 s window. As in DeSTA2, cross-attention
+    sees the whole padded window (Whisper's padded frames are part of its 30 s output)."""
+
+    def __init__(self, spec: AdapterSpec, num_queries: int = 64, num_layers: int = 2,
+                 ffn_dim: int = 3072, dropout: float = 0.1):
+        super().__init__()
+        self.spec = spec
+        self.num_queries = num_queries
+        self.queries = nn.Parameter(torch.randn(spec.num_taps, num_queries, spec.encoder_dim))
+        self.layers = nn.ModuleList(
+            QFormerLayer(spec.encoder_dim, spec.encoder_heads, ffn_dim, dropout) for _ in range(num_layers)
+        )
+        self.layer_logits = nn.Parameter(torch.zeros(num_queries, spec.num_taps))
+        self.norm = nn.LayerNorm(spec.encoder_dim)
+        self.proj = nn.Linear(spec.encoder_dim, spec.llm_dim)
+        self._init_bert_style()
+
+    @classmethod
+    def from_config(cls, spec: AdapterSpec, config) -> QFormerAdapter:
+        return cls(spec, config.num_queries, config.qformer_layers, config.qformer_ffn_dim,
+                   config.adapter_dropout)
+
+    def _init_bert_style(self) -> None:
+        # BERT's initialisation (normal(0, 0.02) weights, zero biases) for the transformer layers.
+        for module in self.layers.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    def output_lengths(self, valid_frames: Sequence[int]) -> list[int]:
+        return [self.num_queries] * len(valid_frames)
+
+    def forward(self, taps: Sequence[torch.Tensor], valid_frames: Sequence[int]):
+        n_taps = len(taps)
+        if n_taps != self.spec.num_taps:
+            raise ValueError(f"Q-Former built for {self.spec.num_taps} taps, got {n_taps}")
+        windows = taps[0].shape[0]
+        dtype = self.queries.dtype
+        # All taps go through the shared Q-Former as one batch: (taps * windows, ...).
+        frames = torch.cat([t.to(dtype) for t in taps], dim=0)
+        x = self.queries.unsqueeze(1).expand(-1, windows, -1, -1).reshape(
+            n_taps * windows, self.num_queries, -1
+        )
+        for layer in self.layers:
+            x = layer(x, frames)
+        x = x.view(n_taps, windows, self.num_queries, -1)
+        weights = torch.softmax(self.layer_logits, dim=-1).t()  # (taps, queries)
+        mixed = (x * weights[:, None, :, None]).sum(dim=0)  # (windows, queries, dim)
+        out = self.proj(self.norm(mixed))
+        mask = torch.ones(windows, self.num_queries, dtype=torch.bool, device=out.device)
+        return out, mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame stacking + MLP
+# ---------------------------------------------------------------------------------------------
+
+
+@register_adapter("mlp")
+class MLPAdapter(nn.Module):
+    """Stack ``stack`` consecutive encoder frames (of all taps, concatenated), then LayerNorm ->
+    Linear -> GELU -> Linear to the LLM width. Variable length: ``ceil(real frames / stack)``
+    vectors per window; the padded tail of a window produces nothing."""
+
+    def __init__(self, spec: AdapterSpec, stack: int = 8, hidden: int | None = None):
+        super().__init__()
+        self.spec = spec
+        self.stack = stack
+        in_dim = spec.encoder_dim * spec.num_taps * stack
+        hidden = hidden or spec.llm_dim
+        self.norm = nn.LayerNorm(in_dim)
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, spec.llm_dim)
+
+    @classmethod
+    def from_config(cls, spec: AdapterSpec, config) -> MLPAdapter:
+        if config.mlp_stack < 1:
+            raise ConfigError(f"model.mlp_stack must be >= 1, got {config.mlp_stack}")
+        return cls(spec, config.mlp_stack, config.mlp_hidden)
+
+    def output_lengths(self, valid_frames: Sequence[int]) -> list[int]:
+        return [math.ceil(v / self.stack) for v in valid_frames]
+
+    def forward(self, taps: Sequence[torch.Tensor], valid_frames: Sequence[int]):
+        dtype = self.fc1.weight.dtype
+        x = torch.cat([t.to(dtype) for t in taps], dim=-1)  # (windows, frames, d * taps)
+        lengths = self.output_lengths(valid_frames)
+        width = max(lengths)
+        x = x[:, : width * self.stack]
+        # Frames past each window's real audio are zeroed so that the last stack of a window
+        # does not depend on padding.
+        frame_idx = torch.arange(x.shape[1], device=x.device)
+        valid = torch.tensor(list(valid_frames), device=x.device)
+        x = x * (frame_idx[None, :] < valid[:, None]).unsqueeze(-1).to(dtype)
+        if x.shape[1] < width * self.stack:
+            x = F.pad(x, (0, 0, 0, width * self.stack - x.shape[1]))
+        x = x.reshape(x.shape[0], width, -1)
+        out = self.fc2(F.gelu(self.fc1(self.norm(x))))
+        mask = torch.arange(width, device=out.device)[None, :] < torch.tensor(lengths, device=out.device)[:, None]
+        return out, mask

@@ -1,0 +1,433 @@
+"""The chat layout: where audio spans sit in a conversation, how long they are, which tokens are
+trained on. One module, shared by target generation, training and inference, so that the prompt
+the model is trained on is byte for byte the prompt it sees at inference.
+
+Conversations are lists of ``{"role": ..., "content": ...}`` messages. An audio is referenced by
+the locator string (``ModelConfig.audio_locator``, ``<|AUDIO|>`` by default) inside a message's
+content; the layout wraps every locator as ``audio_start + locator + audio_end`` (a locator the
+user already wrapped is not wrapped twice). When audio is given and no message holds a locator,
+one locator per audio is prepended to the first user turn.
+
+The LLM's own chat template renders the messages (``tokenizer.apply_chat_template``); the rendered
+string is cut at every locator and at every response boundary and each piece is tokenised on its
+own, so BPE merges can never run across a locator, and the prompt tokens of a training example are
+exactly the tokens the model sees when it generates.
+
+An audio span is ``[adapter vectors] + [transcript tokens]``: :func:`audio_span_length` is the one
+function that computes its length.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from speechllm.errors import SpeechLLMError
+
+if TYPE_CHECKING:
+    from speechllm.config import ModelConfig
+
+IGNORE_INDEX = -100
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 30
+WINDOW_SAMPLES = SAMPLE_RATE * WINDOW_SECONDS  # Whisper's fixed input: 30 s
+MEL_HOP = 160  # samples per mel frame (10 ms)
+ENCODER_STRIDE = 2  # Whisper's second convolution halves the mel frames
+WINDOW_ENCODER_FRAMES = WINDOW_SAMPLES // MEL_HOP // ENCODER_STRIDE  # 1500
+
+Message = dict[str, Any]
+
+
+class ChatLayoutError(SpeechLLMError):
+    """Messages and audios that do not fit together (e.g. more locators than audios)."""
+
+
+class AudioTooLongError(SpeechLLMError):
+    """Audio longer than ``ModelConfig.max_audio_seconds`` (never truncated silently)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Span lengths
+# --------------------------------------------------------------------------------------------
+
+
+def num_windows(num_samples: int) -> int:
+    """Number of 30 s encoder windows for ``num_samples`` samples at 16 kHz (at least one)."""
+    return max(1, math.ceil(num_samples / WINDOW_SAMPLES))
+
+
+def window_sample_counts(num_samples: int) -> list[int]:
+    """Samples of real audio in each 30 s window (the last one is usually partial)."""
+    counts = [WINDOW_SAMPLES] * (num_windows(num_samples) - 1)
+    counts.append(max(0, num_samples - WINDOW_SAMPLES * len(counts)))
+    return counts
+
+
+def encoder_frames(window_samples: int) -> int:
+    """Encoder frames that carry real audio in a window of ``window_samples`` samples: one mel
+    frame per 160 samples, halved (rounding up) by the stride-2 convolution; at least one."""
+    mel_frames = min(window_samples, WINDOW_SAMPLES) // MEL_HOP
+    return max(1, min(WINDOW_ENCODER_FRAMES, math.ceil(mel_frames / ENCODER_STRIDE)))
+
+
+def adapter_output_length(num_samples: int, config: ModelConfig) -> int:
+    """Adapter vectors for an audio of ``num_samples`` samples (16 kHz).
+
+    ``qformer``: ``num_queries`` per started 30 s window (DeSTA2: 64). ``mlp``: per window,
+    ``ceil(real encoder frames / mlp_stack)``; padding frames of the last window produce nothing.
+    Raises :class:`AudioTooLongError` past ``config.max_audio_seconds``.
+    """
+    check_audio_length(num_samples, config)
+    if config.adapter == "qformer":
+        return config.num_queries * num_windows(num_samples)
+    if config.adapter == "mlp":
+        return sum(
+            math.ceil(encoder_frames(n) / config.mlp_stack) for n in window_sample_counts(num_samples)
+        )
+    raise ChatLayoutError(f"unknown adapter {config.adapter!r}; known: qformer, mlp")
+
+
+def effective_transcript_tokens(transcript_token_count: int, config: ModelConfig) -> int:
+    """Transcript tokens that enter the span: none when ``transcript_source`` is ``none``, else
+    at most ``max_transcript_tokens``."""
+    if config.transcript_source == "none":
+        return 0
+    return max(0, min(transcript_token_count, config.max_transcript_tokens))
+
+
+def audio_span_length(num_samples: int, transcript_token_count: int, config: ModelConfig) -> int:
+    """Length in LLM positions of one audio span: adapter vectors + (truncated) transcript tokens.
+
+    ``audio_start``/``audio_end`` text around the span is ordinary prompt text and not counted.
+    This is the only place the span length is computed; the data pipeline and the model use it.
+    """
+    return adapter_output_length(num_samples, config) + effective_transcript_tokens(
+        transcript_token_count, config
+    )
+
+
+def check_audio_length(num_samples: int, config: ModelConfig, *, where: str = "audio") -> None:
+    """Raise :class:`AudioTooLongError` when the audio exceeds ``config.max_audio_seconds``."""
+    seconds = num_samples / SAMPLE_RATE
+    if seconds > config.max_audio_seconds + 1e-9:
+        raise AudioTooLongError(
+            f"{where}: {seconds:.1f}s is longer than model.max_audio_seconds="
+            f"{config.max_audio_seconds:g}s; cut the audio or raise model.max_audio_seconds "
+            "(long audio is processed in 30 s windows, never truncated)"
+        )
+
+
+def transcript_token_ids(tokenizer: Any, transcript: str | None, config: ModelConfig) -> list[int]:
+    """LLM token ids of a transcript as they enter the audio span (stripped, no special tokens,
+    truncated to ``max_transcript_tokens``; empty when ``transcript_source`` is ``none``)."""
+    if config.transcript_source == "none" or not transcript or not transcript.strip():
+        return []
+    ids = tokenizer(transcript.strip(), add_special_tokens=False)["input_ids"]
+    return list(ids[: config.max_transcript_tokens])
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+# --------------------------------------------------------------------------------------------
+
+
+def _locator_pattern(config: ModelConfig) -> re.Pattern[str]:
+    start = f"(?:{re.escape(config.audio_start)})?" if config.audio_start else ""
+    end = f"(?:{re.escape(config.audio_end)})?" if config.audio_end else ""
+    return re.compile(start + re.escape(config.audio_locator) + end)
+
+
+def count_locators(messages: Sequence[Message], config: ModelConfig) -> int:
+    """Number of audio locators in all messages' contents."""
+    return sum(_content(m).count(config.audio_locator) for m in messages)
+
+
+def _content(message: Message) -> str:
+    content = message.get("content", "")
+    if not isinstance(content, str):
+        raise ChatLayoutError(
+            f"message with role {message.get('role')!r}: content must be a string, got {type(content).__name__}"
+        )
+    return content
+
+
+def prepare_messages(messages: Sequence[Message], num_audios: int, config: ModelConfig) -> list[Message]:
+    """Check locators against audios and wrap each as ``audio_start + locator + audio_end``.
+
+    - more locators than audios: :class:`ChatLayoutError`;
+    - audios but no locator: one locator per audio is prepended to the first user turn
+      (joined by a newline to the text);
+    - some locators but fewer than audios: :class:`ChatLayoutError` (ambiguous placement);
+    - a locator in an assistant turn: :class:`ChatLayoutError` (responses are text).
+    Returns new message dicts; the input is not modified.
+    """
+    if not messages:
+        raise ChatLayoutError("empty conversation: give at least one user message")
+    out = [dict(m) for m in messages]
+    for m in out:
+        if "role" not in m:
+            raise ChatLayoutError(f"message {m!r} has no 'role'")
+        _content(m)
+    found = count_locators(out, config)
+    if found > num_audios:
+        raise ChatLayoutError(
+            f"the messages hold {found} audio locator(s) {config.audio_locator!r} but {num_audios} "
+            "audio(s) were given; give one audio per locator"
+        )
+    if found == 0 and num_audios > 0:
+        users = [i for i, m in enumerate(out) if m["role"] == "user"]
+        if not users:
+            raise ChatLayoutError("audio was given but the conversation has no user turn to hold it")
+        first = out[users[0]]
+        locators = "".join(config.audio_locator for _ in range(num_audios))
+        first["content"] = locators + ("\n" + first["content"] if first["content"] else "")
+    elif found < num_audios:
+        raise ChatLayoutError(
+            f"{num_audios} audios were given but the messages hold only {found} locator(s) "
+            f"{config.audio_locator!r}; put one locator where each audio belongs"
+        )
+    pattern = _locator_pattern(config)
+    wrapped = config.audio_start + config.audio_locator + config.audio_end
+    for m in out:
+        if config.audio_locator in m["content"]:
+            if m["role"] == "assistant":
+                raise ChatLayoutError("an assistant turn holds an audio locator; audio belongs in user turns")
+            m["content"] = pattern.sub(lambda _: wrapped, m["content"])
+    return out
+
+
+def substitute_audio_text(
+    messages: Sequence[Message], texts: Sequence[str], config: ModelConfig
+) -> list[Message]:
+    """Replace the i-th audio locator by ``audio_start + texts[i] + audio_end``.
+
+    This is how target generation shows the frozen LLM the seed description where the audio
+    span will stand, and how text references are built for evaluation: the same placement rules
+    as :func:`prepare_messages` (a prompt without a locator gets them prepended to its first
+    user turn), the same wrapping.
+    """
+    prepared = prepare_messages(messages, len(texts), config)
+    wrapped = config.audio_start + config.audio_locator + config.audio_end
+    queue = list(texts)
+    out = []
+    for m in prepared:
+        parts = m["content"].split(wrapped)
+        content = parts[0]
+        for part in parts[1:]:
+            content += config.audio_start + queue.pop(0) + config.audio_end + part
+        out.append({**m, "content": content})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering and tokenisation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RenderedChat:
+    """A conversation rendered by the chat template and tokenised around its audio slots.
+
+    ``segments[i]`` is the text before audio ``i`` (the last one follows the last audio), so
+    ``len(segments) == num_audios + 1``; ``segment_labels`` has the same shape, holding the token
+    id where the loss applies and ``IGNORE_INDEX`` elsewhere.
+    """
+
+    text: str
+    segments: list[list[int]]
+    segment_labels: list[list[int]]
+    messages: list[Message] = field(default_factory=list)
+
+    @property
+    def num_audios(self) -> int:
+        return len(self.segments) - 1
+
+
+def render_text(tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool) -> str:
+    """The chat template's rendering of ``messages`` as a string."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ChatLayoutError(
+            f"the LLM tokenizer ({getattr(tokenizer, 'name_or_path', '?')}) has no chat template; "
+            "set model.chat_template to a Jinja template file"
+        )
+    text = tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    if not isinstance(text, str):  # some versions return a list for batched input
+        text = text[0]
+    return text
+
+
+def _special_token_strings(tokenizer: Any) -> list[str]:
+    specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for tok in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(tok, "special", False):
+            specials.add(str(tok))
+    return sorted((s for s in specials if s), key=len, reverse=True)
+
+
+def _response_spans(tokenizer: Any, messages: list[Message], text: str) -> list[tuple[int, int]]:
+    """Character spans of ``text`` trained on: each assistant turn's content plus the special
+    token that ends the turn (when the template puts one right after the content)."""
+    specials = _special_token_strings(tokenizer)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        content = m["content"].strip()
+        prefix = render_text(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        if i and text.startswith(prefix):
+            cursor = max(cursor, len(prefix))
+        if not content:
+            continue
+        start = text.find(content, cursor)
+        if start < 0:
+            raise ChatLayoutError(
+                f"assistant turn {i}: its content was not found in the rendered chat template; "
+                "the template rewrites assistant messages and the response cannot be labelled"
+            )
+        end = start + len(content)
+        rest = text[end:]
+        stripped = rest.lstrip()
+        for s in specials:
+            if stripped.startswith(s):
+                end += (len(rest) - len(stripped)) + len(s)
+                break
+        spans.append((start, end))
+        cursor = end
+    return spans
+
+
+def render_chat(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    config: ModelConfig,
+    *,
+    num_audios: int,
+    add_generation_prompt: bool,
+) -> RenderedChat:
+    """Render ``messages`` with the LLM's chat template and tokenise around the audio slots.
+
+    Locators are checked and wrapped by :func:`prepare_messages`. Labels cover every assistant
+    turn's content and its end-of-turn special token; everything else is ``IGNORE_INDEX``. With
+    ``add_generation_prompt`` the text ends with the template's assistant header (inference).
+    """
+    prepared = prepare_messages(messages, num_audios, config)
+    text = render_text(tokenizer, prepared, add_generation_prompt=add_generation_prompt)
+    loc = config.audio_locator
+    locator_starts = [m.start() for m in re.finditer(re.escape(loc), text)]
+    if len(locator_starts) != num_audios:
+        raise ChatLayoutError(
+            f"the chat template's output holds {len(locator_starts)} locator(s) for {num_audios} "
+            "audio(s) (does the template drop or repeat messages?)"
+        )
+    spans = _response_spans(tokenizer, prepared, text)
+    # Cut points: around each locator, and at the edges of each labelled span.
+    cuts = {0, len(text)}
+    for s in locator_starts:
+        cuts.update((s, s + len(loc)))
+    for a, b in spans:
+        cuts.update((a, b))
+    ordered = sorted(cuts)
+    audio_starts = set(locator_starts)
+    segments: list[list[int]] = [[]]
+    labels: list[list[int]] = [[]]
+    for a, b in zip(ordered, ordered[1:]):
+        if a in audio_starts:
+            segments.append([])
+            labels.append([])
+            continue
+        piece = text[a:b]
+        if not piece:
+            continue
+        ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+        trained = any(sa <= a and b <= sb for sa, sb in spans)
+        segments[-1].extend(ids)
+        labels[-1].extend(ids if trained else [IGNORE_INDEX] * len(ids))
+    return RenderedChat(text=text, segments=segments, segment_labels=labels, messages=prepared)
+
+
+# --------------------------------------------------------------------------------------------
+# Sequences and batches
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AudioSlot:
+    """What one audio span holds: ``num_vectors`` adapter vectors, then the transcript ids."""
+
+    num_vectors: int
+    transcript_ids: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.num_vectors + len(self.transcript_ids)
+
+
+@dataclass
+class ChatSequence:
+    """One example as flat lists: ``input_ids`` (adapter slots hold ``placeholder_id``),
+    ``labels`` and ``audio_mask`` (True where an adapter vector goes)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    audio_mask: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def build_sequence(rendered: RenderedChat, slots: Sequence[AudioSlot], placeholder_id: int) -> ChatSequence:
+    """Interleave the rendered text segments with the audio spans."""
+    if len(slots) != rendered.num_audios:
+        raise ChatLayoutError(
+            f"{len(slots)} audio span(s) for a conversation with {rendered.num_audios} audio slot(s)"
+        )
+    ids: list[int] = []
+    labels: list[int] = []
+    mask: list[bool] = []
+    for i, (seg, lab) in enumerate(zip(rendered.segments, rendered.segment_labels)):
+        ids.extend(seg)
+        labels.extend(lab)
+        mask.extend([False] * len(seg))
+        if i < len(slots):
+            slot = slots[i]
+            ids.extend([placeholder_id] * slot.num_vectors + list(slot.transcript_ids))
+            labels.extend([IGNORE_INDEX] * len(slot))
+            mask.extend([True] * slot.num_vectors + [False] * len(slot.transcript_ids))
+    return ChatSequence(input_ids=ids, labels=labels, audio_mask=mask)
+
+
+def collate_left_padded(sequences: Sequence[ChatSequence], pad_id: int) -> dict[str, Any]:
+    """Left-pad sequences into tensors: ``input_ids``, ``attention_mask``, ``position_ids``
+    (counting from 0 at each row's first real token, so padding does not shift positions),
+    ``labels`` and ``audio_mask``."""
+    import torch
+
+    if not sequences:
+        raise ChatLayoutError("empty batch")
+    width = max(len(s) for s in sequences)
+    n = len(sequences)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    audio_mask = torch.zeros((n, width), dtype=torch.bool)
+    for row, s in enumerate(sequences):
+        k = len(s)
+        if k == 0:
+            continue
+        input_ids[row, width - k:] = torch.tensor(s.input_ids, dtype=torch.long)
+        labels[row, width - k:] = torch.tensor(s.labels, dtype=torch.long)
+        attention[row, width - k:] = 1
+        audio_mask[row, width - k:] = torch.tensor(s.audio_mask, dtype=torch.bool)
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "position_ids": position_ids,
+        "labels": labels,
+        "audio_mask": audio_mask,
+    }

@@ -1,0 +1,219 @@
+"""Checkpoints: the config that names the frozen bases, and only the trained weights.
+
+A checkpoint folder::
+
+    speechllm_config.json   format version, the ModelConfig, the encoder and LLM references
+                            (ref, resolved path or hub id, revision / commit / content hash) and
+                            the shapes the adapter was built for
+    adapter.safetensors     the adapter's weights (fp32)
+    lora/                   peft's LoRA folder (adapter_config.json, adapter_model.safetensors),
+                            only when LoRA was trained
+
+Loading rebuilds the bases from their references and refuses, with a clear message, bases whose
+shapes differ from those recorded; a content hash or commit that differs only warns (a
+re-converted or re-saved base can differ in bytes and still be the same model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from speechllm.errors import SpeechLLMError
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "speechllm_config.json"
+ADAPTER_FILE = "adapter.safetensors"
+LORA_DIR = "lora"
+FORMAT = "speechllm-checkpoint"
+FORMAT_VERSION = 1
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+class CheckpointError(SpeechLLMError):
+    """A checkpoint folder that is incomplete, malformed, or does not fit the bases."""
+
+
+def content_sha256(path: str | os.PathLike) -> str | None:
+    """SHA-256 over a model's weight files (name + bytes, sorted), or of a single ``.pt`` file.
+    None for something that is not on disk (a hub id)."""
+    from speechllm.utils.fs import sha256_file
+
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    if not p.is_dir():
+        return None
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+def describe_base(ref: str, revision: str | None, resolved: str, hf_config: Any) -> dict[str, Any]:
+    """How a checkpoint names a frozen base: the reference as given, where it resolved to, the
+    hub revision asked for, the commit HF loaded (when known) and a content hash of local files."""
+    local = Path(resolved).exists()
+    return {
+        "ref": ref,
+        "resolved": resolved,
+        "revision": revision,
+        "commit": getattr(hf_config, "_commit_hash", None),
+        "sha256": content_sha256(resolved) if local else None,
+    }
+
+
+def save_checkpoint(model, out_dir: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write ``model``'s checkpoint folder atomically (complete or absent)."""
+    from safetensors.torch import save_file
+
+    from speechllm import __version__
+    from speechllm.config import to_dict
+    from speechllm.utils.fs import atomic_directory
+
+    spec = model.adapter.spec
+    llm_cfg = model.base_causal_lm().config
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "speechllm_version": __version__,
+        "model": to_dict(model.config),
+        "encoder_layers": list(model.encoder.layers),
+        "encoder": model.bases.get("encoder", {}),
+        "llm": model.bases.get("llm", {}),
+        "shapes": {
+            "encoder_dim": spec.encoder_dim,
+            "encoder_heads": spec.encoder_heads,
+            "encoder_blocks": model.encoder.num_layers,
+            "num_taps": spec.num_taps,
+            "llm_dim": spec.llm_dim,
+            "llm_vocab_size": int(model.llm.get_input_embeddings().num_embeddings),
+            "llm_layers": getattr(llm_cfg, "num_hidden_layers", None),
+        },
+        "trained": ["adapter"] + (["lora"] if model.config.lora.enabled else []),
+    }
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.adapter.state_dict().items()}
+    out = Path(out_dir)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        save_file(state, str(tmp / ADAPTER_FILE), metadata={"format": "pt"})
+        if model.config.lora.enabled:
+            model.llm.save_pretrained(str(tmp / LORA_DIR))
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``speechllm_config.json``; missing or malformed files raise
+    :class:`CheckpointError` naming the file and the fix."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"{folder}: no such checkpoint folder; create one with `speechllm init-model` or `speechllm train`"
+        )
+    cfg_path = folder / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise CheckpointError(
+            f"{cfg_path}: missing; this is not a speechllm checkpoint (write one with "
+            "`speechllm init-model --encoder M --llm M OUT` or `speechllm train`)"
+        )
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: unreadable ({e}); re-save the checkpoint") from None
+    if meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
+        raise CheckpointError(f"{cfg_path}: not a speechllm checkpoint config (no 'format': {FORMAT!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path}: format version {meta['format_version']} is newer than this speechllm "
+            f"understands ({FORMAT_VERSION}); upgrade speechllm"
+        )
+    if not (folder / ADAPTER_FILE).is_file():
+        raise CheckpointError(
+            f"{folder / ADAPTER_FILE}: missing; the checkpoint is incomplete (copy the whole folder, "
+            "or re-save it)"
+        )
+    if "lora" in meta.get("trained", []) and not (folder / LORA_DIR / "adapter_model.safetensors").is_file():
+        raise CheckpointError(
+            f"{folder / LORA_DIR / 'adapter_model.safetensors'}: missing, but the config says LoRA "
+            "was trained; copy the lora/ folder with the checkpoint"
+        )
+    return meta
+
+
+def _check_shapes(meta: dict[str, Any], model, folder: Path) -> None:
+    want = meta.get("shapes", {})
+    spec = model.adapter.spec
+    have = {
+        "encoder_dim": spec.encoder_dim,
+        "encoder_heads": spec.encoder_heads,
+        "encoder_blocks": model.encoder.num_layers,
+        "num_taps": spec.num_taps,
+        "llm_dim": spec.llm_dim,
+        "llm_vocab_size": int(model.llm.get_input_embeddings().num_embeddings),
+    }
+    bad = [f"{k} {want[k]} (checkpoint) vs {v} (base)" for k, v in have.items() if k in want and want[k] != v]
+    if bad:
+        raise CheckpointError(
+            f"{folder}: the bases do not match the trained model: {'; '.join(bad)}. Use the encoder "
+            f"{meta.get('encoder', {}).get('ref')!r} and LLM {meta.get('llm', {}).get('ref')!r} "
+            "named in speechllm_config.json"
+        )
+
+
+def _compare_provenance(meta: dict[str, Any], model, folder: Path) -> None:
+    for side in ("encoder", "llm"):
+        saved, now = meta.get(side, {}), model.bases.get(side, {})
+        for key in ("sha256", "commit"):
+            if saved.get(key) and now.get(key) and saved[key] != now[key]:
+                log.warning(
+                    "%s: the %s %s differs from the one the checkpoint was saved with (%s %s vs %s); "
+                    "outputs may differ", folder, side, now.get("ref"), key, now[key][:12], saved[key][:12],
+                )
+
+
+def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=None,
+                    trainable=False, verify_hashes=True):
+    """Rebuild ``cls`` (``SpeechLLM``) from a checkpoint folder; see the module docstring."""
+    from safetensors.torch import load_file
+
+    from speechllm.config import ModelConfig, from_dict
+    from speechllm.errors import ConfigError
+
+    folder = Path(path)
+    meta = read_checkpoint_config(folder)
+    try:
+        config = from_dict(ModelConfig, meta["model"], source=str(folder / CONFIG_FILE))
+    except ConfigError as e:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {e}") from None
+    config.encoder_layers = list(meta.get("encoder_layers") or config.encoder_layers or []) or None
+    lora_trained = "lora" in meta.get("trained", [])
+    config.lora.enabled = False  # LoRA comes from the saved folder, not fresh
+    model = cls._load_frozen(config, device="cpu", dtype=dtype, seed=0, encoder_ref=encoder, llm_ref=llm)
+    _check_shapes(meta, model, folder)
+    try:
+        state = load_file(str(folder / ADAPTER_FILE))
+    except Exception as e:
+        raise CheckpointError(f"{folder / ADAPTER_FILE}: unreadable ({e}); re-save the checkpoint") from None
+    try:
+        model.adapter.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{folder / ADAPTER_FILE}: does not fit the {config.adapter} adapter ({e})") from None
+    if lora_trained:
+        from peft import PeftModel
+
+        model.llm = PeftModel.from_pretrained(model.llm, str(folder / LORA_DIR), is_trainable=trainable)
+        model.config.lora.enabled = True
+    if not trainable:
+        model.adapter.requires_grad_(False)
+        model.eval()
+    if verify_hashes:
+        _compare_provenance(meta, model, folder)
+    return model.to(device)

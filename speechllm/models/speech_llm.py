@@ -1,0 +1,438 @@
+"""``SpeechLLM``: frozen Whisper encoder + trainable adapter + frozen chat LLM (optional LoRA).
+
+The LLM reads a chat in which every audio locator is replaced by the audio's span: the adapter's
+vectors, then the transcript's token embeddings (see :mod:`speechllm.models.chat_layout`).
+Text-only batches go straight to the LLM with their token ids: the adapter is never touched and,
+without LoRA, the logits are the base LLM's bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from speechllm.config import ModelConfig
+from speechllm.errors import ConfigError, ModelResolutionError, SpeechLLMError
+from speechllm.models import chat_layout as layout
+from speechllm.models.adapters import AdapterSpec, build_adapter
+from speechllm.models.encoder import EncodedWindows, WhisperTapEncoder, default_encoder_layers, load_whisper
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class InvalidAudioError(SpeechLLMError):
+    """A waveform given to the model that cannot be used (empty, NaN/Inf, not 1-D)."""
+
+
+def resolve_dtype(name: str | torch.dtype | None, device: str = "cpu") -> torch.dtype:
+    """``auto`` -> bf16 where the hardware runs it fast (CPU AVX512-BF16/AMX, CUDA), else fp32."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name in (None, "auto"):
+        from speechllm.utils.hardware import default_dtype_name
+
+        name = default_dtype_name(str(device))
+    if name not in DTYPES:
+        raise ConfigError(f"dtype {name!r}: expected one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+@dataclass
+class SpeechBatch:
+    """Model input: left-padded token tensors plus the encoder output of the batch's audios.
+
+    ``audio_mask`` marks the positions that receive adapter vectors; ``encoded`` holds the
+    windows of all audios in example order (None for a text-only batch); ``transcripts`` is the
+    transcript used for each audio of each example.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor
+    audio_mask: torch.Tensor
+    encoded: EncodedWindows | None = None
+    transcripts: list[list[str]] = field(default_factory=list)
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self.audio_mask.any())
+
+    def to(self, device) -> SpeechBatch:
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("input_ids", "attention_mask", "position_ids", "labels", "audio_mask")}
+        return SpeechBatch(**moved, encoded=self.encoded, transcripts=self.transcripts)
+
+
+@dataclass
+class SpeechLLMOutput:
+    """``loss``: mean cross-entropy over response tokens (None without labels);
+    ``num_tokens``: how many tokens the loss covers (for global normalisation across ranks);
+    ``logits``: full ``(batch, time, vocab)`` logits when asked for."""
+
+    loss: torch.Tensor | None
+    num_tokens: int
+    logits: torch.Tensor | None = None
+
+
+def _is_single_conversation(messages: Any) -> bool:
+    return bool(messages) and isinstance(messages[0], dict)
+
+
+def check_wave(wave: Any, where: str) -> np.ndarray:
+    """A 1-D float32 array of finite samples, or :class:`InvalidAudioError`."""
+    arr = np.asarray(wave.detach().cpu() if isinstance(wave, torch.Tensor) else wave, dtype=np.float32)
+    if arr.ndim != 1:
+        raise InvalidAudioError(f"{where}: expected mono 16 kHz samples (1-D), got shape {arr.shape}")
+    if arr.size == 0:
+        raise InvalidAudioError(f"{where}: empty audio (no samples)")
+    if not np.isfinite(arr).all():
+        raise InvalidAudioError(f"{where}: contains NaN or Inf samples")
+    return arr
+
+
+class SpeechLLM(nn.Module):
+    """Encoder + adapter + LLM. Build with :meth:`from_config` (new adapter) or
+    :meth:`from_pretrained` (a saved checkpoint); see ``docs/model.md``."""
+
+    def __init__(self, config: ModelConfig, encoder: WhisperTapEncoder, adapter: nn.Module,
+                 llm: nn.Module, tokenizer: Any, bases: dict[str, dict[str, Any]] | None = None):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.adapter = adapter
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.bases = bases or {}
+        self._transcriber = None
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
+                    seed: int = 0) -> SpeechLLM:
+        """Load the frozen encoder and LLM named by ``config`` and create a new adapter
+        (seeded), plus LoRA when ``config.lora.enabled``."""
+        model = cls._load_frozen(config, device=device, dtype=dtype, seed=seed)
+        if config.lora.enabled:
+            model.enable_lora()
+        return model
+
+    @classmethod
+    def _load_frozen(cls, config: ModelConfig, *, device: str, dtype, seed: int,
+                     encoder_ref: str | None = None, llm_ref: str | None = None) -> SpeechLLM:
+        from speechllm.models.checkpoint import describe_base
+
+        torch_dtype = resolve_dtype(dtype if dtype is not None else config.dtype, device)
+        whisper, extractor, wtok, enc_resolved = load_whisper(
+            encoder_ref or config.encoder, revision=config.encoder_revision, dtype=torch_dtype,
+            trust_remote_code=config.trust_remote_code,
+        )
+        if config.transcript_source == "none":
+            whisper.model.decoder = None  # the decoder is never used; free its memory
+        layers = config.encoder_layers or default_encoder_layers(whisper.config.encoder_layers, config.adapter)
+        encoder = WhisperTapEncoder(whisper, extractor, wtok, layers)
+        llm, tokenizer, llm_resolved = load_llm(config, llm_ref or config.llm, torch_dtype)
+        spec = AdapterSpec(encoder_dim=encoder.d_model, encoder_heads=encoder.num_heads,
+                           num_taps=len(layers), llm_dim=llm.get_input_embeddings().embedding_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            adapter = build_adapter(config.adapter, spec, config)
+        bases = {
+            "encoder": describe_base(encoder_ref or config.encoder, config.encoder_revision, enc_resolved, whisper.config),
+            "llm": describe_base(llm_ref or config.llm, config.llm_revision, llm_resolved, llm.config),
+        }
+        model = cls(config, encoder, adapter, llm, tokenizer, bases)
+        model.to(device)
+        return model.eval()  # dropout off until a trainer calls .train()
+
+    def train(self, mode: bool = True) -> SpeechLLM:
+        """Train mode for what is trained (adapter, LoRA); the frozen LLM stays in eval mode
+        unless LoRA is on (peft's LoRA dropout needs train mode)."""
+        super().train(mode)
+        self.llm.train(mode and self.config.lora.enabled)
+        return self
+
+    def to(self, *args, **kwargs):  # the encoder is not a submodule (frozen, never saved)
+        super().to(*args, **kwargs)
+        device = next(self.llm.parameters()).device
+        self.encoder.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.llm.parameters()).device
+
+    def enable_lora(self) -> None:
+        """Wrap the LLM with peft LoRA adapters per ``config.lora`` (B starts at zero, so the
+        model's outputs do not change until training moves it)."""
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+
+        lc = self.config.lora
+        peft_config = PeftLoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                     target_modules=list(lc.target_modules), task_type="CAUSAL_LM")
+        try:
+            self.llm = get_peft_model(self.llm, peft_config)
+        except ValueError as e:
+            raise ConfigError(f"model.lora.target_modules {lc.target_modules}: {e}") from None
+        self.config.lora.enabled = True
+
+    def base_causal_lm(self) -> nn.Module:
+        """The HF causal LM (inside peft's wrapper when LoRA is on)."""
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_pretrained(self, out_dir, *, overwrite: bool = True) -> None:
+        """Write the config naming the frozen bases and only the trained weights."""
+        from speechllm.models.checkpoint import save_checkpoint
+
+        save_checkpoint(self, out_dir, overwrite=overwrite)
+
+    @classmethod
+    def from_pretrained(cls, path, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
+                        encoder: str | None = None, llm: str | None = None, trainable: bool = False,
+                        verify_hashes: bool = True) -> SpeechLLM:
+        """Rebuild the trained model from a checkpoint folder. ``encoder``/``llm`` point at a
+        moved copy of the bases; bases whose shapes differ from the trained ones are refused."""
+        from speechllm.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(cls, path, device=device, dtype=dtype, encoder=encoder, llm=llm,
+                               trainable=trainable, verify_hashes=verify_hashes)
+
+    # ------------------------------------------------------------------ audio
+
+    @property
+    def transcriber(self):
+        if self._transcriber is None:
+            from speechllm.models.transcript import WhisperTranscriber
+
+            self._transcriber = WhisperTranscriber(self.encoder.whisper, self.encoder.tokenizer)
+        return self._transcriber
+
+    def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
+        """Whisper's own transcript of each wave (VAD first: non-speech -> "")."""
+        waves = [check_wave(w, f"audio {i}") for i, w in enumerate(waves)]
+        for i, w in enumerate(waves):
+            layout.check_audio_length(len(w), self.config, where=f"audio {i}")
+        encoded = self.encoder.encode(waves, need_final=True)
+        return self._transcripts_for(waves, encoded, [None] * len(waves))
+
+    def _transcripts_for(self, waves, encoded: EncodedWindows, given: Sequence[str | None]) -> list[str]:
+        from speechllm.models.transcript import has_speech, transcribe_windows
+
+        need = [t is None for t in given]
+        if self.config.transcript_source == "none" or not any(need):
+            return ["" if t is None else t for t in given]
+        speech = [n and (not self.config.use_vad or has_speech(w)) for n, w in zip(need, waves)]
+        asr = transcribe_windows(self.transcriber, encoded.final, encoded.windows_per_audio, speech)
+        return [t if t is not None else a for t, a in zip(given, asr)]
+
+    def audio_vectors(self, encoded: EncodedWindows) -> torch.Tensor:
+        """Adapter output of every window, real vectors only, concatenated: ``(total, llm_dim)``."""
+        out, mask = self.adapter(encoded.taps, encoded.valid_frames)
+        return out[mask]
+
+    # ------------------------------------------------------------------ batches
+
+    def prepare_batch(
+        self,
+        conversations: Sequence[Sequence[layout.Message]],
+        audios: Sequence[Sequence[Any]] | None = None,
+        transcripts: Sequence[Sequence[str | None]] | None = None,
+        *,
+        add_generation_prompt: bool = False,
+    ) -> SpeechBatch:
+        """Render, tokenise, encode and collate a batch.
+
+        ``audios[b]`` are the 16 kHz mono waves of conversation ``b`` (in locator order);
+        ``transcripts[b][i]`` is the text that follows audio ``i``'s adapter vectors (None: Whisper's
+        own, behind VAD). With ``add_generation_prompt`` the prompts end with the assistant header.
+        """
+        n = len(conversations)
+        audios = [list(a) for a in audios] if audios is not None else [[] for _ in range(n)]
+        transcripts = ([list(t) for t in transcripts] if transcripts is not None
+                       else [[None] * len(a) for a in audios])
+        if len(audios) != n or len(transcripts) != n:
+            raise layout.ChatLayoutError(f"{n} conversations but {len(audios)} audio lists / {len(transcripts)} transcript lists")
+        flat_waves, flat_given = [], []
+        for b, (waves, texts) in enumerate(zip(audios, transcripts)):
+            if len(texts) != len(waves):
+                raise layout.ChatLayoutError(f"example {b}: {len(waves)} audios but {len(texts)} transcripts")
+            for i, w in enumerate(waves):
+                arr = check_wave(w, f"example {b} audio {i}")
+                layout.check_audio_length(len(arr), self.config, where=f"example {b} audio {i}")
+                flat_waves.append(arr)
+                flat_given.append(texts[i])
+        rendered = [
+            layout.render_chat(self.tokenizer, conv, self.config, num_audios=len(waves),
+                               add_generation_prompt=add_generation_prompt)
+            for conv, waves in zip(conversations, audios)
+        ]
+        encoded = None
+        flat_texts: list[str] = []
+        if flat_waves:
+            need_asr = self.config.transcript_source != "none" and any(t is None for t in flat_given)
+            encoded = self.encoder.encode(flat_waves, need_final=need_asr)
+            flat_texts = self._transcripts_for(flat_waves, encoded, flat_given)
+        sequences, per_example, k = [], [], 0
+        for r, waves in zip(rendered, audios):
+            slots = []
+            texts = flat_texts[k:k + len(waves)]
+            for w, t in zip(waves, texts):
+                slots.append(layout.AudioSlot(
+                    num_vectors=layout.adapter_output_length(len(flat_waves[k]), self.config),
+                    transcript_ids=layout.transcript_token_ids(self.tokenizer, t, self.config),
+                ))
+                k += 1
+            per_example.append(texts)
+            sequences.append(layout.build_sequence(r, slots, self.pad_id))
+        tensors = layout.collate_left_padded(sequences, self.pad_id)
+        batch = SpeechBatch(**tensors, encoded=encoded, transcripts=per_example)
+        return batch.to(self.device)
+
+    # ------------------------------------------------------------------ forward
+
+    def embed(self, batch: SpeechBatch) -> torch.Tensor:
+        """Token embeddings with the adapter's vectors written into the audio positions."""
+        embeds = self.llm.get_input_embeddings()(batch.input_ids)
+        if not batch.has_audio:
+            return embeds
+        if batch.encoded is None:
+            raise SpeechLLMError("the batch has audio positions but no encoder output")
+        vectors = self.audio_vectors(batch.encoded)
+        expected = int(batch.audio_mask.sum())
+        if vectors.shape[0] != expected:
+            raise SpeechLLMError(
+                f"adapter produced {vectors.shape[0]} vectors for {expected} audio positions "
+                "(the span length and the adapter disagree: a bug, please report)"
+            )
+        return embeds.masked_scatter(batch.audio_mask.unsqueeze(-1), vectors.to(embeds.dtype))
+
+    def _llm_inputs(self, batch: SpeechBatch) -> dict[str, torch.Tensor]:
+        inputs = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
+        if batch.has_audio:
+            inputs["inputs_embeds"] = self.embed(batch)
+        else:  # text only: the LLM exactly as it is, the adapter untouched
+            inputs["input_ids"] = batch.input_ids
+        return inputs
+
+    def forward(self, batch: SpeechBatch, *, return_logits: bool = False) -> SpeechLLMOutput:
+        """Next-token cross-entropy on the response tokens (labels != IGNORE_INDEX).
+
+        Without ``return_logits`` the LM head runs only at positions that predict a response
+        token (cheap for large vocabularies); with it the full logits are computed and returned.
+        """
+        inputs = self._llm_inputs(batch)
+        targets = batch.labels[:, 1:]
+        select = targets != layout.IGNORE_INDEX
+        num_tokens = int(select.sum())
+        if return_logits:
+            logits = self.llm(**inputs, use_cache=False).logits
+            picked = logits[:, :-1][select]
+        else:
+            logits = None
+            base = self.base_causal_lm()
+            hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
+            picked = self._lm_head(base, hidden[:, :-1][select])
+        loss = None
+        if num_tokens:
+            loss = nn.functional.cross_entropy(picked.float(), targets[select], reduction="mean")
+        elif picked.requires_grad:  # keeps the graph (and DDP) alive on a batch without targets
+            loss = picked.sum() * 0.0
+        return SpeechLLMOutput(loss=loss, num_tokens=num_tokens, logits=logits)
+
+    @staticmethod
+    def _lm_head(base: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        logits = base.get_output_embeddings()(hidden)
+        cap = getattr(base.config, "final_logit_softcapping", None)
+        if cap:  # Gemma-2 style soft-capping, as the model's own forward applies it
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        messages: Sequence[layout.Message] | Sequence[Sequence[layout.Message]],
+        audios: Sequence[Any] | None = None,
+        transcripts: Sequence[Any] | None = None,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        repetition_penalty: float = 1.0,
+        streamer: Any = None,
+        return_batch: bool = False,
+    ):
+        """Generate the assistant's reply. ``messages`` is one conversation (then ``audios`` is
+        a list of waves and ``transcripts`` a list of texts/None, and one string is returned) or
+        a list of conversations (lists of lists; a list of strings is returned). ``temperature``
+        0 is greedy. The LLM's own ``generate`` runs on ``inputs_embeds`` with its KV cache."""
+        single = _is_single_conversation(messages)
+        convs = [messages] if single else list(messages)
+        if single:
+            audios = [list(audios or [])]
+            transcripts = [list(transcripts)] if transcripts is not None else None
+        batch = self.prepare_batch(convs, audios, transcripts, add_generation_prompt=True)
+        gen = copy.deepcopy(self.base_causal_lm().generation_config)
+        sample = temperature > 0
+        gen.update(max_new_tokens=max_new_tokens, do_sample=sample, repetition_penalty=repetition_penalty,
+                   temperature=temperature if sample else None, top_p=top_p if sample else None,
+                   top_k=(top_k or None) if sample else None, pad_token_id=self.pad_id)
+        if gen.eos_token_id is None:
+            gen.eos_token_id = self.tokenizer.eos_token_id
+        inputs = self._llm_inputs(batch)
+        inputs.pop("position_ids")  # generate derives them from the attention mask, step by step
+        out = self.llm.generate(**inputs, generation_config=gen, streamer=streamer)
+        if "input_ids" in inputs:  # with token ids, generate returns prompt + continuation
+            out = out[:, inputs["input_ids"].shape[1]:]
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        texts = [t.strip() for t in texts]
+        result = texts[0] if single else texts
+        return (result, batch) if return_batch else result
+
+
+def load_llm(config: ModelConfig, ref: str, torch_dtype: torch.dtype):
+    """``(causal LM, tokenizer, resolved path or id)``; all weights frozen."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from speechllm.assets import resolve_model
+
+    resolved = resolve_model(ref)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved, revision=config.llm_revision,
+                                                  trust_remote_code=config.trust_remote_code)
+        llm = AutoModelForCausalLM.from_pretrained(resolved, revision=config.llm_revision, dtype=torch_dtype,
+                                                   trust_remote_code=config.trust_remote_code)
+    except OSError as e:
+        raise ModelResolutionError(f"cannot load LLM {ref!r} ({e})") from None
+    if config.chat_template:
+        from pathlib import Path
+
+        path = Path(config.chat_template)
+        if not path.is_file():
+            raise ConfigError(f"model.chat_template: {path} does not exist")
+        tokenizer.chat_template = path.read_text(encoding="utf-8")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    llm.eval()
+    return llm, tokenizer, resolved

@@ -1,0 +1,134 @@
+"""Whisper's own transcript of an audio, behind a voice-activity check.
+
+silero-vad runs first (its weights ship in the wheel); audio without speech gets an empty
+transcript and no ASR. Speech is decoded greedily by the Whisper decoder, reusing the encoder
+output that the adapter's taps came from (one encoder pass per window), with a KV cache. Long
+audio is decoded window by window and the texts are joined.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from speechllm.errors import SpeechLLMError
+
+log = logging.getLogger(__name__)
+
+MAX_TOKENS_PER_WINDOW = 160  # Whisper's decoder context is 448; 30 s of speech is ~100 tokens
+
+
+class TranscriptError(SpeechLLMError):
+    """Whisper's transcript was asked for but the model cannot produce one."""
+
+
+@functools.lru_cache(maxsize=1)
+def _silero():
+    from silero_vad import load_silero_vad
+
+    return load_silero_vad()
+
+
+def has_speech(wave: np.ndarray, sample_rate: int = 16_000) -> bool:
+    """True when silero-vad finds at least one speech segment (default thresholds)."""
+    import torch
+    from silero_vad import get_speech_timestamps
+
+    stamps = get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
+                                   _silero(), sampling_rate=sample_rate)
+    return len(stamps) > 0
+
+
+class WhisperTranscriber:
+    """Greedy, timestamp-free Whisper decoding of precomputed encoder outputs."""
+
+    def __init__(self, whisper: Any, tokenizer: Any, *, language: str | None = None):
+        if tokenizer is None:
+            raise TranscriptError(
+                "Whisper's transcript needs the Whisper tokenizer, and none was found beside the "
+                "encoder weights; add tokenizer.json to the model folder, or give the transcript "
+                "(--transcript / model.transcript_source=none)"
+            )
+        self.whisper = whisper
+        self.tokenizer = tokenizer
+        ids = tokenizer.convert_tokens_to_ids
+        self.sot = ids("<|startoftranscript|>")
+        self.eot = ids("<|endoftext|>")
+        self.no_timestamps = ids("<|notimestamps|>")
+        self.transcribe_id = ids("<|transcribe|>")
+        # Multilingual vocabularies have one more base token than English-only ones (51864).
+        self.multilingual = whisper.config.vocab_size >= 51865
+        self.language = language
+
+    def _prompt(self) -> list[int]:
+        if not self.multilingual:
+            return [self.sot, self.no_timestamps]
+        lang = self.tokenizer.convert_tokens_to_ids(f"<|{self.language}|>") if self.language else None
+        return [self.sot, lang, self.transcribe_id, self.no_timestamps] if lang is not None else [self.sot]
+
+    def decode(self, encoder_out) -> list[str]:
+        """Transcribe a batch of windows from their final encoder states ``(N, 1500, d)``."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        model = self.whisper
+        n = encoder_out.shape[0]
+        device = encoder_out.device
+        enc = BaseModelOutput(last_hidden_state=encoder_out)
+        prompt = self._prompt()
+        tokens = torch.tensor([prompt] * n, device=device)
+        with torch.inference_mode():
+            if len(prompt) == 1:  # multilingual without a fixed language: detect it
+                out = model(encoder_outputs=enc, decoder_input_ids=tokens, use_cache=False)
+                # Language tokens sit between <|startoftranscript|> and <|translate|>.
+                translate = self.tokenizer.convert_tokens_to_ids("<|translate|>")
+                lang_ids_t = torch.arange(self.sot + 1, translate, device=device)
+                best = lang_ids_t[out.logits[:, -1, lang_ids_t].argmax(-1)]
+                tail = torch.tensor([self.transcribe_id, self.no_timestamps], device=device).expand(n, 2)
+                tokens = torch.cat([tokens, best[:, None], tail], dim=1)
+            generated: list[list[int]] = [[] for _ in range(n)]
+            done = torch.zeros(n, dtype=torch.bool, device=device)
+            past = None
+            step_input = tokens
+            for _ in range(MAX_TOKENS_PER_WINDOW):
+                out = model(encoder_outputs=enc, decoder_input_ids=step_input,
+                            past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                logits = out.logits[:, -1].float()
+                logits[:, self.eot + 1:] = float("-inf")  # text tokens and end-of-text only
+                nxt = logits.argmax(-1)
+                nxt = torch.where(done, torch.full_like(nxt, self.eot), nxt)
+                for i, t in enumerate(nxt.tolist()):
+                    if not done[i] and t != self.eot:
+                        generated[i].append(t)
+                done |= nxt == self.eot
+                if bool(done.all()):
+                    break
+                step_input = nxt[:, None]
+        return [self.tokenizer.decode(g, skip_special_tokens=True).strip() for g in generated]
+
+
+def transcribe_windows(
+    transcriber: WhisperTranscriber,
+    final_states,
+    windows_per_audio: Sequence[int],
+    speech_flags: Sequence[bool],
+) -> list[str]:
+    """One transcript per audio: its windows decoded and joined; ``""`` where there is no speech."""
+    import torch
+
+    starts = np.cumsum([0, *windows_per_audio])
+    keep = [w for a, flag in enumerate(speech_flags) if flag for w in range(starts[a], starts[a + 1])]
+    texts: dict[int, str] = {}
+    if keep:
+        decoded = transcriber.decode(final_states[torch.tensor(keep, device=final_states.device)])
+        texts = dict(zip(keep, decoded))
+    out = []
+    for a in range(len(windows_per_audio)):
+        pieces = [texts.get(w, "") for w in range(starts[a], starts[a + 1])]
+        out.append(" ".join(p for p in pieces if p).strip())
+    return out
