@@ -91,7 +91,7 @@ def prepare_folder(corpus_dir: str | os.PathLike, output_dir: str | os.PathLike 
                 raise CorpusError(f"{where}: column {audio_col!r} is empty")
             audio = Path(rel) if Path(rel).is_absolute() else root / rel
 
-            def get(key: str) -> str | None:
+            def get(key: str, row: dict[str, str] = row) -> str | None:
                 col = special[key]
                 value = (row.get(col) or "").strip() if col else ""
                 return value or None

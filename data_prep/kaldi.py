@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from speechllm.data.importers import ManifestBuilder, PreparedCorpus, register_importer, require_corpus_dir
+from speechllm.data.importers import (
+    ManifestBuilder,
+    PreparedCorpus,
+    register_importer,
+    require_corpus_dir,
+)
 from speechllm.data.kaldi import read_kaldi_dir
 
 

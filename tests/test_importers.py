@@ -86,8 +86,8 @@ ID  AGE  GENDER  ACCENTS  REGION
 236  23  F    English    Manchester
 238  22  F    NorthernIrish  Belfast
 """
-SPEAKER_INFO_092 = """\
-ID  AGE  GENDER  ACCENTS  REGION COMMENTS 
+# The 0.92 header ends in a space, as published.
+SPEAKER_INFO_092 = "ID  AGE  GENDER  ACCENTS  REGION COMMENTS \n" + """\
 p225  23  F    English    Southern  England
 p226  22  M    English    Surrey
 p315  23  M    American   Connecticut  (mic2 files unavailable)

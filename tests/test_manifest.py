@@ -131,7 +131,7 @@ def test_iteration_is_lazy_and_memory_stays_flat(tmp_path):
     assert isinstance(rows, types.GeneratorType)
     tracemalloc.start()
     count = 0
-    for utt in rows:
+    for _ in rows:
         count += 1
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -82,8 +82,7 @@ def _decode_pipe(command: str, rec_id: str, root: Path, out_dir: Path, where: st
     target = out_dir / f"{rec_id}.flac"
     if target.is_file():  # decoded by an earlier run
         return target
-    proc = subprocess.run(["bash", "-c", command], cwd=root, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, check=False)
+    proc = subprocess.run(["bash", "-c", command], cwd=root, capture_output=True, check=False)
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise KaldiDirError(f"{where}: command exited with status {proc.returncode}"
