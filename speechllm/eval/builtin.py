@@ -63,6 +63,11 @@ CONSTRAINT_PROMPTS: list[tuple[str, list[dict[str, Any]]]] = [
      [{"id": "change_case:english_capital", "kwargs": {}}]),
 ]
 
+#: Attributes a seed description names, in DeSTA2's order (others, like tts_voice, stay out).
+DESCRIPTION_ATTRIBUTES = (("gender", "Gender"), ("age", "Age"), ("accent", "Accent"), ("emotion", "Emotion"),
+                          ("pitch", "Pitch"), ("volume", "Volume"), ("speaking_rate", "Speaking speed"),
+                          ("snr", "SNR"), ("intent", "Intent"))
+
 TRANSCRIBE_INSTRUCTION = "Transcribe the speech in the audio exactly."
 
 
@@ -79,11 +84,10 @@ def render_seed_description(utt: Utterance) -> str:
         return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
     parts = []
-    names = {"speaking_rate": "Speaking speed"}
-    for key, value in utt.attributes.items():
-        if value is None or isinstance(value, (dict, list)):
-            continue
-        parts.append(f"{names.get(key, key.replace('_', ' ').capitalize())}: {value}")
+    for key, name in DESCRIPTION_ATTRIBUTES:
+        value = utt.attributes.get(key)
+        if value is not None and not isinstance(value, (dict, list)):
+            parts.append(f"{name}: {value}")
     if utt.duration:
         parts.append(f"Duration: {round(dur)}s")
     text = f' "{utt.transcript}"' if utt.transcript else ""

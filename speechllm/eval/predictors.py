@@ -176,50 +176,48 @@ class TextLLMPredictor:
 
 
 class SpeechLLMPredictor:
-    """The speech model: ``SpeechLLM.generate(messages, audios, ...)`` per request.
+    """The speech model: ``SpeechLLM.generate(conversations, audios)`` on batches of requests.
 
-    Adapter point: this is the only place that knows the SpeechLLM's generation API.
+    Adapter point: this is the only place that knows the SpeechLLM's generation API. Audio is
+    decoded here (16 kHz mono); the transcript after the adapter vectors is Whisper's own (VAD
+    first), as at inference, since a benchmark ships no transcript.
     """
 
     needs_audio = True
 
     def __init__(self, model_dir: str, *, max_new_tokens: int = 128, batch_size: int = 8):
-        from speechllm.models import SpeechLLM  # type: ignore[attr-defined]
+        from speechllm.models import SpeechLLM
 
         self.model_ref = model_dir
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.model = SpeechLLM.from_pretrained(model_dir)
-        if hasattr(self.model, "eval"):
-            self.model.eval()
+        self.model.eval()
 
     def describe(self) -> dict[str, Any]:
         return {"type": "speechllm", "model": self.model_ref, "max_new_tokens": self.max_new_tokens,
-                "decoding": "greedy"}
+                "decoding": "greedy", "bases": getattr(self.model, "bases", {})}
 
     def predict(self, requests: Sequence[Request]) -> list[str]:
-        out = []
-        for r in requests:
-            messages = [{"role": "user", "content": r.text}]
-            reply = self.model.generate(messages, r.audios, max_new_tokens=self.max_new_tokens)
-            out.append(reply if isinstance(reply, str) else reply[0])
-        return out
+        from speechllm.audio.io import load_audio
+
+        conversations = [[{"role": "user", "content": r.text}] for r in requests]
+        waves = [[load_audio(a) for a in r.audios] for r in requests]
+        replies = self.model.generate(conversations, waves, max_new_tokens=self.max_new_tokens)
+        return list(replies)
 
     def text_lm(self):
-        """The LLM that answers text-only input (for the retention suite), with its tokenizer."""
-        llm = getattr(self.model, "llm", None)
-        tok = getattr(self.model, "tokenizer", None)
-        if llm is None or tok is None:
-            raise AttributeError("SpeechLLM exposes no .llm / .tokenizer for the retention suite")
-        return llm, tok
+        """The LLM that answers text-only input (text never passes the adapter), with its
+        tokenizer: the tuned side of the retention suite."""
+        return self.model.llm, self.model.tokenizer
+
+
+SPEECHLLM_CONFIG_FILE = "speechllm_config.json"  # speechllm.models.checkpoint.CONFIG_FILE
 
 
 def is_speechllm_dir(path: str) -> bool:
-    """A trained SpeechLLM folder (its checkpoint config), as opposed to a bare HF LLM."""
-    p = Path(path)
-    return p.is_dir() and any((p / n).is_file() for n in ("speechllm_config.yaml", "speechllm.json",
-                                                          "adapter_config.yaml", "config.yaml")) \
-        and not (p / "config.json").is_file()
+    """A trained SpeechLLM checkpoint folder, as opposed to a bare HF LLM."""
+    return (Path(path) / SPEECHLLM_CONFIG_FILE).is_file()
 
 
 def load_predictor(model: str, *, max_new_tokens: int = 128, batch_size: int = 8) -> Predictor:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from speechllm.audio.io import AudioError
 from speechllm.eval.items import KIND_OPEN, BenchItem
 from speechllm.eval.judge import Judge, judge_answers
 from speechllm.eval.loaders import Benchmark
@@ -48,9 +49,12 @@ def split_runnable(items: Sequence[BenchItem], needs_audio: bool) -> tuple[list[
 
 def predict_resumable(predictor: Predictor, items: Sequence[BenchItem], path: Path, *,
                       batch_size: int = 8, resume: bool = True, progress: bool = True,
-                      desc: str = "predict") -> dict[str, str]:
-    """Answer every item not yet in ``path``; returns ``{id: response}`` for all items."""
+                      desc: str = "predict", failed: list[dict[str, str]] | None = None) -> dict[str, str]:
+    """Answer every item not yet in ``path``; returns ``{id: response}`` for the answered items.
+    Items whose audio cannot be decoded are appended to ``failed`` (id, kind, message)."""
     from tqdm.auto import tqdm
+
+    failed = failed if failed is not None else []
 
     with ResumableJsonlWriter(path, resume=resume) as writer:
         pending = [i for i in items if i.id not in writer.done_ids]
@@ -60,11 +64,7 @@ def predict_resumable(predictor: Predictor, items: Sequence[BenchItem], path: Pa
         bar = tqdm(total=len(pending), desc=desc, unit="item", disable=not progress)
         for b in range(0, len(pending), batch_size):
             batch = pending[b:b + batch_size]
-            requests = [make_request(i) for i in batch]
-            responses = predictor.predict(requests)
-            if len(responses) != len(batch):
-                raise RuntimeError(f"predictor returned {len(responses)} answers for {len(batch)} requests")
-            for item, req, resp in zip(batch, requests, responses):
+            for item, req, resp in _predict_batch(predictor, batch, failed):
                 writer.write({"id": item.id, "prompt": req.text, "response": resp})
             bar.update(len(batch))
             elapsed = time.monotonic() - start
@@ -72,6 +72,27 @@ def predict_resumable(predictor: Predictor, items: Sequence[BenchItem], path: Pa
         bar.close()
     wanted = {i.id for i in items}
     return {str(r["id"]): str(r.get("response", "")) for _, r in iter_jsonl(path) if str(r["id"]) in wanted}
+
+
+def _predict_batch(predictor: Predictor, batch: Sequence[BenchItem], failed: list[dict[str, str]]):
+    """(item, request, response) for a batch; on an audio error the batch is retried item by
+    item so that only the bad items are dropped (and counted)."""
+    requests = [make_request(i) for i in batch]
+    try:
+        responses = predictor.predict(requests)
+    except AudioError:
+        if len(batch) == 1:
+            raise
+        out = []
+        for item in batch:
+            try:
+                out.extend(_predict_batch(predictor, [item], failed))
+            except AudioError as e:
+                failed.append({"id": item.id, "kind": e.kind, "error": str(e)})
+        return out
+    if len(responses) != len(batch):
+        raise RuntimeError(f"predictor returned {len(responses)} answers for {len(batch)} requests")
+    return list(zip(batch, requests, responses))
 
 
 def judge_open_items(judge: Judge | None, items: Sequence[BenchItem], responses: dict[str, str],
@@ -113,8 +134,13 @@ def run_benchmark(predictor: Predictor, bench: Benchmark, out_dir: str | Path, *
     if skipped["no_text_stand_in"]:
         log.warning("%s: %d audio items have no description/transcript for a text-only model; skipped",
                     bench.name, len(skipped["no_text_stand_in"]))
+    failed: list[dict[str, str]] = []
     responses = predict_resumable(predictor, runnable, out / "predictions.jsonl", batch_size=batch_size,
-                                  resume=resume, progress=progress, desc=bench.name)
+                                  resume=resume, progress=progress, desc=bench.name, failed=failed)
+    if failed:
+        skipped["unreadable_audio"] = failed
+        log.warning("%s: %d items skipped, audio unreadable (e.g. %s)", bench.name, len(failed), failed[0]["error"])
+    runnable = [i for i in runnable if i.id in responses]
     verdicts = judge_open_items(judge, runnable, responses, out / "judgments.jsonl", swap=judge_swap,
                                 resume=resume)
     rows = []
