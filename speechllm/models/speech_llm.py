@@ -256,13 +256,18 @@ class SpeechLLM(nn.Module):
         transcripts: Sequence[Sequence[str | None]] | None = None,
         *,
         add_generation_prompt: bool = False,
+        timings: dict[str, float] | None = None,
     ) -> SpeechBatch:
         """Render, tokenise, encode and collate a batch.
 
         ``audios[b]`` are the 16 kHz mono waves of conversation ``b`` (in locator order);
         ``transcripts[b][i]`` is the text that follows audio ``i``'s adapter vectors (None: Whisper's
         own, behind VAD). With ``add_generation_prompt`` the prompts end with the assistant header.
+        ``timings``, when given, receives ``encoder_s`` and ``asr_s`` (VAD + decoding) in seconds.
         """
+        import time
+
+        timings = timings if timings is not None else {}
         n = len(conversations)
         audios = [list(a) for a in audios] if audios is not None else [[] for _ in range(n)]
         transcripts = ([list(t) for t in transcripts] if transcripts is not None
@@ -287,8 +292,12 @@ class SpeechLLM(nn.Module):
         flat_texts: list[str] = []
         if flat_waves:
             need_asr = self.config.transcript_source != "none" and any(t is None for t in flat_given)
+            t0 = time.perf_counter()
             encoded = self.encoder.encode(flat_waves, need_final=need_asr)
+            t1 = time.perf_counter()
             flat_texts = self._transcripts_for(flat_waves, encoded, flat_given)
+            timings["encoder_s"] = t1 - t0
+            timings["asr_s"] = time.perf_counter() - t1
         sequences, per_example, k = [], [], 0
         for r, waves in zip(rendered, audios):
             slots = []
@@ -380,17 +389,19 @@ class SpeechLLM(nn.Module):
         repetition_penalty: float = 1.0,
         streamer: Any = None,
         return_batch: bool = False,
+        timings: dict[str, float] | None = None,
     ):
         """Generate the assistant's reply. ``messages`` is one conversation (then ``audios`` is
         a list of waves and ``transcripts`` a list of texts/None, and one string is returned) or
         a list of conversations (lists of lists; a list of strings is returned). ``temperature``
-        0 is greedy. The LLM's own ``generate`` runs on ``inputs_embeds`` with its KV cache."""
+        0 is greedy. The LLM's own ``generate`` runs on ``inputs_embeds`` with its KV cache.
+        ``return_batch`` also returns the prepared :class:`SpeechBatch` (its ``transcripts``)."""
         single = _is_single_conversation(messages)
         convs = [messages] if single else list(messages)
         if single:
             audios = [list(audios or [])]
             transcripts = [list(transcripts)] if transcripts is not None else None
-        batch = self.prepare_batch(convs, audios, transcripts, add_generation_prompt=True)
+        batch = self.prepare_batch(convs, audios, transcripts, add_generation_prompt=True, timings=timings)
         gen = copy.deepcopy(self.base_causal_lm().generation_config)
         sample = temperature > 0
         gen.update(max_new_tokens=max_new_tokens, do_sample=sample, repetition_penalty=repetition_penalty,

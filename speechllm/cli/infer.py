@@ -1,0 +1,91 @@
+"""``speechllm infer`` / ``speechllm-infer``: answer a prompt about audio with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "infer",
+        help="generate a reply about audio (one request, or a JSONL manifest) with a checkpoint",
+        description=(
+            "One request: --model DIR [--audio FILE ...] --prompt TEXT. Without --audio the LLM "
+            "answers text only. A prompt without the audio locator (<|AUDIO|> by default) gets one "
+            "locator per audio prepended; more locators than audios is an error. Batch: "
+            "--manifest in.jsonl --output out.jsonl (rows: id, audio, prompt|messages, system, "
+            "transcript; resumable: a rerun skips ids already in the output)."
+        ),
+    )
+    p.add_argument("--model", required=True, help="checkpoint folder (from `speechllm init-model` or training)")
+    p.add_argument("--audio", action="append", default=[], metavar="FILE",
+                   help="audio file (wav/flac/ogg/mp3, any rate, mono or stereo); repeat for several")
+    p.add_argument("--prompt", default=None, help="the user's message (may hold the audio locator)")
+    p.add_argument("--system", default=None, help="optional system prompt")
+    p.add_argument("--transcript", action="append", default=None, metavar="TEXT",
+                   help="transcript of each audio, in order (default: Whisper's own, after VAD)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="generation length limit")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
+    p.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off; with --temperature > 0)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="HF repetition penalty (1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling")
+    p.add_argument("--stream", action="store_true", help="print the reply as it is generated")
+    p.add_argument("--timings", action="store_true",
+                   help="print load/encoder/ASR/first-token times, tokens/s and real-time factor to stderr")
+    p.add_argument("--manifest", default=None, help="JSONL of requests (batch mode; needs --output)")
+    p.add_argument("--output", default=None, help="JSONL of replies (batch mode; appended, resumable)")
+    p.add_argument("--dtype", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="weights dtype (default: the checkpoint's, auto = bf16 where fast)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import time
+
+    from speechllm.errors import SpeechLLMError
+    from speechllm.infer import (
+        GenerationOptions,
+        InferRequest,
+        build_messages,
+        format_timings,
+        load_model,
+        run_manifest,
+        run_request,
+    )
+
+    if args.manifest and not args.output:
+        raise SpeechLLMError("--manifest needs --output (the JSONL file replies are appended to)")
+    if not args.manifest and args.prompt is None and not args.audio:
+        raise SpeechLLMError("give --prompt and/or --audio (or --manifest with --output)")
+    if args.transcript is not None and len(args.transcript) != len(args.audio):
+        raise SpeechLLMError(
+            f"{len(args.transcript)} --transcript value(s) for {len(args.audio)} --audio file(s); give one per audio"
+        )
+    options = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_p=args.top_p, top_k=args.top_k,
+                                repetition_penalty=args.repetition_penalty, seed=args.seed)
+    if not args.manifest:  # check the audio before the (slow) model load
+        from speechllm.audio import audio_info
+
+        for path in args.audio:
+            audio_info(path)
+    t0 = time.perf_counter()
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    load_s = time.perf_counter() - t0
+    if args.manifest:
+        summary = run_manifest(model, args.manifest, args.output, options)
+        errors = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors.items())) or "none"
+        print(f"infer: {summary.written} written, {summary.skipped_done} already done, errors: {errors}; "
+              f"{summary.seconds:.1f}s -> {args.output}", file=sys.stderr)
+        return 0
+    request = InferRequest(messages=build_messages(args.prompt, args.system), audio_paths=list(args.audio),
+                           transcripts=args.transcript)
+    result = run_request(model, request, options, stream=args.stream)
+    if not args.stream:
+        print(result.response)
+    if args.timings:
+        print(f"timings: load_s={load_s:.3f} {format_timings(result)}", file=sys.stderr)
+    return 0

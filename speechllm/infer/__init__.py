@@ -1,0 +1,28 @@
+"""Inference: one request (``speechllm-infer --audio ... --prompt ...``) or a resumable JSONL
+manifest (``--manifest in.jsonl --output out.jsonl``). See :mod:`speechllm.infer.runner`."""
+
+from speechllm.infer.runner import (
+    GenerationOptions,
+    InferRequest,
+    InferResult,
+    ManifestRowError,
+    ManifestSummary,
+    build_messages,
+    format_timings,
+    load_model,
+    run_manifest,
+    run_request,
+)
+
+__all__ = [
+    "GenerationOptions",
+    "InferRequest",
+    "InferResult",
+    "ManifestRowError",
+    "ManifestSummary",
+    "build_messages",
+    "format_timings",
+    "load_model",
+    "run_manifest",
+    "run_request",
+]
