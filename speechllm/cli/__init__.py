@@ -25,6 +25,8 @@ COMMAND_MODULES: list[str] = [
     "validate",
     "config",
     "eval",
+    "init-model",
+    "infer",
 ]
 
 
