@@ -72,6 +72,8 @@ _NUM = r"(10(?:\.0+)?|[0-9](?:\.[0-9]+)?)"
 def parse_pair(text: str) -> tuple[float, float] | None:
     """Two scores from the first line that holds two numbers in 1..10, else None."""
     for line in text.strip().splitlines():
+        # "Assistant 1: 7, Assistant 2: 9": the assistants' numbers are labels, not scores.
+        line = re.sub(r"assistant\s*[12]", " ", line, flags=re.IGNORECASE)
         nums = re.findall(r"(?<![\d.])" + _NUM + r"(?![\d.])", line)
         if len(nums) >= 2:
             a, b = float(nums[0]), float(nums[1])
