@@ -6,7 +6,8 @@ same manifest and the same audio bytes (both TTS engines are deterministic), wha
 worker processes.
 
 Labels are written with provenance ``corpus`` and come from the settings actually used: each voice
-is calibrated once (its default F0 and syllable rate measured with :mod:`speechllm.describe.measures`),
+says each sentence once at its defaults (F0 and syllable rate measured with
+:mod:`speechllm.describe.measures`),
 the TTS settings are chosen to hit the bin's target, and the label is the bin of the value those
 settings are expected to give (so a setting clipped at the engine's limit is labelled by where it
 lands, not by what was asked). Pitch and rate changes are never labelled as emotions.
@@ -27,7 +28,6 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,6 @@ BIN_WEIGHTS = (0.25, 0.5, 0.25)  # low / normal / high bins
 FLITE_SHARE = 0.4  # flite sounds natural but has four voices; espeak-ng has 84 robotic ones
 PEAK_LIMIT = 0.99  # gain is reduced so that no sample clips; the label follows the real level
 
-CALIBRATION_TEXT = (
-    "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
-)
 ESPEAK_DEFAULT_SPEED = 175  # words per minute
 ESPEAK_DEFAULT_PITCH = 50  # 0-99
 # espeak-ng's F0 grows roughly exponentially with -p: measured 1.5x from p=50 to p=90 on
@@ -261,21 +258,25 @@ def _run_tts(voice: Voice, text: str, out_wav: Path, *, rate: float | None = Non
 
 @dataclass(frozen=True)
 class VoiceCalibration:
-    """A voice's default median F0 (Hz) and syllable rate (syllables/s over the speech span)."""
+    """How a voice says one text at its default settings: median F0 (Hz) and syllable rate
+    (syllables/s over the speech span)."""
 
     f0_hz: float
     syllables_per_s: float
 
 
-@lru_cache(maxsize=None)
-def calibrate_voice(voice: Voice) -> VoiceCalibration:
-    """Measure ``voice`` at its default settings on a fixed text (cached per process)."""
-    with tempfile.TemporaryDirectory(prefix="speechllm-calib-") as tmp:
-        wave, _ = _run_tts(voice, CALIBRATION_TEXT, Path(tmp) / "calib.wav")
+def calibrate(voice: Voice, text: str, work_dir: Path) -> VoiceCalibration:
+    """Synthesise ``text`` at the voice's defaults and measure it.
+
+    Done per utterance (TTS is cheap): sentences differ in syllable density by about +-20%, so a
+    per-voice figure would put many "normal" sentences into "fast" or "slow".
+    """
+    wave, _ = _run_tts(voice, text, work_dir / "default.wav")
     f0, _ = measures.median_f0(wave, SAMPLE_RATE)
     start, end = measures.energy_speech_span(wave, SAMPLE_RATE)
-    rate = measures.count_syllables(CALIBRATION_TEXT) / max(end - start, 1e-3)
-    return VoiceCalibration(f0_hz=float(f0 or 120.0), syllables_per_s=float(rate))
+    rate = measures.count_syllables(text) / max(end - start, 1e-3)
+    return VoiceCalibration(f0_hz=float(f0 or PITCH_TARGETS[voice.gender]["normal"]),
+                            syllables_per_s=float(rate))
 
 
 def _settings_for(spec: UtteranceSpec, calib: VoiceCalibration) -> dict[str, Any]:
@@ -309,9 +310,9 @@ def render_utterance(spec: UtteranceSpec, wav_dir: str | os.PathLike) -> Utteran
     import soundfile as sf
 
     wav_path = Path(wav_dir) / f"{spec.id}.wav"
-    calib = calibrate_voice(spec.voice)
-    plan = _settings_for(spec, calib)
     with tempfile.TemporaryDirectory(prefix="speechllm-tts-") as tmp:
+        calib = calibrate(spec.voice, spec.text, Path(tmp))
+        plan = _settings_for(spec, calib)
         wave, _ = _run_tts(spec.voice, spec.text, Path(tmp) / "tts.wav",
                            rate=plan["rate"], pitch=plan["pitch"])
     level = measures.active_level_dbfs(wave, SAMPLE_RATE)
@@ -330,11 +331,14 @@ def render_utterance(spec: UtteranceSpec, wav_dir: str | os.PathLike) -> Utteran
         "accent": voice.accent,
         "speaking_rate": bin_value(plan["expected_rate"], SpeakingRateBins().slow_below,
                                    SpeakingRateBins().fast_above, RATE_NAMES),
-        "pitch": bin_value(plan["expected_f0"], *PitchBins().thresholds(voice.gender), PITCH_NAMES),
         "volume": bin_value(final_level, VolumeBins().quiet_below, VolumeBins().loud_above, VOLUME_NAMES),
         "tts_engine": voice.engine,
         "tts_voice": voice.name,
     }
+    if voice.pitch_control:
+        # A voice whose pitch the synth cannot set gets no pitch label (the pitch annotator
+        # measures it); a label would only restate the voice's default.
+        labels["pitch"] = bin_value(plan["expected_f0"], *PitchBins().thresholds(voice.gender), PITCH_NAMES)
     utt = Utterance(
         id=spec.id,
         audio=str(wav_path),
@@ -347,8 +351,10 @@ def render_utterance(spec: UtteranceSpec, wav_dir: str | os.PathLike) -> Utteran
         provenance={name: PROVENANCE_CORPUS for name in [*labels, "transcript"]},
         extra={
             "synth": {
-                "requested": {"speaking_rate": spec.rate_bin, "pitch": spec.pitch_bin,
-                              "volume": spec.volume_bin},
+                "requested": {"speaking_rate": spec.rate_bin, "volume": spec.volume_bin,
+                              **({"pitch": spec.pitch_bin} if voice.pitch_control else {})},
+                "default_syllables_per_s": round(calib.syllables_per_s, 3),
+                "default_f0_hz": round(calib.f0_hz, 1),
                 **plan["settings"],
                 "expected_syllables_per_s": round(plan["expected_rate"], 3),
                 "expected_f0_hz": round(plan["expected_f0"], 1),

@@ -1,0 +1,150 @@
+"""The seed description: the one function that turns a row's attributes into DeSTA2 text.
+
+Generation, "text reference" evaluation and anything else that needs the description call
+:func:`render_description`, so the text is identical everywhere. Format ``desta2-v1``::
+
+    [00:00:01 - 00:00:02]: "These days are long gone." (Gender: Male, Accent: Scottish, Duration: 2s)
+
+- the span is the speech span (``speech_start``/``speech_end`` from the VAD) or the whole clip;
+  start rounded down and end rounded up to whole seconds;
+- the quoted text is the transcript, left out for non-speech (``contains_speech`` false) or when
+  there is none;
+- attributes follow the template's order (or the caller's); missing or empty values are left out;
+  when none remain the parentheses are left out too.
+
+A template is immutable once released: a change in wording or order is a new id (``desta2-v2``),
+so rows rendered with the old one can still be recognised by their ``description_template``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from speechllm.data.manifest import Utterance
+from speechllm.errors import SpeechLLMError
+
+DEFAULT_TEMPLATE = "desta2-v1"
+
+
+class TemplateError(SpeechLLMError):
+    """An unknown description template id."""
+
+
+@dataclass(frozen=True)
+class DescriptionTemplate:
+    """A versioned description format: the attribute order and each attribute's label."""
+
+    id: str
+    attributes: tuple[str, ...]
+    labels: Mapping[str, str]
+    capitalised: frozenset[str]  # attributes whose value is written with a capital first letter
+
+    def label(self, attribute: str) -> str:
+        return self.labels.get(attribute) or attribute.replace("_", " ").capitalize()
+
+
+TEMPLATES: dict[str, DescriptionTemplate] = {
+    "desta2-v1": DescriptionTemplate(
+        id="desta2-v1",
+        attributes=("gender", "age", "accent", "emotion", "pitch", "volume", "speaking_rate",
+                    "snr", "c50", "intent", "duration"),
+        labels={
+            "gender": "Gender", "age": "Age", "accent": "Accent", "emotion": "Emotion",
+            "pitch": "Pitch", "volume": "Volume", "speaking_rate": "Speaking speed",
+            "snr": "SNR level", "c50": "C50", "intent": "Intent", "duration": "Duration",
+        },
+        capitalised=frozenset({"gender"}),
+    ),
+}
+
+
+def get_template(template: str | DescriptionTemplate = DEFAULT_TEMPLATE) -> DescriptionTemplate:
+    """A template by id (or the template itself); unknown ids raise listing the known ones."""
+    if isinstance(template, DescriptionTemplate):
+        return template
+    try:
+        return TEMPLATES[template]
+    except KeyError:
+        raise TemplateError(
+            f"unknown description template {template!r}; known: {', '.join(TEMPLATES)}"
+        ) from None
+
+
+def format_timestamp(seconds: float) -> str:
+    """``HH:MM:SS`` of a whole number of seconds."""
+    s = int(seconds)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def format_duration(seconds: float) -> str:
+    """``2s`` (whole seconds from 1 s up; one decimal below, so short clips do not read 0s)."""
+    if seconds < 1.0:
+        return f"{seconds:.1f}s"
+    return f"{int(round(seconds))}s"
+
+
+def _format_value(attribute: str, value: Any, template: DescriptionTemplate) -> str:
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value).strip()
+    if attribute in template.capitalised and text:
+        text = text[0].upper() + text[1:]
+    return text
+
+
+def _fields(utt_or_row: Utterance | Mapping[str, Any]) -> tuple[str | None, float | None, Mapping[str, Any]]:
+    if isinstance(utt_or_row, Utterance):
+        return utt_or_row.transcript, utt_or_row.duration, utt_or_row.attributes
+    row = utt_or_row
+    return row.get("transcript"), row.get("duration"), row.get("attributes") or {}
+
+
+def render_description(
+    utt_or_row: Utterance | Mapping[str, Any],
+    template: str | DescriptionTemplate = DEFAULT_TEMPLATE,
+    attributes: Sequence[str] | None = None,
+) -> str:
+    """The seed description of one utterance (an :class:`Utterance` or a manifest row dict).
+
+    ``attributes`` overrides the template's attribute order (and selection); ``duration`` is read
+    from the row's ``duration`` field, everything else from ``attributes``.
+    """
+    tpl = get_template(template)
+    transcript, duration, attrs = _fields(utt_or_row)
+    order = list(attributes) if attributes else list(tpl.attributes)
+
+    start = attrs.get("speech_start")
+    end = attrs.get("speech_end")
+    if start is None or end is None:
+        start, end = 0.0, duration
+    span = ""
+    if end is not None:
+        span = f"[{format_timestamp(math.floor(start))} - {format_timestamp(math.ceil(end))}]: "
+
+    parts = []
+    is_speech = attrs.get("contains_speech") is not False
+    text = (transcript or "").strip()
+    if is_speech and text:
+        parts.append(f'"{text}"')
+
+    shown = []
+    for name in order:
+        if name == "duration":
+            if duration:
+                shown.append(f"{tpl.label(name)}: {format_duration(float(duration))}")
+            continue
+        value = attrs.get(name)
+        if value is None:
+            continue
+        rendered = _format_value(name, value, tpl)
+        if rendered:
+            shown.append(f"{tpl.label(name)}: {rendered}")
+    if shown:
+        parts.append(f"({', '.join(shown)})")
+    return (span + " ".join(parts)).rstrip()
