@@ -23,6 +23,8 @@ COMMAND_MODULES: list[str] = [
     "assets",
     "prepare",
     "validate",
+    "synth",
+    "describe",
     "config",
     "eval",
     "init-model",
