@@ -1,0 +1,611 @@
+"""The training loop: ``train(config)`` runs one process (or one rank of ``accelerate launch``).
+
+One optimiser step = ``grad_accum`` micro-batches per rank. Before any backward pass the target
+counts of all micro-batches of the step are summed over ranks, and every loss is divided by that
+global count: two micro-batches of unequal length give the gradient of one big batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speechllm.config import RunConfig
+from speechllm.errors import ConfigError, SpeechLLMError
+from speechllm.train import checkpointing as ckpt
+from speechllm.train import objectives as obj
+from speechllm.train.batch import BatchBuilder, TrainBatch
+from speechllm.train.data import RowIndex, TrainingDataset, collate_examples
+from speechllm.train.distributed import (
+    DistInfo,
+    all_reduce_gradients,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    setup_distributed,
+)
+from speechllm.train.sampler import BucketingBatchSampler
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(SpeechLLMError):
+    """The loss or gradient became NaN/inf; the last good state was saved."""
+
+
+@dataclass
+class TrainResult:
+    """What a run did: ``status`` is ``finished``, ``stopped`` (stop_at_step or a signal)."""
+
+    status: str
+    step: int
+    output_dir: Path
+    final_checkpoint: Path | None
+    losses: list[dict[str, float]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def lr_lambda(kind: str, warmup: int, total: int):
+    """Linear warmup, then cosine / linear decay to zero, or constant."""
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant" or total <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+
+    return f
+
+
+def autocast_context(precision: str, device: str):
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _versions() -> dict[str, Any]:
+    import importlib.metadata as md
+    import subprocess
+
+    out: dict[str, Any] = {}
+    for pkg in ("speechllm", "torch", "transformers", "peft", "accelerate", "safetensors", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out["git_commit"] = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                           text=True, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out["git_dirty"] = bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"] = None
+    return out
+
+
+class _StopFlag:
+    """SIGTERM / SIGINT set a flag; the loop saves at the end of the step and exits cleanly."""
+
+    def __init__(self):
+        self.raised = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        log.warning("signal %d: saving a checkpoint at the end of this step", signum)
+        self.raised = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """Builds the model, data, optimiser; runs steps; saves and resumes. See ``docs/training.md``."""
+
+    def __init__(self, config: RunConfig, *, model=None, dist_info: DistInfo | None = None):
+        self.cfg = config
+        self.tc = config.train
+        self.dist = dist_info or setup_distributed()
+        self.weights = dict(self.tc.objectives)
+        unknown = set(self.weights) - set(obj.OBJECTIVES)
+        if unknown:
+            raise ConfigError(f"train.objectives: unknown {sorted(unknown)}; known: {', '.join(obj.OBJECTIVES)}")
+        if self.tc.precision == "fp16" and not self.dist.device.startswith("cuda"):
+            log.warning("fp16 on CPU: autocast runs, the grad scaler is off (CPU has no fp16 speed-up)")
+        torch.manual_seed(self.tc.seed + self.dist.rank)
+        if model is None:
+            from speechllm.models import SpeechLLM
+
+            dtype = "fp32" if self.tc.precision == "fp32" else None
+            model = SpeechLLM.from_config(config.model, device=self.dist.device, dtype=dtype, seed=self.tc.seed)
+        self.model = model
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.trainable_named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if not self.trainable:
+            raise ConfigError("nothing to train: the model has no trainable parameters")
+        self._setup_memory_levers()
+        self.need_text = bool(self.weights.get("kl") or self.weights.get("diva") or self.tc.stm_tau)
+        self._setup_data()
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=self.tc.lr, betas=tuple(self.tc.betas),
+                                           weight_decay=self.tc.weight_decay)
+        self.total_steps = self._total_steps()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(self.tc.scheduler, self.tc.warmup_steps, self.total_steps))
+        use_scaler = self.tc.precision == "fp16" and self.dist.device.startswith("cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.step = 0
+        self.stm_masks: dict[str, list[bool]] = {}
+        self.stm_counts = [0, 0]  # masked, total
+        self.anchors = {n: p.detach().float().clone() for n, p in self.llm_trainable().items()}
+        self.fisher: dict[str, torch.Tensor] | None = None
+        self.out_dir = Path(self.tc.output_dir)
+        self.writer = None
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+
+    # ------------------------------------------------------------------ setup
+
+    def llm_trainable(self) -> dict[str, torch.nn.Parameter]:
+        """Trained parameters inside the LLM (LoRA or unfrozen layers): what L2-SP/EWC regularise."""
+        return {n: p for n, p in self.trainable_named.items() if n.startswith("llm.")}
+
+    def _setup_memory_levers(self) -> None:
+        base = self.model.base_causal_lm()
+        if self.tc.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.tc.compile:
+            self.model.adapter.compile()
+            base.get_decoder().compile()
+
+    def _setup_data(self) -> None:
+        dc = self.cfg.data
+        if not dc.train:
+            raise ConfigError("data.train is empty: name at least one targets.jsonl from `speechllm generate`")
+        self.rows = RowIndex(dc.train)
+        self.replay_rows = RowIndex(dc.replay, replay=True) if dc.replay else None
+        if dc.replay_ratio and self.replay_rows is None:
+            raise ConfigError("data.replay_ratio > 0 but data.replay names no file")
+        self.feature_cache = None
+        if dc.feature_cache:
+            from speechllm.train.feature_cache import FeatureCache
+
+            self.feature_cache = FeatureCache.open_for(dc.feature_cache, self.model)
+        self.dataset = TrainingDataset(self.rows, self.replay_rows, self.model.config, self.model.tokenizer,
+                                       need_text_view=self.need_text, load_waves=self.feature_cache is None)
+        from speechllm.models.chat_layout import SAMPLE_RATE, adapter_output_length
+
+        costs = [adapter_output_length(max(1, int(r.seconds * SAMPLE_RATE)), self.model.config) + r.text_tokens
+                 for r in self.rows.refs]
+        n_main = len(self.rows)
+        replay_idx = list(range(n_main, n_main + len(self.replay_rows))) if self.replay_rows is not None else []
+        self.sampler = BucketingBatchSampler(
+            costs, batch_size=self.tc.batch_size, seed=self.tc.seed, bucket_by_length=dc.bucket_by_length,
+            replay=replay_idx, replay_ratio=dc.replay_ratio if replay_idx else 0.0, sources=self.rows.sources(),
+            source_weights=dc.train_weights, rank=self.dist.rank, world_size=self.dist.world_size)
+        self.builder = BatchBuilder(self.model, dc.max_length, feature_cache=self.feature_cache,
+                                    need_text=self.need_text)
+
+    def _total_steps(self) -> int:
+        if self.tc.max_steps is not None:
+            return int(self.tc.max_steps)
+        per_epoch = math.ceil(len(self.sampler.rank_plan(0)) / self.tc.grad_accum)
+        return max(1, per_epoch * self.tc.epochs)
+
+    def _loader(self):
+        from torch.utils.data import DataLoader
+
+        # A private generator: creating the loader must not draw from the global RNG (exact resume).
+        return DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=collate_examples,
+                          num_workers=self.cfg.data.num_workers, generator=torch.Generator(),
+                          persistent_workers=False)
+
+    def _micro_batches(self):
+        """Endless (epoch-advancing) stream of (items, epoch) on this rank."""
+        while True:
+            for items in self._loader():
+                self.sampler.advance()
+                yield items
+            self.sampler.set_epoch(self.sampler.epoch + 1)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "skipped": self.builder.skipped.state_dict(),
+            "stm_masks": self.stm_masks,
+            "stm_counts": self.stm_counts,
+            "fisher": self.fisher,
+        }
+
+    def save(self, *, name: str | None = None) -> Path | None:
+        rngs = gather_objects(ckpt.rng_state(), self.dist)
+        path = None
+        if self.dist.is_main:
+            state = self.state_dict()
+            state["rng"] = rngs
+            state["world_size"] = self.dist.world_size
+            path = ckpt.save_checkpoint(self.out_dir, self.step, self.model, state, self.tc.keep_last, name=name)
+            log.info("saved %s", path)
+        barrier(self.dist)
+        return path
+
+    def load(self, folder: Path) -> None:
+        state = ckpt.load_state(folder)
+        if state.get("world_size", 1) != self.dist.world_size:
+            raise ckpt.ResumeError(f"{folder}: written by {state.get('world_size')} processes; this run has "
+                                   f"{self.dist.world_size}. Resume with the same number of processes")
+        ckpt.load_trained_weights(self.model, folder)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.builder.skipped.load_state_dict(state["skipped"])
+        self.stm_masks = state.get("stm_masks", {})
+        self.stm_counts = state.get("stm_counts", [0, 0])
+        self.fisher = state.get("fisher")
+        self.step = int(state["step"])
+        ckpt.set_rng_state(state["rng"][self.dist.rank])
+        log.info("resumed from %s at step %d", folder, self.step)
+
+    # ------------------------------------------------------------------ objectives
+
+    def _stm(self, batch: TrainBatch) -> None:
+        """Apply selective token masking (masks computed once per example id, then reused)."""
+        tau = self.tc.stm_tau
+        ids = batch.ids
+        need = [i for i, rid in enumerate(ids) if rid not in self.stm_masks]
+        if need:
+            ppl = self._base_perplexities(batch)
+            for i in need:
+                mask = [p > tau for p in ppl[i]]
+                self.stm_masks[ids[i]] = mask
+                self.stm_counts[0] += sum(mask)
+                self.stm_counts[1] += len(mask)
+            share = self.stm_counts[0] / max(1, self.stm_counts[1])
+            if share > 0.5:
+                log.warning("STM masks %.0f%% of target tokens (tau=%g): the base model cannot do this task and "
+                            "little will be learned; raise train.stm_tau or turn STM off", 100 * share, tau)
+        masks = [self.stm_masks[rid] for rid in ids]
+        batch.speech.labels = obj.apply_token_mask(batch.speech.labels, masks)
+        if batch.text is not None:
+            batch.text.labels = obj.apply_token_mask(batch.text.labels, [masks[r] for r in batch.text_rows])
+
+    def _base_perplexities(self, batch: TrainBatch) -> list[list[float]]:
+        """Per response token: the base LLM's perplexity reading the text view (replay rows: as is)."""
+        result: list[list[float]] = [[] for _ in batch.ids]
+        if batch.text is not None:
+            for r, p in zip(batch.text_rows, obj.token_perplexities(self.model, batch.text)):
+                result[r] = p
+        replay_rows = [r for r, rep in enumerate(batch.replay) if rep]
+        if replay_rows:
+            from speechllm.models.speech_llm import SpeechBatch
+
+            sb = batch.speech
+            sub = SpeechBatch(input_ids=sb.input_ids[replay_rows], attention_mask=sb.attention_mask[replay_rows],
+                              position_ids=sb.position_ids[replay_rows], labels=sb.labels[replay_rows],
+                              audio_mask=sb.audio_mask[replay_rows])
+            for r, p in zip(replay_rows, obj.token_perplexities(self.model, sub)):
+                result[r] = p
+        return result
+
+    def micro_losses(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        """Summed (not yet normalised) objective values of one micro-batch."""
+        model = self.model
+        sums: dict[str, torch.Tensor] = {}
+        with autocast_context(self.tc.precision, self.dist.device):
+            student = obj.response_forward(model, batch.speech)
+            if self.weights.get("ce"):
+                sums["ce"] = obj.ce_sum(student)
+            teacher = None
+            if batch.text is not None and (self.weights.get("kl") or self.weights.get("diva")):
+                teacher = obj.teacher_forward(model, batch.text)
+            if self.weights.get("kl"):
+                s_logits = obj.rows_logits(student, batch.text_rows) if teacher is not None else student.logits[:0]
+                t_logits = teacher.logits if teacher is not None else s_logits.detach()
+                sums["kl"] = obj.kl_sum(s_logits, t_logits, self.tc.kl_temperature)
+            if self.weights.get("diva"):
+                sums["diva"] = (obj.diva_terms(model, batch, student, teacher, self.tc.diva_num_align)[0]
+                                if teacher is not None else student.logits.sum() * 0.0)
+            if self.tc.replay_kl_weight and any(batch.replay) and self.llm_trainable():
+                rows = [r for r, rep in enumerate(batch.replay) if rep]
+                with torch.no_grad():
+                    base = obj.response_forward(model, batch.speech, disable_lora=True)
+                sums["replay_kl"] = obj.kl_sum(obj.rows_logits(student, rows), obj.rows_logits(base, rows), 1.0)
+        return sums
+
+    def _counts(self, batch: TrainBatch) -> dict[str, float]:
+        labels = batch.speech.labels[:, 1:] != -100
+        replay_tokens = sum(int(labels[r].sum()) for r, rep in enumerate(batch.replay) if rep)
+        kl_tokens = sum(int(labels[r].sum()) for r in batch.text_rows)
+        return {"ce": float(labels.sum()), "kl": float(kl_tokens), "diva": float(len(batch.text_rows)),
+                "replay_kl": float(replay_tokens)}
+
+    def _penalties(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        params = self.llm_trainable()
+        if not params:
+            return out
+        if self.tc.l2sp_alpha:
+            out["l2sp"] = self.tc.l2sp_alpha * obj.l2sp_penalty(params, self.anchors)
+        if self.tc.ewc_lambda:
+            if self.fisher is None:
+                self.fisher = self.estimate_fisher()
+            out["ewc"] = self.tc.ewc_lambda * obj.ewc_penalty(params, self.anchors, self.fisher)
+        return out
+
+    def estimate_fisher(self, num_batches: int = 8) -> dict[str, torch.Tensor]:
+        """Diagonal Fisher of the trained LLM weights on replay rows (else on the training rows'
+        text view), from squared per-batch gradients of the CE loss, normalised to mean 1."""
+        params = self.llm_trainable()
+        fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        rng = torch.Generator().manual_seed(self.tc.seed)
+        pool = (list(range(len(self.rows), len(self.dataset))) if self.replay_rows is not None
+                else list(range(len(self.rows))))
+        order = torch.randperm(len(pool), generator=rng).tolist()[: num_batches * self.tc.batch_size]
+        for k in range(0, len(order), self.tc.batch_size):
+            items = [self.dataset[pool[i]] for i in order[k:k + self.tc.batch_size]]
+            batch = self.builder.build(items)
+            if batch is None:
+                continue
+            target = batch.speech if batch.text is None or any(batch.replay) else batch.text
+            for p in params.values():
+                p.grad = None
+            out = obj.response_forward(self.model, target)
+            loss = obj.ce_sum(out) / max(1, out.targets.numel())
+            loss.backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    fisher[n] += p.grad.detach().float() ** 2
+        for p in params.values():
+            p.grad = None
+        return obj.normalise_fisher(fisher)
+
+    # ------------------------------------------------------------------ step
+
+    def train_step(self, micro_items: list[list[Any]]) -> dict[str, float]:
+        """One optimiser step over this rank's micro-batches."""
+        t0 = time.perf_counter()
+        self.model.train()
+        batches = [b for b in (self.builder.build(items) for items in micro_items) if b is not None]
+        if self.tc.stm_tau is not None:
+            for b in batches:
+                self._stm(b)
+        local = {"ce": 0.0, "kl": 0.0, "diva": 0.0, "replay_kl": 0.0}
+        stats = [0.0, 0.0, 0.0]  # samples, positions, audio seconds
+        for b in batches:
+            for k, v in self._counts(b).items():
+                local[k] += v
+            stats[0] += len(b.ids)
+            stats[1] += b.num_positions
+            stats[2] += b.audio_seconds
+        keys = list(local)
+        reduced = all_reduce_sum([local[k] for k in keys] + stats, self.dist)
+        global_counts = dict(zip(keys, reduced[:len(keys)]))
+        g_samples, g_positions, g_seconds = reduced[len(keys):]
+        weights = dict(self.weights)
+        if self.tc.replay_kl_weight:
+            weights["replay_kl"] = self.tc.replay_kl_weight
+        logged = {k: 0.0 for k in weights}
+        for b in batches:
+            sums = self.micro_losses(b)
+            total = None
+            for name, value in sums.items():
+                norm = max(global_counts.get(name, 0.0), 1.0)
+                term = weights.get(name, 0.0) * value / norm
+                logged[name] = logged.get(name, 0.0) + float(value.detach()) / norm
+                total = term if total is None else total + term
+            if total is not None:
+                self.scaler.scale(total).backward()
+        penalties = self._penalties()
+        if penalties:
+            # Each rank adds 1/world of the penalty; the gradient all-reduce sums them.
+            pen = sum(penalties.values()) / self.dist.world_size
+            self.scaler.scale(pen).backward()
+            for k, v in penalties.items():
+                logged[k] = float(v.detach())
+        names = sorted(logged)
+        summed = all_reduce_sum([logged[k] for k in names if k not in penalties], self.dist)
+        logged.update(dict(zip([k for k in names if k not in penalties], summed)))
+        for p in self.trainable:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        all_reduce_gradients(self.trainable, self.dist)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.trainable, self.tc.max_grad_norm if self.tc.max_grad_norm > 0 else float("inf"))
+        loss_total = sum(weights.get(k, 1.0) * v for k, v in logged.items() if k in weights) + sum(
+            float(v) for v in penalties.values())
+        finite = math.isfinite(loss_total) and bool(torch.isfinite(grad_norm))
+        if not finite and not self.scaler.is_enabled():
+            self.optimizer.zero_grad(set_to_none=True)
+            ids = [i for b in batches for i in b.ids]
+            path = self.save(name=f"last-good-step-{self.step:08d}")
+            raise TrainingDivergedError(
+                f"step {self.step + 1}: loss {loss_total} / grad norm {float(grad_norm)} is not finite "
+                f"(batch ids on rank {self.dist.rank}: {ids[:16]}); the last good state is saved in {path}. "
+                "Lower train.lr, use bf16 instead of fp16, or check these rows"
+            )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.step += 1
+        dt = time.perf_counter() - t0
+        record = {"step": self.step, "loss": loss_total, **{f"loss_{k}": v for k, v in logged.items()},
+                  "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": g_samples / dt,
+                  "tokens_per_s": g_positions / dt, "audio_s_per_s": g_seconds / dt,
+                  "target_tokens": global_counts["ce"]}
+        return record
+
+    # ------------------------------------------------------------------ logging
+
+    def _log(self, record: dict[str, float]) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.step % max(1, self.tc.log_every) and self.step != self.total_steps:
+            return
+        mem = _peak_memory_mb(self.dist.device)
+        record = {**record, "peak_memory_mb": mem}
+        if self.writer is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"train/{k}", v, self.step)
+        log.info("step %d/%d loss %.4f lr %.2e grad %.3f %.1f samples/s %.0f tok/s %.1f audio-s/s mem %.0f MB",
+                 self.step, self.total_steps, record["loss"], record["lr"], record["grad_norm"],
+                 record["samples_per_s"], record["tokens_per_s"], record["audio_s_per_s"], mem)
+
+    def _open_run_folder(self) -> None:
+        if not self.dist.is_main:
+            return
+        from speechllm.config import save_resolved_config
+        from speechllm.utils.fs import atomic_write_text
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        save_resolved_config(self.cfg, self.out_dir)
+        atomic_write_text(self.out_dir / "environment.json", json.dumps(_versions(), indent=2) + "\n")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        except ImportError:
+            log.warning("tensorboard is not installed: logging to the console and metrics.jsonl only")
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """Mean CE on ``data.valid`` (main process) and a few sample generations."""
+        if not self.cfg.data.valid or not self.dist.is_main:
+            return {}
+        rows = RowIndex([self.cfg.data.valid])
+        ds = TrainingDataset(rows, None, self.model.config, self.model.tokenizer)
+        self.model.eval()
+        total, count = 0.0, 0
+        for k in range(0, len(ds), self.tc.batch_size):
+            batch = self.builder.build([ds[i] for i in range(k, min(len(ds), k + self.tc.batch_size))])
+            if batch is None:
+                continue
+            with autocast_context(self.tc.precision, self.dist.device):
+                out = obj.response_forward(self.model, batch.speech)
+                total += float(obj.ce_sum(out))
+            count += out.targets.numel()
+        samples = []
+        for i in range(min(self.tc.num_sample_generations, len(ds))):
+            row = rows.read(i)
+            item = ds[i]
+            if getattr(item, "wave", None) is None:
+                continue
+            text = self.model.generate(row["messages"], [item.wave],
+                                       [item.transcript] if item.transcript is not None else None,
+                                       max_new_tokens=48)
+            samples.append({"step": self.step, "id": row.get("id"), "reference": row["response"], "generated": text})
+        self.model.train()
+        result = {"step": self.step, "valid_loss": total / max(1, count), "valid_tokens": count}
+        with open(self.out_dir / "valid.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({**result, "samples": samples}) + "\n")
+        if self.writer is not None:
+            self.writer.add_scalar("valid/loss", result["valid_loss"], self.step)
+            for s in samples:
+                self.writer.add_text(f"samples/{s['id']}", s["generated"], self.step)
+        log.info("step %d valid loss %.4f (%d tokens)", self.step, result["valid_loss"], count)
+        return result
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, *, resume: str | None = None, stop_at_step: int | None = None) -> TrainResult:
+        """Train until ``total_steps`` (or ``stop_at_step``, or a signal); save and return."""
+        self._open_run_folder()
+        folder = ckpt.resolve_resume(self.out_dir, resume)
+        if folder is not None:
+            self.load(folder)
+        records: list[dict[str, float]] = []
+        stream = self._micro_batches()
+        status = "finished"
+        progress = None
+        if self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        with _StopFlag() as stop:
+            while self.step < self.total_steps:
+                micro = [next(stream) for _ in range(self.tc.grad_accum)]
+                record = self.train_step(micro)
+                records.append(record)
+                self._log(record)
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{record['loss']:.3f}", sps=f"{record['samples_per_s']:.1f}")
+                signalled = all_reduce_sum([1.0 if stop.raised else 0.0], self.dist)[0] > 0
+                if self.step < self.total_steps and (
+                        signalled or (stop_at_step is not None and self.step >= stop_at_step)):
+                    self.save()
+                    status = "stopped"
+                    break
+                if self.tc.save_every and self.step % self.tc.save_every == 0 and self.step < self.total_steps:
+                    self.save()
+                if self.tc.eval_every and self.step % self.tc.eval_every == 0 and self.step < self.total_steps:
+                    self.validate()
+        if progress is not None:
+            progress.close()
+        final = None
+        if status == "finished":
+            self.save()
+            self.validate()
+            if self.dist.is_main:
+                final = self.out_dir / "final"
+                self.model.save_pretrained(final)
+        barrier(self.dist)
+        skipped = dict(self.builder.skipped.counts)
+        if self.dist.is_main:
+            if skipped:
+                log.warning("skipped rows: %s (first: %s)", skipped, self.builder.skipped.examples[:3])
+            summary = {"status": status, "step": self.step, "skipped": skipped,
+                       "stm_masked_share": (self.stm_counts[0] / self.stm_counts[1]) if self.stm_counts[1] else None}
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            if self.writer is not None:
+                self.writer.close()
+        return TrainResult(status=status, step=self.step, output_dir=self.out_dir, final_checkpoint=final,
+                           losses=records, skipped=skipped)
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(config: RunConfig, *, resume: str | None = None, stop_at_step: int | None = None,
+          model=None) -> TrainResult:
+    """Train per ``config`` (see :class:`Trainer`)."""
+    return Trainer(config, model=model).run(resume=resume, stop_at_step=stop_at_step)
