@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "validate",
     "synth",
     "describe",
+    "generate",
     "config",
     "eval",
     "init-model",

@@ -110,6 +110,25 @@ class GenerationConfig:
     dtype: Precision = _f("auto", "LLM dtype (auto: bf16 where the hardware runs it fast)")
     seed: int = _f(0, "seed for prompt-pool draws and sampling")
     drop_degenerate: bool = _f(False, "drop empty or looping responses instead of keeping and counting them")
+    device: str = _f("auto", "where the LLM runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N")
+    strict: bool = _f(False, "a row without a description is an error (default: skip it and count it)")
+    samples: int = _f(1, "generate-replay self-output: answers sampled per instruction (K)")
+    verifier: str | None = _f(
+        None, "generate-replay self-output: exact | contains | regex:PATTERN | module:function (null = keep all)"
+    )
+    instruction_max_new_tokens: int = _f(128, "generate-replay pseudo: length limit of a sampled instruction")
+    editor: str | None = _f(None, "generate-replay minimum-change: editor LLM (offline:NAME, folder or hub id)")
+    editor_url: str | None = _f(
+        None, "generate-replay minimum-change: OpenAI-compatible endpoint base URL (instead of a local editor)"
+    )
+    editor_model: str | None = _f(None, "generate-replay minimum-change: model name sent to the endpoint")
+    editor_api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the endpoint's API key")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_new_tokens < 1 or self.samples < 1:
+            raise ValueError("generation.batch_size, max_new_tokens and samples must be >= 1")
+        if self.temperature < 0 or not 0.0 < self.top_p <= 1.0 or self.top_k < 0:
+            raise ValueError("generation: need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
 
 
 @dataclass
