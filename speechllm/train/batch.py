@@ -91,6 +91,8 @@ class BatchBuilder:
         """Encoder output and transcripts of the audio examples (cache first)."""
         model = self.model
         if self.feature_cache is not None:
+            for e in audio_examples:
+                e.num_samples = self.feature_cache.num_samples(e.id)
             encoded, cached_texts = self.feature_cache.encoded([e.id for e in audio_examples], model.device)
             texts = [e.transcript if e.transcript is not None else t for e, t in zip(audio_examples, cached_texts)]
             return encoded, texts

@@ -1,0 +1,34 @@
+"""``speechllm train``: train the adapter (and optional LoRA) from a recipe."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the modality adapter (and LoRA) on targets.jsonl files",
+                       description="Train from a recipe. Works alone or under `accelerate launch` "
+                       "(see recipes/accelerate/). Example: speechllm train --config recipes/X.yaml "
+                       "train.max_steps=100")
+    p.add_argument("--config", "-c", default=None, help="recipe YAML (default: built-in defaults)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=3e-4")
+    p.add_argument("--resume", default=None,
+                   help="'auto' (newest checkpoint in train.output_dir, if any) or a checkpoint folder")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="save a checkpoint and stop after this optimiser step (for staged runs)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from speechllm.config import RunConfig, load_config
+    from speechllm.train import train
+
+    cfg = load_config(RunConfig, args.config, args.overrides)
+    result = train(cfg, resume=args.resume, stop_at_step=args.stop_at_step)
+    print(f"{result.status} at step {result.step}; run folder {result.output_dir}"
+          + (f"; final checkpoint {result.final_checkpoint}" if result.final_checkpoint else "")
+          + (f"; skipped rows {result.skipped}" if result.skipped else ""))
+    return 0

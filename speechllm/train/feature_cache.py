@@ -1,0 +1,177 @@
+"""Frozen-encoder feature cache: the tapped-layer features (fp16) and transcripts of every audio
+row, computed once and read back by training instead of running Whisper each step.
+
+Layout of a cache folder::
+
+    cache_key.json     what the features depend on (encoder identity, taps, dtype, audio
+                       settings, transcript source) and its hash
+    index.json         id -> {shard, windows, valid_frames, num_samples, transcript}
+    shard-00000.safetensors ...   "<id>/<tap index>" -> (windows, 1500, d_model) fp16
+
+Training compares the cache key with its own model's key and refuses a stale cache with a
+message saying how to rebuild it: a change of encoder, taps or audio settings invalidates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speechllm.errors import SpeechLLMError
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "cache_key.json"
+INDEX_FILE = "index.json"
+ROWS_PER_SHARD = 256
+FORMAT_VERSION = 1
+
+
+class FeatureCacheError(SpeechLLMError):
+    """A cache that is missing, stale (built for another encoder/taps/settings) or incomplete."""
+
+
+def cache_key(model) -> dict[str, Any]:
+    """What cached features depend on, with a hash over it."""
+    enc = model.bases.get("encoder", {})
+    fe = model.encoder.feature_extractor
+    key = {
+        "format_version": FORMAT_VERSION,
+        "encoder_ref": enc.get("ref"), "encoder_sha256": enc.get("sha256"), "encoder_commit": enc.get("commit"),
+        "taps": list(model.encoder.layers),
+        "sample_rate": 16000, "window_seconds": 30,
+        "n_mels": getattr(fe, "feature_size", None), "hop_length": getattr(fe, "hop_length", None),
+        "transcript_source": model.config.transcript_source, "use_vad": model.config.use_vad,
+        "max_transcript_tokens": model.config.max_transcript_tokens,
+    }
+    key["hash"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return key
+
+
+def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size: int = 8) -> dict[str, int]:
+    """Encode every audio row of ``rows_files`` into ``out_dir`` (skipping ids already cached with
+    the same key). Returns counts: cached, skipped (bad audio, by kind)."""
+    from safetensors.torch import save_file
+
+    from speechllm.audio import AudioError, load_audio
+    from speechllm.train.data import RowIndex
+    from speechllm.utils.fs import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key = cache_key(model)
+    index: dict[str, Any] = {}
+    if (out / KEY_FILE).is_file():
+        old = json.loads((out / KEY_FILE).read_text())
+        if old.get("hash") == key["hash"] and (out / INDEX_FILE).is_file():
+            index = json.loads((out / INDEX_FILE).read_text())
+    rows = RowIndex(rows_files)
+    todo = [i for i, rid in enumerate(rows.ids) if rid not in index]
+    counts: dict[str, int] = {"cached": 0}
+    shard_no = len({v["shard"] for v in index.values()})
+    for start in range(0, len(todo), ROWS_PER_SHARD):
+        tensors: dict[str, torch.Tensor] = {}
+        shard = f"shard-{shard_no:05d}.safetensors"
+        entries = {}
+        chunk = todo[start:start + ROWS_PER_SHARD]
+        for b in range(0, len(chunk), batch_size):
+            waves, metas = [], []
+            for i in chunk[b:b + batch_size]:
+                row = rows.read(i)
+                try:
+                    wave = load_audio(row["audio"], offset=float(row.get("offset") or 0.0), duration=row.get("duration"),
+                                      max_seconds=model.config.max_audio_seconds)
+                except AudioError as e:
+                    counts[e.kind] = counts.get(e.kind, 0) + 1
+                    continue
+                waves.append(wave)
+                metas.append(row)
+            if not waves:
+                continue
+            given = [r.get("transcript") if model.config.transcript_source == "manifest" else None for r in metas]
+            need_asr = model.config.transcript_source == "whisper"
+            encoded = model.encoder.encode(waves, need_final=need_asr)
+            texts = model._transcripts_for(waves, encoded, given) if need_asr else [t or "" for t in given]
+            w = 0
+            for row, wave, text, n in zip(metas, waves, texts, encoded.windows_per_audio):
+                rid = str(row["id"])
+                for j, tap in enumerate(encoded.taps):
+                    tensors[f"{rid}/{j}"] = tap[w:w + n].to("cpu", torch.float16).contiguous()
+                entries[rid] = {"shard": shard, "windows": n, "valid_frames": encoded.valid_frames[w:w + n],
+                                "num_samples": len(wave), "transcript": text}
+                w += n
+                counts["cached"] += 1
+        if tensors:
+            tmp = out / f".{shard}.tmp"
+            save_file(tensors, str(tmp))
+            tmp.replace(out / shard)
+            index.update(entries)
+            atomic_write_text(out / INDEX_FILE, json.dumps(index))
+            shard_no += 1
+    atomic_write_text(out / KEY_FILE, json.dumps(key, indent=2) + "\n")
+    if not (out / INDEX_FILE).exists():
+        atomic_write_text(out / INDEX_FILE, json.dumps(index))
+    return counts
+
+
+class FeatureCache:
+    """Read side: ``encoded(ids)`` returns the ``EncodedWindows`` the encoder would have given
+    (fp16 on disk, cast to the encoder dtype) and the cached transcripts."""
+
+    def __init__(self, folder: Path, index: dict[str, Any], dtype: torch.dtype):
+        self.folder = folder
+        self.index = index
+        self.dtype = dtype
+        self._open: dict[str, Any] = {}
+
+    @classmethod
+    def open_for(cls, folder: str | Path, model) -> FeatureCache:
+        folder = Path(folder)
+        if not (folder / KEY_FILE).is_file():
+            raise FeatureCacheError(f"{folder}: no feature cache here; build it with `speechllm cache-features`")
+        saved = json.loads((folder / KEY_FILE).read_text())
+        want = cache_key(model)
+        if saved.get("hash") != want["hash"]:
+            diff = [k for k in want if k != "hash" and saved.get(k) != want[k]]
+            raise FeatureCacheError(
+                f"{folder}: built for a different encoder or settings ({', '.join(diff)} differ); rebuild it with "
+                "`speechllm cache-features` for this config"
+            )
+        index = json.loads((folder / INDEX_FILE).read_text())
+        return cls(folder, index, model.encoder.dtype)
+
+    def num_samples(self, rid: str) -> int:
+        return int(self._entry(rid)["num_samples"])
+
+    def _entry(self, rid: str) -> dict[str, Any]:
+        if rid not in self.index:
+            raise FeatureCacheError(f"{self.folder}: no features for id {rid!r}; re-run `speechllm cache-features` on the training files")
+        return self.index[rid]
+
+    def encoded(self, ids: list[str], device):
+        from safetensors import safe_open
+
+        from speechllm.models.encoder import EncodedWindows
+
+        taps: list[list[torch.Tensor]] | None = None
+        per_audio, valid, texts = [], [], []
+        for rid in ids:
+            e = self._entry(rid)
+            if e["shard"] not in self._open:
+                self._open[e["shard"]] = safe_open(str(self.folder / e["shard"]), framework="pt")
+            f = self._open[e["shard"]]
+            n_taps = sum(1 for k in f.keys() if k.startswith(f"{rid}/"))
+            if taps is None:
+                taps = [[] for _ in range(n_taps)]
+            for j in range(n_taps):
+                taps[j].append(f.get_tensor(f"{rid}/{j}"))
+            per_audio.append(e["windows"])
+            valid.extend(e["valid_frames"])
+            texts.append(e["transcript"])
+        stacked = [torch.cat(t).to(device, self.dtype) for t in (taps or [])]
+        return EncodedWindows(taps=stacked, final=None, windows_per_audio=per_audio, valid_frames=valid), texts
