@@ -114,7 +114,10 @@ def load_openai_whisper(path: str | os.PathLike, dtype=None):
     )
     model = WhisperForConditionalGeneration(config)
     state = convert_openai_state_dict(ckpt["model_state_dict"])
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ModelResolutionError(f"{path}: openai-whisper weights do not fit the model ({e})") from None
     # k_proj has no bias in either format; only genuinely missing weights are an error.
     missing = [k for k in result.missing_keys if not k.endswith("k_proj.bias")]
     if missing or result.unexpected_keys:

@@ -187,6 +187,7 @@ class SpeechLLM(nn.Module):
         except ValueError as e:
             raise ConfigError(f"model.lora.target_modules {lc.target_modules}: {e}") from None
         self.config.lora.enabled = True
+        self.train(self.training)  # new LoRA dropout modules start in train mode; align them
 
     def base_causal_lm(self) -> nn.Module:
         """The HF causal LM (inside peft's wrapper when LoRA is on)."""
