@@ -94,8 +94,10 @@ def count_syllables(text: str) -> int:
     """
     total = 0
     for word in re.findall(r"[a-z]+", text.lower()):
-        n = len(_VOWEL_GROUPS.findall(word))
-        if word.endswith("e") and not word.endswith(("le", "ee", "ye")) and n > 1:
+        groups = _VOWEL_GROUPS.findall(word)
+        n = len(groups)
+        # A final lone 'e' after a consonant is silent ("axe", "stone"), except "-le" ("table").
+        if n > 1 and groups[-1] == "e" and word.endswith("e") and not word.endswith("le"):
             n -= 1
         total += max(1, n)
     return total

@@ -108,12 +108,14 @@ _WORKER: UtteranceDescriber | None = None
 
 
 def _init_worker(config: DescribeConfig, num_threads: int) -> None:
+    """Per-process setup: thread count first (torch reads it at import), then the models."""
+    import sys
+
     global _WORKER
     os.environ["OMP_NUM_THREADS"] = str(num_threads)
-    import torch
-
-    torch.set_num_threads(num_threads)
     _WORKER = UtteranceDescriber(config)
+    if "torch" in sys.modules:  # only model-backed annotators import torch
+        sys.modules["torch"].set_num_threads(num_threads)
 
 
 def _describe_row(item: tuple[dict[str, Any], str]) -> dict[str, Any]:

@@ -13,9 +13,6 @@ import numpy as np
 from speechllm.data.manifest import Utterance
 from speechllm.describe.annotators.base import AudioClip, Annotator, register_annotator
 
-MAX_NEW_TOKENS = 160
-
-
 @register_annotator
 class AsrAnnotator(Annotator):
     name = "asr"
@@ -41,7 +38,7 @@ class AsrAnnotator(Annotator):
         ).input_features
         with torch.inference_mode():
             out = self.model.generate(
-                features, max_new_tokens=MAX_NEW_TOKENS, return_dict_in_generate=True,
+                features, max_new_tokens=self.config.asr_max_new_tokens, return_dict_in_generate=True,
                 output_scores=True,
             )
             scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
