@@ -391,6 +391,14 @@ class Trainer:
     def train_step(self, micro_items: list[list[Any]]) -> dict[str, float]:
         """One optimiser step over this rank's micro-batches."""
         t0 = time.perf_counter()
+        logged, penalties, weights, global_counts, batches, (g_samples, g_positions, g_seconds) = \
+            self.accumulate_gradients(micro_items)
+        return self._finish_step(t0, logged, penalties, weights, global_counts, batches,
+                                 g_samples, g_positions, g_seconds)
+
+    def accumulate_gradients(self, micro_items: list[list[Any]]):
+        """Forward + backward of every micro-batch with losses divided by the global target
+        count, then the gradient all-reduce: afterwards ``p.grad`` is the step's gradient."""
         self.model.train()
         batches = [b for b in (self.builder.build(items) for items in micro_items) if b is not None]
         if self.tc.stm_tau is not None:
@@ -436,6 +444,10 @@ class Trainer:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         all_reduce_gradients(self.trainable, self.dist)
+        return logged, penalties, weights, global_counts, batches, (g_samples, g_positions, g_seconds)
+
+    def _finish_step(self, t0, logged, penalties, weights, global_counts, batches,
+                     g_samples, g_positions, g_seconds) -> dict[str, float]:
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.trainable, self.tc.max_grad_norm if self.tc.max_grad_norm > 0 else float("inf"))

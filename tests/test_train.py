@@ -1,0 +1,227 @@
+"""Training: loss goes down, only the adapter moves, exact resume, global token normalisation,
+sampler (replay ratio, rank split, resume), STM, KL, merge, feature cache, bad rows."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from train_fixtures import tiny_run_config, write_replay, write_rows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train_data")
+    return {"train": write_rows(d, 8, bad=1), "replay": write_replay(d), "dir": d}
+
+
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_loss_decreases_only_adapter_changes_and_final_loads(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.models import SpeechLLM
+    from speechllm.train import Trainer
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "run", max_steps=8)
+    trainer = Trainer(cfg)
+    llm0, enc0, ad0 = _state(trainer.model.llm), _state(trainer.model.encoder.whisper), _state(trainer.model.adapter)
+    result = trainer.run()
+    losses = [r["loss"] for r in result.losses]
+    assert result.status == "finished" and len(losses) == 8
+    assert sum(losses[-2:]) / 2 < losses[0]
+    for k, v in _state(trainer.model.llm).items():
+        assert torch.equal(v, llm0[k]), k
+    for k, v in _state(trainer.model.encoder.whisper).items():
+        assert torch.equal(v, enc0[k]), k
+    assert any(not torch.equal(v, ad0[k]) for k, v in _state(trainer.model.adapter).items())
+    # The missing-audio row is skipped and counted, not a crash.
+    assert result.skipped.get("missing", 0) >= 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["skipped"]["missing"] >= 1
+    for name in ("config.yaml", "environment.json", "metrics.jsonl"):
+        assert (tmp_path / "run" / name).is_file()
+    loaded = SpeechLLM.from_pretrained(result.final_checkpoint)
+    for k, v in loaded.adapter.state_dict().items():
+        assert torch.equal(v, trainer.model.adapter.state_dict()[k]), k
+
+
+def test_stop_and_resume_reproduces_losses(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.train import Trainer
+
+    def cfg(out):
+        return tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], out, max_steps=5, keep_last=2)
+
+    full = Trainer(cfg(tmp_path / "a")).run()
+    first = Trainer(cfg(tmp_path / "b")).run(stop_at_step=2)
+    assert first.status == "stopped" and first.step == 2
+    assert (tmp_path / "b" / "checkpoints" / "step-00000002" / "model" / "adapter.safetensors").is_file()
+    second = Trainer(cfg(tmp_path / "b")).run(resume="auto")
+    resumed = [r["loss"] for r in first.losses + second.losses]
+    straight = [r["loss"] for r in full.losses]
+    assert len(resumed) == len(straight) == 5
+    for a, b in zip(resumed, straight):
+        assert abs(a - b) < 1e-6, (resumed, straight)
+
+
+def test_two_micro_batches_give_the_big_batch_gradient(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.train import Trainer
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "g")
+    cfg.model.adapter_dropout = 0.0
+    trainer = Trainer(cfg)
+    ds = trainer.dataset
+    rows = [ds[i] for i in (0, 1, 2)]  # responses of different lengths: unequal token counts
+    big = trainer.builder.build(rows)
+    small = [trainer.builder.build(rows[:1]), trainer.builder.build(rows[1:])]
+    assert small[0].num_targets != small[1].num_targets
+    trainer.accumulate_gradients([rows])
+    g_big = [p.grad.clone() for p in trainer.trainable]
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.accumulate_gradients([rows[:1], rows[1:]])
+    g_acc = [p.grad.clone() for p in trainer.trainable]
+    assert big.num_targets == small[0].num_targets + small[1].num_targets
+    for a, b in zip(g_big, g_acc):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_sampler_replay_ratio_rank_split_and_resume():
+    from speechllm.train.sampler import BucketingBatchSampler
+
+    costs = [float(i % 7) for i in range(37)]
+    replay = list(range(37, 47))
+    s = BucketingBatchSampler(costs, batch_size=8, seed=3, replay=replay, replay_ratio=0.25)
+    plan = s.global_plan(0)
+    n_replay = sum(1 for b in plan for i in b if i >= 37)
+    n_total = sum(len(b) for b in plan)
+    assert abs(n_replay / n_total - 0.25) < 0.03
+    assert sorted(i for b in plan for i in b if i < 37) == list(range(37))  # every main row once
+    assert s.global_plan(0) == plan and s.global_plan(1) != plan  # deterministic, reshuffled per epoch
+    # Two ranks: same number of batches (no rank waits), disjoint halves of the plan.
+    r0 = BucketingBatchSampler(costs, batch_size=5, seed=1, rank=0, world_size=2)
+    r1 = BucketingBatchSampler(costs, batch_size=5, seed=1, rank=1, world_size=2)
+    assert len(r0.rank_plan(0)) == len(r1.rank_plan(0))
+    # Resume: position restored -> the remaining batches are identical.
+    it = iter(r0)
+    next(it)
+    r0.advance()
+    state = r0.state_dict()
+    fresh = BucketingBatchSampler(costs, batch_size=5, seed=1, rank=0, world_size=2)
+    fresh.load_state_dict(state)
+    assert list(fresh) == r0.rank_plan(0)[1:]
+
+
+def test_replay_rows_are_mixed_into_training(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.train import Trainer
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "r", max_steps=2)
+    cfg.data.replay = [str(data["replay"])]
+    cfg.data.replay_ratio = 0.25
+    trainer = Trainer(cfg)
+    plan = trainer.sampler.global_plan(0)
+    replay_share = sum(1 for b in plan for i in b if i >= len(trainer.rows)) / sum(len(b) for b in plan)
+    assert abs(replay_share - 0.25) < 0.05
+    batch = trainer.builder.build([trainer.dataset[i] for i in plan[0]])
+    assert any(batch.replay) and not all(batch.replay)
+    result = trainer.run()
+    assert all(math.isfinite(r["loss"]) for r in result.losses)
+
+
+def test_stm_masks_a_planted_hard_token(tiny_llm_dir, tiny_whisper_dir):
+    from speechllm.config import ModelConfig
+    from speechllm.models import SpeechLLM
+    from speechllm.models.chat_layout import ChatSequence, collate_left_padded
+    from speechllm.models.speech_llm import SpeechBatch
+    from speechllm.train import objectives as obj
+
+    cfg = ModelConfig(encoder=str(tiny_whisper_dir), llm=str(tiny_llm_dir), dtype="fp32", num_queries=8,
+                      qformer_layers=1, qformer_ffn_dim=64)
+    model = SpeechLLM.from_config(cfg)
+    with torch.no_grad():  # a confident base model: its greedy tokens get perplexity ~1
+        model.llm.get_output_embeddings().weight.mul_(200.0)
+    prompt = model.tokenizer("<|im_start|>user\nSay something.<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+    ids = list(prompt)
+    planted_at = None
+    for step in range(8):
+        with torch.no_grad():
+            logits = model.llm(input_ids=torch.tensor([ids])).logits[0, -1]
+        if step == 4:
+            token, planted_at = int(logits.argmin()), len(ids)  # the least likely token: a hard one
+        else:
+            token = int(logits.argmax())
+        ids.append(token)
+    labels = [-100] * len(prompt) + ids[len(prompt):]
+    t = collate_left_padded([ChatSequence(ids, labels, [False] * len(ids))], model.pad_id)
+    batch = SpeechBatch(**t)
+    ppl = obj.token_perplexities(model, batch)[0]
+    mask = [p > 2.5 for p in ppl]
+    assert mask[planted_at - len(prompt)] is True
+    assert sum(mask) <= 2  # the planted token (and at most the one right after it)
+    masked = obj.apply_token_mask(batch.labels, [mask])
+    assert int(masked[0, planted_at]) == -100
+    assert int((masked != -100).sum()) == len(ppl) - sum(mask)
+
+
+def test_kl_is_zero_when_the_audio_span_equals_the_text_embeddings(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.train import Trainer
+    from speechllm.train import objectives as obj
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "k",
+                          objectives={"ce": 1.0, "kl": 1.0})
+    trainer = Trainer(cfg)
+    model = trainer.model
+    batch = trainer.builder.build([trainer.dataset[0], trainer.dataset[1]])
+    teacher = obj.teacher_forward(model, batch.text)
+    # Student input = the text view's own token embeddings: the "audio" reads exactly the text.
+    same = obj.response_forward(model, batch.text,
+                                inputs_embeds=model.llm.get_input_embeddings()(batch.text.input_ids))
+    assert float(obj.kl_sum(same.logits, teacher.logits, 2.0)) < 1e-8
+    hearing = obj.response_forward(model, batch.speech)
+    kl = float(obj.kl_sum(obj.rows_logits(hearing, batch.text_rows), teacher.logits, 2.0).detach())
+    assert kl > 1e-4
+    sums = trainer.micro_losses(batch)
+    assert set(sums) == {"ce", "kl"} and float(sums["kl"]) > 0
+
+
+def test_kl_diva_stm_run_and_lora_merge(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.models import SpeechLLM
+    from speechllm.train import Trainer
+    from speechllm.train.merge import merge_checkpoint
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "l", max_steps=3,
+                          objectives={"ce": 1.0, "kl": 0.5, "diva": 0.1}, diva_num_align=2, stm_tau=1e9,
+                          l2sp_alpha=0.1, ewc_lambda=0.1)
+    cfg.model.lora.enabled = True
+    cfg.model.lora.r = 2
+    result = Trainer(cfg).run()
+    rec = result.losses[-1]
+    for key in ("loss_ce", "loss_kl", "loss_diva", "loss_l2sp", "loss_ewc"):
+        assert key in rec and math.isfinite(rec[key]), rec
+    out = merge_checkpoint(result.final_checkpoint, tmp_path / "merged", [0.0, 1.0])
+    zero = SpeechLLM.from_pretrained(out[0])
+    base_logits = zero.generate([{"role": "user", "content": "Say hello."}], max_new_tokens=4)
+    with zero.llm.disable_adapter():
+        assert zero.generate([{"role": "user", "content": "Say hello."}], max_new_tokens=4) == base_logits
+
+
+def test_feature_cache_matches_the_encoder_and_refuses_other_taps(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.train import Trainer
+    from speechllm.train.feature_cache import FeatureCache, FeatureCacheError, build_cache
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "c")
+    trainer = Trainer(cfg)
+    counts = build_cache(trainer.model, [str(data["train"])], tmp_path / "cache")
+    assert counts["cached"] == 8 and counts["missing"] == 1
+    cache = FeatureCache.open_for(tmp_path / "cache", trainer.model)
+    ex = trainer.dataset[0]
+    encoded, texts = cache.encoded([ex.id], "cpu")
+    direct = trainer.model.encoder.encode([ex.wave])
+    assert texts == ["the birch canoe"]
+    for a, b in zip(encoded.taps, direct.taps):
+        assert torch.allclose(a, b, atol=1e-2, rtol=1e-2)
+    trainer.model.encoder.layers = [0, 2]
+    with pytest.raises(FeatureCacheError, match="taps"):
+        FeatureCache.open_for(tmp_path / "cache", trainer.model)
