@@ -67,11 +67,11 @@ def _run(args: argparse.Namespace) -> int:
     options = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                 top_p=args.top_p, top_k=args.top_k,
                                 repetition_penalty=args.repetition_penalty, seed=args.seed)
-    if not args.manifest:  # check the audio before the (slow) model load
-        from speechllm.audio import audio_info
+    waves = None
+    if not args.manifest:  # decode and check the audio before the (slow) model load
+        from speechllm.audio import load_audio
 
-        for path in args.audio:
-            audio_info(path)
+        waves = [load_audio(path) for path in args.audio]
     t0 = time.perf_counter()
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - t0
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
               f"{summary.seconds:.1f}s -> {args.output}", file=sys.stderr)
         return 0
     request = InferRequest(messages=build_messages(args.prompt, args.system), audio_paths=list(args.audio),
-                           transcripts=args.transcript)
+                           transcripts=args.transcript, waves=waves)
     result = run_request(model, request, options, stream=args.stream)
     if not args.stream:
         print(result.response)

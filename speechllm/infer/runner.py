@@ -50,6 +50,7 @@ class InferRequest:
     messages: list[dict[str, Any]]
     audio_paths: list[str] = field(default_factory=list)
     transcripts: list[str | None] | None = None
+    waves: list[Any] | None = None  # already decoded audio_paths (16 kHz mono), if any
 
 
 @dataclass
@@ -78,7 +79,11 @@ def build_messages(prompt: str | None, system: str | None = None) -> list[dict[s
 
 def load_model(model_dir: str | os.PathLike, *, device: str = "cpu", dtype: str | None = None):
     """A checkpoint folder loaded for inference (frozen, eval mode)."""
+    from transformers.utils import logging as hf_logging
+
     from speechllm.models.speech_llm import SpeechLLM
+
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown the CLI's output
 
     return SpeechLLM.from_pretrained(model_dir, device=device, dtype=dtype)
 
@@ -120,7 +125,7 @@ def run_request(model, request: InferRequest, options: GenerationOptions, *, str
     from speechllm.audio import load_audio
 
     t0 = time.perf_counter()
-    waves = [load_audio(p) for p in request.audio_paths]
+    waves = request.waves if request.waves is not None else [load_audio(p) for p in request.audio_paths]
     t_audio = time.perf_counter()
     if options.seed is not None:
         torch.manual_seed(options.seed)
