@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "synth",
     "describe",
     "generate",
+    "generate_replay",
     "cache-features",
     "train",
     "merge",
