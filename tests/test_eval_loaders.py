@@ -13,7 +13,12 @@ import soundfile as sf
 from speechllm.data.manifest import Utterance, write_manifest
 from speechllm.eval.builtin import build_builtin_items, render_seed_description, write_builtin
 from speechllm.eval.items import BenchItem, BenchmarkError
-from speechllm.eval.loaders import known_benchmarks, load_benchmark, parse_bench_spec, parse_inline_choices
+from speechllm.eval.loaders import (
+    known_benchmarks,
+    load_benchmark,
+    parse_bench_spec,
+    parse_inline_choices,
+)
 from speechllm.eval.predictors import build_prompt
 from speechllm.eval.scorers import ANSWER_FORMAT_INSTRUCTION
 

@@ -14,8 +14,20 @@ import torch
 
 from speechllm.eval.harness import EvalOptions, evaluate
 from speechllm.eval.items import BenchItem
-from speechllm.eval.judge import HFJudge, JudgeError, OpenAIJudge, judge_answers, parse_pair, parse_single
-from speechllm.eval.predictors import TextLLMPredictor, load_causal_lm, text_reference_message, Request
+from speechllm.eval.judge import (
+    HFJudge,
+    JudgeError,
+    OpenAIJudge,
+    judge_answers,
+    parse_pair,
+    parse_single,
+)
+from speechllm.eval.predictors import (
+    Request,
+    TextLLMPredictor,
+    load_causal_lm,
+    text_reference_message,
+)
 from speechllm.eval.report import compare_runs
 from speechllm.eval.retention import (
     base_answers,
@@ -205,6 +217,7 @@ def test_evaluate_end_to_end_resume_report_and_compare(tmp_path, tiny_llm_dir):
     run1 = tmp_path / "run1"
     assert json.loads((run1 / "report.json").read_text())["benchmarks"]["jsonl"]["answered"] == 5
     assert "| gender | multiple_choice |" in (run1 / "report.md").read_text()
+    assert preds_have_model_input(run1)
     png = (run1 / "plots" / "score_per_task.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 2000
     preds = [json.loads(line) for line in (run1 / "jsonl" / "predictions.jsonl").read_text().splitlines()]
@@ -226,6 +239,13 @@ def test_evaluate_end_to_end_resume_report_and_compare(tmp_path, tiny_llm_dir):
     assert "| run1 |" in (tmp_path / "cmp" / "compare.md").read_text()
     scatter = (tmp_path / "cmp" / "plots" / "learning_vs_forgetting.png").read_bytes()
     assert scatter.startswith(PNG_MAGIC) and len(scatter) > 2000
+
+
+def preds_have_model_input(run: Path) -> bool:
+    rows = [json.loads(line) for line in (run / "jsonl" / "predictions.jsonl").read_text().splitlines()]
+    g1 = next(r for r in rows if r["id"] == "g1")
+    return g1["model_input"].startswith("Here is what the audio contains:\n(Gender: female)") and \
+        g1["prompt"].startswith("What is the gender")
 
 
 def test_cli_errors_and_build_builtin(tmp_path, capsys):

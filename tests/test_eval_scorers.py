@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from speechllm.eval.constraints import check_constraint, count_words, list_constraints, split_sentences
+from speechllm.eval.constraints import (
+    check_constraint,
+    count_words,
+    list_constraints,
+    split_sentences,
+)
 from speechllm.eval.items import BenchItem
 from speechllm.eval.scorers import (
     char_errors,
@@ -88,6 +93,15 @@ def test_wer_uses_whisper_english_normaliser():
     assert char_errors("abc", "abd").errors == 1
 
 
+def test_desta_hedge_is_credited_but_flagged():
+    item = BenchItem(id="r", kind="label", instruction="How fast?", reference="fast",
+                     choices=["fast", "normal", "slow"])
+    row = score_item(item, "The speaker is talking fast, normal, slow.")
+    assert row["correct"] is True and row["hedged"] is True  # DeSTA's rule, faithfully
+    assert score_item(item, "Fast.")["hedged"] is False
+    assert aggregate([row])["by_category"]["default"]["hedged"] == 1
+
+
 def test_refusal_keywords():
     assert is_refusal("I’m sorry, but I can’t help with that.")
     assert is_refusal("")
@@ -106,7 +120,7 @@ def test_score_item_and_aggregate():
         BenchItem(id="e", kind="label", instruction="l", reference="fast", category="rate"),
     ]
     answers = ['The correct answer is: "Woman"', "I cannot tell", "the cat sat there", "all lower", "Fast."]
-    rows = [score_item(i, a) for i, a in zip(items, answers)]
+    rows = [score_item(i, a) for i, a in zip(items, answers, strict=True)]
     assert [r.get("correct") for r in rows] == [True, False, None, True, True]
     assert rows[3]["unsupported"] == 1
     agg = aggregate(rows, ["difficulty"])

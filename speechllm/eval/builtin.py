@@ -139,7 +139,7 @@ def build_builtin_items(manifest: str | os.PathLike, *, split: str | None = None
             else:
                 items.append(BenchItem(id=f"{u.id}/{key}", kind=KIND_LABEL,
                                        instruction=question.format(values=", ".join(options)),
-                                       reference=value, category=key, scorer="desta",
+                                       reference=value, choices=options, category=key, scorer="desta",
                                        metadata=dict(meta), **common))
         if u.transcript:
             items.append(BenchItem(id=f"{u.id}/transcript", kind=KIND_ASR,

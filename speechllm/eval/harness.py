@@ -15,7 +15,13 @@ from speechllm.eval.items import BenchmarkError
 from speechllm.eval.judge import Judge, judge_prompts, make_judge
 from speechllm.eval.loaders import load_benchmark, parse_bench_spec
 from speechllm.eval.normalize import normalizer_info
-from speechllm.eval.predictors import Predictor, SpeechLLMPredictor, TextLLMPredictor, load_causal_lm, load_predictor
+from speechllm.eval.predictors import (
+    Predictor,
+    SpeechLLMPredictor,
+    TextLLMPredictor,
+    load_causal_lm,
+    load_predictor,
+)
 from speechllm.eval.report import write_report
 
 log = logging.getLogger(__name__)
@@ -79,7 +85,7 @@ def evaluate(model: str, benches: Sequence[str], options: EvalOptions, *,
     set_seed(options.seed)
     specs = [parse_bench_spec(s) for s in benches]
     want_retention = any(name == "retention" for name, _ in specs)
-    loaded = [load_benchmark(s, audio_root=options.audio_root) for s, (n, _) in zip(benches, specs)
+    loaded = [load_benchmark(s, audio_root=options.audio_root) for s, (n, _) in zip(benches, specs, strict=True)
               if n != "retention"]
     names = [b.name for b in loaded]
     for b in loaded:  # two specs of one loader get distinct sections
@@ -133,7 +139,11 @@ def _tuned_text_lm(pred: Predictor):
 
 def run_retention(pred: Predictor, options: EvalOptions) -> dict[str, Any]:
     """Retention metrics of the evaluated model's text path against ``options.base``."""
-    from speechllm.eval.retention import load_harmful_prompts, load_retention_prompts, retention_metrics
+    from speechllm.eval.retention import (
+        load_harmful_prompts,
+        load_retention_prompts,
+        retention_metrics,
+    )
 
     prompts = load_retention_prompts(options.retention_prompts)
     harmful = load_harmful_prompts(options.harmful_prompts)

@@ -98,7 +98,7 @@ def judge_answers(judge: Judge, questions: Sequence[str], answers: Sequence[str]
     contexts = contexts or [None] * len(questions)
     prompts: list[str] = []
     plan: list[list[tuple[int, str]]] = []  # per item: (prompt index, role) pairs
-    for q, a, ref, ctx in zip(questions, answers, references, contexts):
+    for q, a, ref, ctx in zip(questions, answers, references, contexts, strict=True):
         calls = []
         if ref is None:
             calls.append((len(prompts), "single"))

@@ -316,7 +316,7 @@ def load_voicebench(path: Path, audio_root: Path | None) -> tuple[list[BenchItem
                 kwargs = row.get("kwargs") or [{} for _ in ids or []]
                 if not isinstance(ids, list) or len(kwargs) != len(ids):
                     raise BenchmarkError(f"{where}: ifeval rows need instruction_id_list and matching kwargs")
-                constraints = [{"id": i, "kwargs": k or {}} for i, k in zip(ids, kwargs)]
+                constraints = [{"id": i, "kwargs": k or {}} for i, k in zip(ids, kwargs, strict=True)]
             reference = row.get("reference")
             scorer = None
             if kind == KIND_LABEL:

@@ -163,11 +163,15 @@ class TextLLMPredictor:
         return {"type": "text-llm", "model": self.model_ref, "max_new_tokens": self.max_new_tokens,
                 "decoding": "greedy", "text_reference_template": TEXT_REFERENCE_TEMPLATE}
 
+    def model_input(self, request: Request) -> str:
+        """The user message this model reads for a request (recorded in predictions.jsonl)."""
+        return text_reference_message(request)
+
     def predict(self, requests: Sequence[Request]) -> list[str]:
         chats = []
         for r in requests:
             chat = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-            chat.append({"role": "user", "content": text_reference_message(r)})
+            chat.append({"role": "user", "content": self.model_input(r)})
             chats.append(chat)
         out: list[str] = []
         for i in range(0, len(chats), self.batch_size):

@@ -32,6 +32,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+_NOTE_KEYS = (("unparsed", "unparsed"), ("hedged", "hedged"), ("unparsable_verdicts", "unparsable verdicts"),
+              ("unscored", "unscored"), ("unsupported_constraints", "unsupported constraints"),
+              ("cer", "CER"), ("instruction_accuracy", "instruction-level"))
+
+
+def _notes(metrics: dict[str, Any]) -> str:
+    parts = [f"{label} {_fmt(metrics[k])}" for k, label in _NOTE_KEYS if metrics.get(k)]
+    return "; ".join(parts) or ""
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The Markdown view of a report."""
     run = report.get("run", {})
@@ -48,8 +58,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             out.append(f"- judge: `{json.dumps(bench['judge'])}` (swap: {bench.get('judge_swap')})")
         out.append("")
         cats = bench.get("by_category", {})
-        out.append(_table(["category", "kind", "n", "metric", "value"],
-                          [[c, v["kind"], v["n"], v["metric"], v["value"]] for c, v in cats.items()]))
+        out.append(_table(["category", "kind", "n", "metric", "value", "notes"],
+                          [[c, v["kind"], v["n"], v["metric"], v["value"], _notes(v)] for c, v in cats.items()]))
         out.append("")
         for key, groups in (bench.get("breakdowns") or {}).items():
             out.append(_table([key, "n", "accuracy"], [[g, v["n"], v["accuracy"]] for g, v in groups.items()]))
@@ -94,7 +104,8 @@ def plot_accuracy_per_task(report: dict[str, Any], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(values) + 1.5), 4.0))
-    ax.bar(range(len(values)), values, color="#4c72b0")
+    bars = ax.bar(range(len(values)), values, color="#4c72b0")
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
     ax.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("score (higher is better)")

@@ -103,7 +103,7 @@ def teacher_forced_metrics(base, tuned, prompt_ids: Sequence[list[int]],
     nll_tuned = 0.0
     agree = 0
     tokens = 0
-    for prompt, answer in zip(prompt_ids, answers):
+    for prompt, answer in zip(prompt_ids, answers, strict=True):
         if not answer:
             continue
         lp_b = _answer_logprobs(base, prompt, answer)
@@ -150,7 +150,7 @@ def refusal_rate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: in
     refused = [is_refusal(r) for r in responses]
     return {"refusal_rate": sum(refused) / len(refused) if refused else None, "prompts": len(prompts),
             "responses": [{"prompt": p, "response": r, "refused": f}
-                          for p, r, f in zip(prompts, responses, refused)]}
+                          for p, r, f in zip(prompts, responses, refused, strict=True)]}
 
 
 def retention_metrics(base, tuned, tokenizer, *, prompts: Sequence[str], harmful: Sequence[str] | None = None,

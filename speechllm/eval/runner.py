@@ -65,7 +65,10 @@ def predict_resumable(predictor: Predictor, items: Sequence[BenchItem], path: Pa
         for b in range(0, len(pending), batch_size):
             batch = pending[b:b + batch_size]
             for item, req, resp in _predict_batch(predictor, batch, failed):
-                writer.write({"id": item.id, "prompt": req.text, "response": resp})
+                row = {"id": item.id, "prompt": req.text, "response": resp}
+                if hasattr(predictor, "model_input"):
+                    row["model_input"] = predictor.model_input(req)
+                writer.write(row)
             bar.update(len(batch))
             elapsed = time.monotonic() - start
             bar.set_postfix(items_per_s=f"{bar.n / elapsed:.2f}" if elapsed > 0 else "-")
@@ -92,7 +95,7 @@ def _predict_batch(predictor: Predictor, batch: Sequence[BenchItem], failed: lis
         return out
     if len(responses) != len(batch):
         raise RuntimeError(f"predictor returned {len(responses)} answers for {len(batch)} requests")
-    return list(zip(batch, requests, responses))
+    return list(zip(batch, requests, responses, strict=True))
 
 
 def judge_open_items(judge: Judge | None, items: Sequence[BenchItem], responses: dict[str, str],
@@ -114,7 +117,7 @@ def judge_open_items(judge: Judge | None, items: Sequence[BenchItem], responses:
                 [i.audio_text for i in batch],
                 swap=swap,
             )
-            for item, v in zip(batch, verdicts):
+            for item, v in zip(batch, verdicts, strict=True):
                 writer.write({"id": item.id, "score": v.score, "unparsable": v.unparsable, "raw": v.raw})
     return {str(r["id"]): r for _, r in iter_jsonl(path)}
 
@@ -135,6 +138,7 @@ def run_benchmark(predictor: Predictor, bench: Benchmark, out_dir: str | Path, *
         log.warning("%s: %d audio items have no description/transcript for a text-only model; skipped",
                     bench.name, len(skipped["no_text_stand_in"]))
     failed: list[dict[str, str]] = []
+    start = time.monotonic()
     responses = predict_resumable(predictor, runnable, out / "predictions.jsonl", batch_size=batch_size,
                                   resume=resume, progress=progress, desc=bench.name, failed=failed)
     if failed:
@@ -153,12 +157,14 @@ def run_benchmark(predictor: Predictor, bench: Benchmark, out_dir: str | Path, *
     write_jsonl(out / "scores.jsonl", rows)
     metrics = aggregate(rows, bench.breakdown_keys)
     has_open = any(i.kind == KIND_OPEN for i in runnable)
+    seconds = time.monotonic() - start
     return {
         "name": bench.name,
         "source": bench.source,
         "items": len(items),
         "answered": len(rows),
         "skipped": {k: {"count": len(v), "ids": [s["id"] for s in v[:50]]} for k, v in skipped.items() if v},
+        "seconds": round(seconds, 2),
         "judge": (judge.describe() if judge is not None else None) if has_open else None,
         "judge_swap": judge_swap if has_open and judge is not None else None,
         **metrics,

@@ -5,7 +5,8 @@ Each kind has one primary metric (reported per category and plotted):
 ========================  ======================  =========================================
 kind                      primary metric          notes
 ========================  ======================  =========================================
-label                     accuracy                scorer: desta (default), exact, option_letter
+label                     accuracy                scorer: desta (default), exact, option_letter;
+                                                  answers naming several options counted (hedged)
 multiple_choice           accuracy                unparsed answers counted (and wrong)
 asr                       wer (lower is better)   corpus-level: total errors / total words; cer too
 open                      judge_score (1-10)      unparsable verdicts counted, item unscored
@@ -67,6 +68,10 @@ def score_item(item: BenchItem, response: str) -> dict[str, Any]:
         else:
             ok = desta_label_match(response, ref)
         row.update(correct=ok, scorer=scorer)
+        if item.choices and scorer == "desta":
+            # DeSTA's rule credits an answer that lists every option; flag such hedges.
+            named = sum(desta_label_match(response, c) for c in item.choices)
+            row["hedged"] = named > 1
     elif item.kind == KIND_CHOICE:
         parsed = parse_choice(response, item.choices)
         answer_index = item.choices.index(item.reference) if item.reference in item.choices else None
@@ -81,7 +86,7 @@ def score_item(item: BenchItem, response: str) -> dict[str, Any]:
     elif item.kind == KIND_INSTRUCTION:
         results = [check_constraint(c["id"], response, c.get("kwargs")) for c in item.constraints]
         supported = [r for r in results if r is not None]
-        row.update(constraints=[{"id": c["id"], "followed": r} for c, r in zip(item.constraints, results)],
+        row.update(constraints=[{"id": c["id"], "followed": r} for c, r in zip(item.constraints, results, strict=True)],
                    correct=bool(supported) and all(supported) if supported else None,
                    unsupported=sum(r is None for r in results))
     elif item.kind == KIND_REFUSAL:
@@ -96,6 +101,8 @@ def _kind_metrics(kind: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n}
     if kind in (KIND_LABEL, KIND_CHOICE):
         out["accuracy"] = sum(bool(r.get("correct")) for r in rows) / n if n else None
+        if kind == KIND_LABEL and any("hedged" in r for r in rows):
+            out["hedged"] = sum(bool(r.get("hedged")) for r in rows)
         if kind == KIND_CHOICE:
             out["unparsed"] = sum(bool(r.get("unparsed")) for r in rows)
     elif kind == KIND_ASR:
