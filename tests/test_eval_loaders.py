@@ -210,7 +210,11 @@ def test_builtin_benchmark(tmp_path):
 def test_seed_description_prefers_manifest_description():
     u = Utterance(id="x", audio="a.wav", duration=2.2, transcript="Hi there.",
                   attributes={"gender": "male", "accent": "Scottish"})
-    assert render_seed_description(u) == '[00:00:00 - 00:00:02]: "Hi there." (Gender: male, Accent: Scottish, Duration: 2s)'
+    from speechllm.describe.renderer import render_description
+
+    text = render_seed_description(u)
+    assert text == render_description(u)  # the one renderer that target generation uses
+    assert text.startswith('[00:00:00 - 00:00:03]: "Hi there." (Gender: Male, Accent: Scottish')
     u.extra["description"] = "given"
     assert render_seed_description(u) == "given"
 

@@ -63,35 +63,19 @@ CONSTRAINT_PROMPTS: list[tuple[str, list[dict[str, Any]]]] = [
      [{"id": "change_case:english_capital", "kwargs": {}}]),
 ]
 
-#: Attributes a seed description names, in DeSTA2's order (others, like tts_voice, stay out).
-DESCRIPTION_ATTRIBUTES = (("gender", "Gender"), ("age", "Age"), ("accent", "Accent"), ("emotion", "Emotion"),
-                          ("pitch", "Pitch"), ("volume", "Volume"), ("speaking_rate", "Speaking speed"),
-                          ("snr", "SNR"), ("intent", "Intent"))
-
 TRANSCRIBE_INSTRUCTION = "Transcribe the speech in the audio exactly."
 
 
 def render_seed_description(utt: Utterance) -> str:
     """The utterance's seed description: the manifest's ``description`` field when the describe
-    stage wrote one (the exact text target generation used), else a DeSTA2-style line rendered
-    here (``[00:00:00 - 00:00:03]: "text" (Gender: Female, Accent: Scottish, ...)``)."""
+    stage wrote one (the exact text target generation used), else
+    :func:`speechllm.describe.renderer.render_description` (the one renderer, default template),
+    so a text-reference answer reads the same text the training targets were generated from."""
     if isinstance(utt.extra.get("description"), str) and utt.extra["description"].strip():
         return utt.extra["description"]
-    dur = utt.duration or 0.0
+    from speechllm.describe.renderer import render_description
 
-    def ts(seconds: float) -> str:
-        s = int(round(seconds))
-        return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-    parts = []
-    for key, name in DESCRIPTION_ATTRIBUTES:
-        value = utt.attributes.get(key)
-        if value is not None and not isinstance(value, (dict, list)):
-            parts.append(f"{name}: {value}")
-    if utt.duration:
-        parts.append(f"Duration: {round(dur)}s")
-    text = f' "{utt.transcript}"' if utt.transcript else ""
-    return f"[{ts(utt.offset)} - {ts(utt.offset + dur)}]:{text} ({', '.join(parts)})"
+    return render_description(utt)
 
 
 def _select_held_out(rows: list[Utterance], split: str | None) -> list[Utterance]:
