@@ -225,3 +225,51 @@ def test_feature_cache_matches_the_encoder_and_refuses_other_taps(tiny_llm_dir, 
     trainer.model.encoder.layers = [0, 2]
     with pytest.raises(FeatureCacheError, match="taps"):
         FeatureCache.open_for(tmp_path / "cache", trainer.model)
+
+
+def test_non_finite_loss_stops_with_step_ids_and_last_good_checkpoint(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.train import Trainer, TrainingDivergedError
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "nan", max_steps=4,
+                          warmup_steps=0, scheduler="constant")
+    trainer = Trainer(cfg)
+    trainer.run(stop_at_step=1)
+    with torch.no_grad():  # a blown-up adapter: the next forward gives inf/NaN
+        trainer.model.adapter.proj.weight.fill_(float("inf"))
+    with pytest.raises(TrainingDivergedError, match=r"step 2: .*not finite.*batch ids.*utt") as info:
+        trainer.run(resume=None)
+    assert "last-good-step-00000001" in str(info.value)
+    assert (tmp_path / "nan" / "checkpoints" / "last-good-step-00000001" / "trainer_state.pt").is_file()
+
+
+def test_cli_sigterm_saves_and_exits_cleanly(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = {
+        "model": {"encoder": str(tiny_whisper_dir), "llm": str(tiny_llm_dir), "dtype": "fp32", "num_queries": 8,
+                  "qformer_layers": 1, "qformer_ffn_dim": 64, "use_vad": False},
+        "data": {"train": [str(data["train"])], "max_length": 256},
+        "train": {"output_dir": str(tmp_path / "sig"), "precision": "fp32", "batch_size": 2, "max_steps": 100000,
+                  "save_every": 0, "eval_every": 0, "num_sample_generations": 0},
+    }
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "speechllm", "train", "--config", str(recipe)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "sig" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped at step" in out
+    saved = sorted((tmp_path / "sig" / "checkpoints").glob("step-*"))
+    assert saved and (saved[-1] / "model" / "adapter.safetensors").is_file()

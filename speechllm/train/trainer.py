@@ -567,7 +567,9 @@ class Trainer:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
-        with _StopFlag() as stop:
+        with _StopFlag() as stop, contextlib.ExitStack() as closing:
+            if progress is not None:
+                closing.callback(progress.close)
             while self.step < self.total_steps:
                 micro = [next(stream) for _ in range(self.tc.grad_accum)]
                 record = self.train_step(micro)
@@ -586,8 +588,6 @@ class Trainer:
                     self.save()
                 if self.tc.eval_every and self.step % self.tc.eval_every == 0 and self.step < self.total_steps:
                     self.validate()
-        if progress is not None:
-            progress.close()
         final = None
         if status == "finished":
             self.save()
@@ -596,7 +596,10 @@ class Trainer:
                 final = self.out_dir / "final"
                 self.model.save_pretrained(final)
         barrier(self.dist)
-        skipped = dict(self.builder.skipped.counts)
+        skipped: dict[str, int] = {}
+        for counts in gather_objects(dict(self.builder.skipped.counts), self.dist):  # every rank's rows
+            for k, v in counts.items():
+                skipped[k] = skipped.get(k, 0) + v
         if self.dist.is_main:
             if skipped:
                 log.warning("skipped rows: %s (first: %s)", skipped, self.builder.skipped.examples[:3])
