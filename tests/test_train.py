@@ -222,6 +222,14 @@ def test_feature_cache_matches_the_encoder_and_refuses_other_taps(tiny_llm_dir, 
     assert texts == ["the birch canoe"]
     for a, b in zip(encoded.taps, direct.taps):
         assert torch.allclose(a, b, atol=1e-2, rtol=1e-2)
+    # Training reads the cache transparently; the bad row is skipped and counted.
+    cfg.data.feature_cache = str(tmp_path / "cache")
+    cfg.train.max_steps = 2
+    cached_run = Trainer(cfg, model=trainer.model)
+    assert cached_run.dataset.load_waves is False
+    result = cached_run.run()
+    assert result.status == "finished" and result.skipped.get("missing", 0) >= 1
+    assert all(math.isfinite(r["loss"]) for r in result.losses)
     trainer.model.encoder.layers = [0, 2]
     with pytest.raises(FeatureCacheError, match="taps"):
         FeatureCache.open_for(tmp_path / "cache", trainer.model)

@@ -85,6 +85,9 @@ class DataConfig:
     max_length: int = _f(1024, "maximum tokens per example (longer targets are truncated)")
     bucket_by_length: bool = _f(True, "group examples of similar audio seconds + tokens per batch")
     feature_cache: str | None = _f(None, "folder of cached encoder features (`speechllm cache-features`)")
+    build_feature_cache: bool = _f(
+        True, "with data.feature_cache set: build or complete the cache before training (main process)"
+    )
     num_workers: int = _f(0, "DataLoader worker processes")
 
     def __post_init__(self) -> None:

@@ -107,6 +107,10 @@ class BatchBuilder:
         model = self.model
         examples: list[Example] = []
         for item in items:
+            problem = (self.feature_cache.problem(item.id)
+                       if self.feature_cache is not None and isinstance(item, Example) and not item.replay else None)
+            if problem is not None:
+                item = Skipped(item.id, *problem)
             if isinstance(item, Skipped):
                 self.skipped.add(item)
             else:

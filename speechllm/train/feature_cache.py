@@ -73,7 +73,7 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
     rows = RowIndex(rows_files)
     todo = [i for i, rid in enumerate(rows.ids) if rid not in index]
     counts: dict[str, int] = {"cached": 0}
-    shard_no = len({v["shard"] for v in index.values()})
+    shard_no = len({v["shard"] for v in index.values() if "shard" in v})
     for start in range(0, len(todo), ROWS_PER_SHARD):
         tensors: dict[str, torch.Tensor] = {}
         shard = f"shard-{shard_no:05d}.safetensors"
@@ -88,6 +88,8 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
                                       max_seconds=model.config.max_audio_seconds)
                 except AudioError as e:
                     counts[e.kind] = counts.get(e.kind, 0) + 1
+                    # Recorded, so that training skips and counts the row like a bad file.
+                    entries[str(row["id"])] = {"error": e.kind, "message": str(e)}
                     continue
                 waves.append(wave)
                 metas.append(row)
@@ -110,9 +112,10 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
             tmp = out / f".{shard}.tmp"
             save_file(tensors, str(tmp))
             tmp.replace(out / shard)
+            shard_no += 1
+        if entries:
             index.update(entries)
             atomic_write_text(out / INDEX_FILE, json.dumps(index))
-            shard_no += 1
     atomic_write_text(out / KEY_FILE, json.dumps(key, indent=2) + "\n")
     if not (out / INDEX_FILE).exists():
         atomic_write_text(out / INDEX_FILE, json.dumps(index))
@@ -144,6 +147,15 @@ class FeatureCache:
             )
         index = json.loads((folder / INDEX_FILE).read_text())
         return cls(folder, index, model.encoder.dtype)
+
+    def problem(self, rid: str) -> tuple[str, str] | None:
+        """``(kind, message)`` when ``rid`` has no usable features (bad audio, not cached)."""
+        entry = self.index.get(rid)
+        if entry is None:
+            return "not_cached", f"no features in {self.folder}; re-run `speechllm cache-features`"
+        if "error" in entry:
+            return entry["error"], entry.get("message", "")
+        return None
 
     def num_samples(self, rid: str) -> int:
         return int(self._entry(rid)["num_samples"])

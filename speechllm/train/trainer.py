@@ -188,7 +188,12 @@ class Trainer:
             raise ConfigError("data.replay_ratio > 0 but data.replay names no file")
         self.feature_cache = None
         if dc.feature_cache:
-            from speechllm.train.feature_cache import FeatureCache
+            from speechllm.train.feature_cache import FeatureCache, build_cache
+
+            if dc.build_feature_cache and self.dist.is_main:
+                files = list(dc.train) + ([dc.valid] if dc.valid else [])
+                log.info("feature cache %s: %s", dc.feature_cache, build_cache(self.model, files, dc.feature_cache))
+            barrier(self.dist)
 
             self.feature_cache = FeatureCache.open_for(dc.feature_cache, self.model)
         self.dataset = TrainingDataset(self.rows, self.replay_rows, self.model.config, self.model.tokenizer,
