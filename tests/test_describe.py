@@ -59,7 +59,7 @@ def test_describe_annotates_renders_and_summarises(mixed_manifest, tmp_path):
     assert skipped == {"gone": "missing", "silent": "all_zero"}
 
     rows = {r["id"]: r for r in read_jsonl(out)}
-    for rid, row in rows.items():
+    for row in rows.values():
         # One renderer: the stored text is what render_description gives for the stored row.
         assert row["description"] == render_description(row)
         assert row["description_template"] == "desta2-v1"

@@ -78,11 +78,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.input or not args.output:
         raise SpeechLLMError("expected IN.jsonl and OUT.jsonl (or --list)")
-    from speechllm.describe.pipeline import describe_manifest
-    from speechllm.utils.jsonl import parse_shard
-
     from speechllm.describe.annotators import build_annotators
+    from speechllm.describe.pipeline import describe_manifest
     from speechllm.describe.renderer import get_template
+    from speechllm.utils.jsonl import parse_shard
 
     cfg = _config_from_args(args)
     shard = parse_shard(args.shard)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-
 def _f(default, help: str):  # noqa: A002 - 'help' mirrors argparse
     """A dataclass field with help text (lists and dicts through a default factory)."""
     if isinstance(default, (list, dict)):

@@ -21,9 +21,10 @@ from typing import Any
 
 from speechllm.audio import AudioError, load_audio
 from speechllm.data.manifest import Utterance, iter_manifest
-from speechllm.describe.annotators.base import AudioClip, Annotator, build_annotators
+from speechllm.describe.annotators.base import Annotator, AudioClip, build_annotators
 from speechllm.describe.config import DescribeConfig
 from speechllm.describe.renderer import get_template, render_description
+from speechllm.errors import SpeechLLMError
 from speechllm.utils.jsonl import ResumableJsonlWriter, shard_of
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,8 @@ class UtteranceDescriber:
                 continue
             try:
                 annotator.annotate(utt, clip)
-            except AudioError:
-                raise
+            except SpeechLLMError:
+                raise  # bad audio (counted by the caller) or a setup the user must fix
             except Exception as e:  # one annotator's failure must not lose the row
                 log.debug("%s: annotator %s failed: %s", utt.id, annotator.name, e)
                 failed.append(annotator.name)

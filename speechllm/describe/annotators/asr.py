@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from speechllm.data.manifest import Utterance
-from speechllm.describe.annotators.base import AudioClip, Annotator, register_annotator
+from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
+
 
 @register_annotator
 class AsrAnnotator(Annotator):
@@ -20,6 +21,11 @@ class AsrAnnotator(Annotator):
     description = "Whisper transcript where the row has none (skipped for non-speech)"
 
     def load(self) -> None:
+        # Whisper is loaded on the first row that needs a transcript: a corpus that ships
+        # transcripts never pays for (or needs) the model.
+        self.model = None
+
+    def _load_model(self) -> None:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         from speechllm.assets import resolve_model
@@ -32,6 +38,8 @@ class AsrAnnotator(Annotator):
         """(text, geometric-mean token probability) of the first ``asr_max_seconds`` of audio."""
         import torch
 
+        if getattr(self, "model", None) is None:
+            self._load_model()
         wave = wave[: int(self.config.asr_max_seconds * sample_rate)]
         features = self.processor.feature_extractor(
             wave, sampling_rate=sample_rate, return_tensors="pt"

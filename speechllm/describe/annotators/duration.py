@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from speechllm.data.manifest import Utterance
-from speechllm.describe.annotators.base import AudioClip, Annotator, register_annotator
+from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
 
 
 @register_annotator

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from speechllm.data.manifest import PROVENANCE_CORPUS, PROVENANCE_USER, Utterance
-from speechllm.describe.annotators.base import AudioClip, Annotator, register_annotator
+from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
 from speechllm.errors import SpeechLLMError
 
 V2G_SAMPLE_RATE = 44_100

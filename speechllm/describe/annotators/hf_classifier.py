@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from speechllm.data.manifest import Utterance
-from speechllm.describe.annotators.base import AudioClip, Annotator, register_annotator
+from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
 from speechllm.errors import SpeechLLMError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from speechllm.data.manifest import Utterance
 from speechllm.describe import measures
-from speechllm.describe.annotators.base import AudioClip, Annotator, register_annotator
+from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
 from speechllm.describe.config import PITCH_NAMES, bin_value
 
 MIN_VOICED_FRAMES = 5  # 0.1 s of voicing (20 ms frames); less gives no reliable median

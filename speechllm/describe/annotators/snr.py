@@ -11,7 +11,7 @@ import numpy as np
 
 from speechllm.data.manifest import Utterance
 from speechllm.describe import measures
-from speechllm.describe.annotators.base import AudioClip, Annotator, register_annotator
+from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
 from speechllm.describe.config import SNR_NAMES, bin_value
 
 MIN_NOISE_SECONDS = 0.3

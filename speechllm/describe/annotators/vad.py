@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from speechllm.data.manifest import Utterance
-from speechllm.describe.annotators.base import AudioClip, Annotator, register_annotator
+from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
 
 log = logging.getLogger(__name__)
 
