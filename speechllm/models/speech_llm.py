@@ -258,6 +258,7 @@ class SpeechLLM(nn.Module):
         *,
         add_generation_prompt: bool = False,
         timings: dict[str, float] | None = None,
+        encoded: EncodedWindows | None = None,
     ) -> SpeechBatch:
         """Render, tokenise, encode and collate a batch.
 
@@ -265,6 +266,7 @@ class SpeechLLM(nn.Module):
         ``transcripts[b][i]`` is the text that follows audio ``i``'s adapter vectors (None: Whisper's
         own, behind VAD). With ``add_generation_prompt`` the prompts end with the assistant header.
         ``timings``, when given, receives ``encoder_s`` and ``asr_s`` (VAD + decoding) in seconds.
+        ``encoded``: the encoder output of these waves (e.g. from a feature cache), reused as is.
         """
         import time
 
@@ -289,12 +291,14 @@ class SpeechLLM(nn.Module):
                                add_generation_prompt=add_generation_prompt)
             for conv, waves in zip(conversations, audios)
         ]
-        encoded = None
         flat_texts: list[str] = []
         if flat_waves:
             need_asr = self.config.transcript_source != "none" and any(t is None for t in flat_given)
             t0 = time.perf_counter()
-            encoded = self.encoder.encode(flat_waves, need_final=need_asr)
+            if encoded is None:
+                encoded = self.encoder.encode(flat_waves, need_final=need_asr)
+            elif need_asr and encoded.final is None:
+                raise SpeechLLMError("cached encoder output has no final states: give the transcripts")
             t1 = time.perf_counter()
             flat_texts = self._transcripts_for(flat_waves, encoded, flat_given)
             timings["encoder_s"] = t1 - t0
@@ -384,6 +388,7 @@ class SpeechLLM(nn.Module):
         transcripts: Sequence[Any] | None = None,
         *,
         max_new_tokens: int = 256,
+        min_new_tokens: int = 0,
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,
@@ -405,7 +410,7 @@ class SpeechLLM(nn.Module):
         batch = self.prepare_batch(convs, audios, transcripts, add_generation_prompt=True, timings=timings)
         gen = copy.deepcopy(self.base_causal_lm().generation_config)
         sample = temperature > 0
-        gen.update(max_new_tokens=max_new_tokens, do_sample=sample, repetition_penalty=repetition_penalty,
+        gen.update(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=sample, repetition_penalty=repetition_penalty,
                    temperature=temperature if sample else None, top_p=top_p if sample else None,
                    top_k=(top_k or None) if sample else None, pad_token_id=self.pad_id)
         if gen.eos_token_id is None:
