@@ -268,3 +268,30 @@ def test_cli_errors_and_build_builtin(tmp_path, capsys):
     write_manifest(tmp_path / "m.jsonl", rows)
     assert main(["eval", "build-builtin", str(tmp_path / "m.jsonl"), str(tmp_path / "b.jsonl")]) == 0
     assert "wrote 6 items" in capsys.readouterr().out
+
+
+def test_speechllm_checkpoint_is_evaluated_with_audio(tmp_path, tiny_llm_dir, tiny_whisper_dir):
+    import numpy as np
+    import soundfile as sf
+
+    from speechllm.cli import main
+
+    ckpt = tmp_path / "ckpt"
+    assert main(["init-model", "--encoder", str(tiny_whisper_dir), "--llm", str(tiny_llm_dir), str(ckpt)]) == 0
+    t = np.arange(8000) / 16000
+    sf.write(str(tmp_path / "x.wav"), (0.1 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+    rows = [{"id": "g", "kind": "multiple_choice", "instruction": "Gender?", "audios": ["x.wav"],
+             "reference": "male", "choices": ["male", "female"]},
+            {"id": "m", "kind": "label", "instruction": "Emotion?", "audios": ["gone.wav"], "reference": "sad"}]
+    bench = tmp_path / "b.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = evaluate(str(ckpt), [str(bench), "retention"],
+                      EvalOptions(out_dir=str(tmp_path / "out"), base=str(tiny_llm_dir), max_new_tokens=4,
+                                  limit=None, progress=False, retention_prompts=None))
+    assert report["run"]["model"]["type"] == "speechllm"
+    section = report["benchmarks"]["jsonl"]
+    assert section["answered"] == 1 and section["skipped"]["missing_audio"]["ids"] == ["m"]
+    assert (tmp_path / "out" / "jsonl" / "missing_audio.txt").read_text().startswith("m\t")
+    # A frozen LLM without LoRA: the text path is the base model, bit for bit.
+    assert report["retention"]["kl_to_base"] == 0.0
+    assert report["retention"]["text_path_invariance"]["identical"] is True

@@ -147,11 +147,15 @@ def run_retention(pred: Predictor, options: EvalOptions) -> dict[str, Any]:
 
     prompts = load_retention_prompts(options.retention_prompts)
     harmful = load_harmful_prompts(options.harmful_prompts)
-    base, tokenizer = load_causal_lm(options.base)
     tuned, _ = _tuned_text_lm(pred)
+    # Load the base in the tuned model's dtype: a bf16 copy against an fp32 one differs by
+    # rounding alone (~1e-7 nats of KL), which would read as forgetting.
+    dtype = "bf16" if str(next(tuned.parameters()).dtype) == "torch.bfloat16" else "fp32"
+    base, tokenizer = load_causal_lm(options.base, dtype=dtype)
     out = retention_metrics(base, tuned, tokenizer, prompts=prompts[: options.limit or None],
                             harmful=harmful[: options.limit or None],
                             max_new_tokens=min(options.max_new_tokens, 64), batch_size=options.batch_size)
+    out["dtype"] = dtype
     out["prompt_source"] = options.retention_prompts or "built-in"
     out["harmful_source"] = options.harmful_prompts or "built-in"
     return out
