@@ -42,15 +42,15 @@ QA = [
 ]
 
 
-@pytest.fixture(scope="session")
-def chatty_llm_dir(tiny_llm_dir, tmp_path_factory) -> Path:
-    """The tiny random Llama trained for 60 steps on eight short chats, so that it writes short
-    texts and ends its turns (a random model only emits newlines under greedy decoding)."""
+def train_chatty_llm(src: Path, out: Path) -> Path:
+    """The tiny random Llama at ``src`` trained for 60 steps on eight short chats, so that it
+    writes short texts and ends its turns (a random model only emits newlines under greedy
+    decoding). About 3 s on one CPU thread."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src)
     texts = [tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                                      tokenize=False) for q, a in QA]
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -62,10 +62,14 @@ def chatty_llm_dir(tiny_llm_dir, tmp_path_factory) -> Path:
         model(**enc, labels=labels).loss.backward()
         opt.step()
         opt.zero_grad()
-    out = tmp_path_factory.mktemp("chatty") / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def chatty_llm_dir(tiny_llm_dir, tmp_path_factory) -> Path:
+    return train_chatty_llm(tiny_llm_dir, tmp_path_factory.mktemp("chatty") / "model")
 
 
 @pytest.fixture(scope="session")
@@ -371,11 +375,14 @@ def test_faithfulness_summary_counts_statements_and_contradictions():
 def test_smollm2_names_the_labelled_gender(tmp_path, offline_smollm2):
     from speechllm.generate import generate_targets
 
-    question = "Is the speaker male or female?"
+    from speechllm.generate import description_system_prompt
+
+    question = "What is the gender of the speaker?"
     assert question in read_prompt_pool("builtin:attributes")
     src = tmp_path / "described.jsonl"
     rows = write_described(src, 6)
     cfg = config(instruction=question, max_new_tokens=40, batch_size=6, dtype="auto")
+    cfg.generation.system_prompt = description_system_prompt(cfg.model)
     summary = generate_targets(src, tmp_path / "t.jsonl", cfg, llm=str(offline_smollm2), progress=False)
     out = read_jsonl(tmp_path / "t.jsonl")
     assert summary.written == len(rows) == len(out)

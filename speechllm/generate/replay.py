@@ -156,10 +156,11 @@ def load_verifier(spec: str | None) -> Verifier | None:
     raise ReplayError(f"verifier {spec!r}: expected exact, contains, regex:PATTERN or module:function")
 
 
-def _answer_of(item: dict[str, Any]) -> str:
+def _answer_of(item: dict[str, Any], who: str = "this verifier") -> str:
     answer = item.get("answer")
     if not isinstance(answer, str):
-        raise ReplayError(f"{item.get('_where', item['id'])}: this verifier needs an 'answer' for every instruction")
+        raise ReplayError(f"{item.get('_where', item['id'])}: {who} needs an 'answer' for every instruction "
+                          f"(a .jsonl file with 'instruction' and 'answer' fields)")
     return answer
 
 
@@ -241,7 +242,7 @@ def generate_replay(
             {"answer": None, **dict(it), "id": str(it["id"])} for it in instructions]
         if kind == "paraphrase":
             for it in items:
-                _answer_of(it)
+                _answer_of(it, "paraphrase replay")
     verifier = load_verifier(gen.verifier) if kind == "self-output" else None
     if kind == "self-output" and gen.samples > 1 and params.greedy:
         raise ReplayError("self-output with samples > 1 needs sampling: set --temperature > 0 "
