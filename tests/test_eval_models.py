@@ -159,8 +159,11 @@ def test_openai_judge_on_loopback_server():
 
 def test_text_reference_message():
     r = Request(id="x", text="Gender?", audios=["a.wav"], audio_text="(Gender: Female)")
-    assert text_reference_message(r).startswith("Here is what the audio contains:\n(Gender: Female)")
-    assert text_reference_message(Request(id="y", text="", audios=["a.wav"], audio_text="Spoken q")) == "Spoken q"
+    # The layout target generation uses: the description where the audio span stands.
+    assert text_reference_message(r) == "<start_audio>(Gender: Female)<end_audio>\nGender?"
+    assert text_reference_message(Request(id="y", text="", audios=["a.wav"], audio_text="Spoken q")) == \
+        "<start_audio>Spoken q<end_audio>"
+    assert text_reference_message(Request(id="z", text="Hi", audios=[], audio_text=None)) == "Hi"
 
 
 def test_split_runnable_counts_missing_audio(tmp_path):
@@ -244,7 +247,7 @@ def test_evaluate_end_to_end_resume_report_and_compare(tmp_path, tiny_llm_dir):
 def preds_have_model_input(run: Path) -> bool:
     rows = [json.loads(line) for line in (run / "jsonl" / "predictions.jsonl").read_text().splitlines()]
     g1 = next(r for r in rows if r["id"] == "g1")
-    return g1["model_input"].startswith("Here is what the audio contains:\n(Gender: female)") and \
+    return g1["model_input"].startswith("<start_audio>(Gender: female)<end_audio>\nWhat is the gender") and \
         g1["prompt"].startswith("What is the gender")
 
 

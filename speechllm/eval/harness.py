@@ -169,7 +169,10 @@ def run_speech_text_gap(pred: Predictor, bench, options: EvalOptions) -> dict[st
     from speechllm.eval.runner import run_benchmark
     from speechllm.utils.jsonl import read_jsonl
 
-    text_pred = TextLLMPredictor(options.base, max_new_tokens=options.max_new_tokens, batch_size=options.batch_size)
+    # The text side wraps descriptions exactly as the evaluated model's layout wraps audio.
+    layout_config = pred.model.config if isinstance(pred, SpeechLLMPredictor) else getattr(pred, "layout_config", None)
+    text_pred = TextLLMPredictor(options.base, max_new_tokens=options.max_new_tokens, batch_size=options.batch_size,
+                                 layout_config=layout_config)
     out = Path(options.out_dir) / "speech_text_gap"
     sides = {}
     for side, p in (("speech", pred), ("text", text_pred)):

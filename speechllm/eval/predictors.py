@@ -22,9 +22,6 @@ from speechllm.eval.scorers import ANSWER_FORMAT_INSTRUCTION, format_choices
 
 log = logging.getLogger(__name__)
 
-#: How a bare LLM is shown the audio's text stand-in. One place, so every text-reference number
-#: is produced with the same wording.
-TEXT_REFERENCE_TEMPLATE = "Here is what the audio contains:\n{audio_text}\n\n{instruction}"
 
 
 @dataclass
@@ -63,13 +60,20 @@ def make_request(item: BenchItem) -> Request:
     return Request(id=item.id, text=build_prompt(item), audios=list(item.audios), audio_text=item.audio_text)
 
 
-def text_reference_message(request: Request) -> str:
-    """The user message a bare LLM reads for a request (audio replaced by its text stand-in)."""
-    if request.audios and request.audio_text:
-        if not request.text:
-            return request.audio_text  # the request itself was spoken (VoiceBench)
-        return TEXT_REFERENCE_TEMPLATE.format(audio_text=request.audio_text, instruction=request.text)
-    return request.text
+def text_reference_message(request: Request, layout_config: Any = None) -> str:
+    """The user message a bare LLM reads for a request: the audio's text stand-in placed where
+    the audio span would stand, wrapped as ``audio_start + text + audio_end``, by
+    :func:`speechllm.models.chat_layout.substitute_audio_text`, the function target generation
+    uses, so a text reference reads exactly what the training targets were generated from.
+    ``layout_config`` is a ``ModelConfig`` (default: the default one)."""
+    if not (request.audios and request.audio_text):
+        return request.text
+    from speechllm.config import ModelConfig
+    from speechllm.models.chat_layout import substitute_audio_text
+
+    config = layout_config or ModelConfig()
+    messages = substitute_audio_text([{"role": "user", "content": request.text}], [request.audio_text], config)
+    return messages[0]["content"]
 
 
 # --------------------------------------------------------------------------- HF helpers
@@ -152,20 +156,23 @@ class TextLLMPredictor:
     needs_audio = False
 
     def __init__(self, model: str, *, max_new_tokens: int = 128, batch_size: int = 8,
-                 system_prompt: str | None = None, dtype: str = "fp32"):
+                 system_prompt: str | None = None, dtype: str = "fp32", layout_config: Any = None):
         self.model_ref = model
+        self.layout_config = layout_config
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.system_prompt = system_prompt
         self.model, self.tokenizer = load_causal_lm(model, dtype=dtype)
 
     def describe(self) -> dict[str, Any]:
+        example = text_reference_message(Request(id="", text="{instruction}", audios=["a"], audio_text="{audio_text}"),
+                                         self.layout_config)
         return {"type": "text-llm", "model": self.model_ref, "max_new_tokens": self.max_new_tokens,
-                "decoding": "greedy", "text_reference_template": TEXT_REFERENCE_TEMPLATE}
+                "decoding": "greedy", "text_reference_layout": example}
 
     def model_input(self, request: Request) -> str:
         """The user message this model reads for a request (recorded in predictions.jsonl)."""
-        return text_reference_message(request)
+        return text_reference_message(request, self.layout_config)
 
     def predict(self, requests: Sequence[Request]) -> list[str]:
         chats = []
