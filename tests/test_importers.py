@@ -296,7 +296,7 @@ def test_folder_with_labels_csv(tmp_path):
     (root / "labels.csv").write_text(
         "file,Speaker,Text,Sex,Age,Emotion Level,mood\n"
         "clips/one.wav,ann,hello there,F,34,HI,calm\n"
-        "clips/two.flac,bob,,M,,,\n")
+        "clips/two.flac,bob,,M,,-,n/a\n")
     utts = by_id(prepare_corpus("folder", root))
     one = utts["clips_one"]
     assert (one.speaker, one.transcript, one.corpus) == ("ann", "hello there", "my_recordings")

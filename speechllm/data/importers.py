@@ -71,7 +71,8 @@ def normalise_value(name: str, value: Any) -> Any:
     """Make a label value uniform: strip strings, blanks -> ``None``, gender words, integer ages."""
     if isinstance(value, str):
         value = value.strip()
-        if not value or value.lower() in ("nan", "n/a", "na", "none", "null"):
+        # Spreadsheet placeholders for "no label" are blanks, not values.
+        if not value or value.lower() in ("-", "?", "nan", "n/a", "na", "none", "null"):
             return None
     if name == "gender":
         return normalise_gender(value)

@@ -91,15 +91,20 @@ class Utterance:
     def to_dict(self, base_dir: Path | None = None) -> dict[str, Any]:
         """Plain row. ``audio`` is written relative to ``base_dir`` when it lies under it."""
         audio = self.audio
-        if audio is not None and base_dir is not None:
+        same_folder = (audio is not None and base_dir is not None and self.base_dir is not None
+                       and not os.path.isabs(audio) and Path(base_dir) == self.base_dir)
+        if audio is not None and base_dir is not None and not same_folder:
             p = self.audio_path
             assert p is not None
+            # abspath, not resolve(): no file-system calls per row (a million-row write would
+            # otherwise stat every path component of every row).
+            absolute = os.path.abspath(p)
             try:
-                audio = os.path.relpath(p.resolve(), Path(base_dir).resolve())
+                audio = os.path.relpath(absolute, os.path.abspath(base_dir))
                 if audio.startswith(".."):
-                    audio = str(p.resolve())
+                    audio = absolute
             except ValueError:  # different drives on Windows
-                audio = str(p.resolve())
+                audio = absolute
         row: dict[str, Any] = {"id": self.id, "audio": audio}
         if self.offset:
             row["offset"] = self.offset
