@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from speechllm.eval.harness import EvalOptions, evaluate
-from speechllm.eval.items import BenchItem
+from speechllm.eval.items import BenchItem, BenchmarkError
 from speechllm.eval.judge import (
     HFJudge,
     JudgeError,
@@ -231,6 +231,12 @@ def test_evaluate_end_to_end_resume_report_and_compare(tmp_path, tiny_llm_dir):
                      predictor=predictor)
     assert len((run1 / "jsonl" / "predictions.jsonl").read_text().splitlines()) == 5
     assert again["benchmarks"]["jsonl"]["by_category"]["gender"] == section["by_category"]["gender"]
+
+    # Another model may not resume these predictions.
+    other = TextLLMPredictor(model, max_new_tokens=9)
+    with pytest.raises(BenchmarkError, match="written by another model"):
+        evaluate(model, [f"jsonl:{bench}"], EvalOptions(out_dir=str(run1), max_new_tokens=9, progress=False),
+                 predictor=other)
 
     # A second run with retention for the comparison.
     run2 = tmp_path / "run2"

@@ -93,6 +93,13 @@ def test_wer_uses_whisper_english_normaliser():
     assert char_errors("abc", "abd").errors == 1
 
 
+def test_category_with_two_kinds_is_split():
+    rows = [{"id": "a", "kind": "label", "category": "c", "correct": True},
+            {"id": "b", "kind": "refusal", "category": "c", "correct": False, "refused": False}]
+    cats = aggregate(rows)["by_category"]
+    assert cats["c/label"]["value"] == 1.0 and cats["c/refusal"]["value"] == 0.0
+
+
 def test_desta_hedge_is_credited_but_flagged():
     item = BenchItem(id="r", kind="label", instruction="How fast?", reference="fast",
                      choices=["fast", "normal", "slow"])

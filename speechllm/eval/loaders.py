@@ -176,7 +176,7 @@ def load_builtin(path: Path, audio_root: Path | None) -> tuple[list[BenchItem], 
 # --------------------------------------------------------------------------- Dynamic-SUPERB
 
 _DS_AUDIO_COLUMNS = ("file_name", "file", "audio", "audio_path", "path", "wav")
-_DS_METADATA = ("metadata.jsonl", "metadata.csv", "metadata.json", "instance.json")
+_DS_METADATA = ("metadata.jsonl", "metadata.csv", "metadata.json")
 
 
 def _ds_task_files(path: Path) -> list[tuple[str, Path]]:

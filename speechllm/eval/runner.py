@@ -11,6 +11,7 @@ Files under ``OUT/<benchmark>/``:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from speechllm.audio.io import AudioError
-from speechllm.eval.items import KIND_OPEN, BenchItem
+from speechllm.eval.items import KIND_OPEN, BenchItem, BenchmarkError
 from speechllm.eval.judge import Judge, judge_answers
 from speechllm.eval.loaders import Benchmark
 from speechllm.eval.predictors import Predictor, make_request
@@ -122,12 +123,26 @@ def judge_open_items(judge: Judge | None, items: Sequence[BenchItem], responses:
     return {str(r["id"]): r for _, r in iter_jsonl(path)}
 
 
+def _check_same_model(out: Path, predictor: Predictor, resume: bool) -> None:
+    """Refuse to resume predictions that another model wrote (``model.json`` beside them)."""
+    marker = out / "model.json"
+    desc = json.loads(json.dumps(predictor.describe(), default=str))
+    if resume and marker.is_file() and (out / "predictions.jsonl").is_file():
+        previous = json.loads(marker.read_text(encoding="utf-8"))
+        if previous != desc:
+            raise BenchmarkError(
+                f"{out}: predictions.jsonl was written by another model or setting ({previous}); "
+                "use a new --out, or --no-resume to start over")
+    marker.write_text(json.dumps(desc, indent=2) + "\n", encoding="utf-8")
+
+
 def run_benchmark(predictor: Predictor, bench: Benchmark, out_dir: str | Path, *, batch_size: int = 8,
                   judge: Judge | None = None, judge_swap: bool = False, resume: bool = True,
                   limit: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Predict, score and aggregate one benchmark; returns its report section."""
     out = Path(out_dir) / bench.name
     out.mkdir(parents=True, exist_ok=True)
+    _check_same_model(out, predictor, resume)
     items = bench.items[:limit] if limit else list(bench.items)
     runnable, skipped = split_runnable(items, getattr(predictor, "needs_audio", True))
     if skipped["missing_audio"]:

@@ -132,13 +132,18 @@ def aggregate(rows: Iterable[dict[str, Any]], breakdown_keys: Sequence[str] = ()
     rows = list(rows)
     by_kind: dict[str, list] = defaultdict(list)
     by_cat: dict[str, list] = defaultdict(list)
+    kinds_of: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        kinds_of[r["category"]].add(r["kind"])
     for r in rows:
         by_kind[r["kind"]].append(r)
-        by_cat[r["category"]].append(r)
+        # A category holding several kinds is split by kind: their metrics do not mix.
+        key = r["category"] if len(kinds_of[r["category"]]) == 1 else f"{r['category']}/{r['kind']}"
+        by_cat[key].append(r)
     categories = {}
     for cat, cat_rows in sorted(by_cat.items()):
         kind = cat_rows[0]["kind"]
-        metrics = _kind_metrics(kind, [r for r in cat_rows if r["kind"] == kind])
+        metrics = _kind_metrics(kind, cat_rows)
         categories[cat] = {"kind": kind, "metric": PRIMARY_METRIC[kind],
                            "value": metrics.get(PRIMARY_METRIC[kind]), **metrics}
     breakdowns: dict[str, dict[str, Any]] = {}
