@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from speechllm.data.importers import (
@@ -46,10 +45,11 @@ def _locale_dir(root: Path) -> Path:
                       "give one locale folder")
 
 
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    csv.field_size_limit(sys.maxsize)
+def _read_tsv(path: Path) -> Iterator[dict[str, str]]:
+    """Rows of a Common Voice TSV, lazily. Quotes are text, not CSV quoting (QUOTE_NONE)."""
+    csv.field_size_limit(2**31 - 1)  # long sentences; sys.maxsize overflows on some platforms
     with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        yield from csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
 
 
 @register_importer("commonvoice", labels="transcript, speaker (client_id), age, gender, accent, language",

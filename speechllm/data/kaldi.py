@@ -169,7 +169,10 @@ def read_kaldi_dir(
     texts = _read_map_allow_empty(d / "text")
     utt2spk = _read_map(d / "utt2spk")
     spk2gender = _read_map(d / "spk2gender")
-    utt2dur = {k: float(v) for k, v in _read_map(d / "utt2dur").items()}
+    utt2dur: dict[str, float] = {}
+    if (d / "utt2dur").is_file():
+        for line_no, (utt_id, value) in _read_table(d / "utt2dur"):
+            utt2dur[utt_id] = _parse_float(d / "utt2dur", line_no, value.strip(), "duration")
     extra_attrs: dict[str, dict[str, str]] = {}
     for f in sorted(d.glob("utt2*")):
         if f.is_file() and f.name not in _NOT_ATTRIBUTES:
