@@ -34,7 +34,7 @@ ATTRIBUTE_QUESTIONS: dict[str, tuple[str, str]] = {
     "gender": ("What is the gender of the speaker?", KIND_CHOICE),
     "accent": ("Which accent does the speaker have?", KIND_CHOICE),
     "speaking_rate": ("How fast is the speaker talking? Answer with one word: {values}.", KIND_LABEL),
-    "pitch": ("Is the speaker's voice high or low in pitch?", KIND_CHOICE),
+    "pitch": ("How would you describe the pitch of the speaker's voice?", KIND_CHOICE),
     "volume": ("How loud is the speaker? Answer with one word: {values}.", KIND_LABEL),
 }
 
