@@ -66,7 +66,7 @@ def test_encoder_taps_match_hf_hidden_states(model):
         taps, final = enc.forward_mel(mel, need_final=True)
         ref = enc.encoder(mel, output_hidden_states=True)
     assert enc.layers == [0, 1]
-    for i, t in zip(enc.layers, taps):
+    for i, t in zip(enc.layers, taps, strict=True):
         assert t.shape == (1, 1500, 64)
         assert torch.equal(t, ref.hidden_states[i])
     assert torch.equal(final, ref.last_hidden_state)
@@ -332,7 +332,7 @@ def test_openai_whisper_pt_checkpoint_loads_into_the_same_encoder(tiny_whisper_d
         tb, fb = enc_b.forward_mel(mel, need_final=True)
         la = hf4(input_features=mel, decoder_input_ids=torch.tensor([[50257]])).logits
         lb = loaded(input_features=mel, decoder_input_ids=torch.tensor([[50257]])).logits
-    assert all(torch.equal(a, b) for a, b in zip(ta, tb)) and torch.equal(fa, fb)
+    assert all(torch.equal(a, b) for a, b in zip(ta, tb, strict=True)) and torch.equal(fa, fb)
     assert torch.equal(la, lb)  # decoder and tied output projection converted too
 
 

@@ -336,7 +336,7 @@ def render_chat(
     audio_starts = set(locator_starts)
     segments: list[list[int]] = [[]]
     labels: list[list[int]] = [[]]
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in zip(ordered, ordered[1:], strict=False):
         if a in audio_starts:
             segments.append([])
             labels.append([])
@@ -389,7 +389,7 @@ def build_sequence(rendered: RenderedChat, slots: Sequence[AudioSlot], placehold
     ids: list[int] = []
     labels: list[int] = []
     mask: list[bool] = []
-    for i, (seg, lab) in enumerate(zip(rendered.segments, rendered.segment_labels)):
+    for i, (seg, lab) in enumerate(zip(rendered.segments, rendered.segment_labels, strict=True)):
         ids.extend(seg)
         labels.extend(lab)
         mask.extend([False] * len(seg))

@@ -15,7 +15,6 @@ block's output after the encoder's closing LayerNorm.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -22,7 +22,12 @@ from speechllm.config import ModelConfig
 from speechllm.errors import ConfigError, ModelResolutionError, SpeechLLMError
 from speechllm.models import chat_layout as layout
 from speechllm.models.adapters import AdapterSpec, build_adapter
-from speechllm.models.encoder import EncodedWindows, WhisperTapEncoder, default_encoder_layers, load_whisper
+from speechllm.models.encoder import (
+    EncodedWindows,
+    WhisperTapEncoder,
+    default_encoder_layers,
+    load_whisper,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +244,9 @@ class SpeechLLM(nn.Module):
         need = [t is None for t in given]
         if self.config.transcript_source == "none" or not any(need):
             return ["" if t is None else t for t in given]
-        speech = [n and (not self.config.use_vad or has_speech(w)) for n, w in zip(need, waves)]
+        speech = [n and (not self.config.use_vad or has_speech(w)) for n, w in zip(need, waves, strict=True)]
         asr = transcribe_windows(self.transcriber, encoded.final, encoded.windows_per_audio, speech)
-        return [t if t is not None else a for t, a in zip(given, asr)]
+        return [t if t is not None else a for t, a in zip(given, asr, strict=True)]
 
     def audio_vectors(self, encoded: EncodedWindows) -> torch.Tensor:
         """Adapter output of every window, real vectors only, concatenated: ``(total, llm_dim)``."""
@@ -278,7 +283,7 @@ class SpeechLLM(nn.Module):
         if len(audios) != n or len(transcripts) != n:
             raise layout.ChatLayoutError(f"{n} conversations but {len(audios)} audio lists / {len(transcripts)} transcript lists")
         flat_waves, flat_given = [], []
-        for b, (waves, texts) in enumerate(zip(audios, transcripts)):
+        for b, (waves, texts) in enumerate(zip(audios, transcripts, strict=True)):
             if len(texts) != len(waves):
                 raise layout.ChatLayoutError(f"example {b}: {len(waves)} audios but {len(texts)} transcripts")
             for i, w in enumerate(waves):
@@ -289,7 +294,7 @@ class SpeechLLM(nn.Module):
         rendered = [
             layout.render_chat(self.tokenizer, conv, self.config, num_audios=len(waves),
                                add_generation_prompt=add_generation_prompt)
-            for conv, waves in zip(conversations, audios)
+            for conv, waves in zip(conversations, audios, strict=True)
         ]
         flat_texts: list[str] = []
         if flat_waves:
@@ -304,10 +309,10 @@ class SpeechLLM(nn.Module):
             timings["encoder_s"] = t1 - t0
             timings["asr_s"] = time.perf_counter() - t1
         sequences, per_example, k = [], [], 0
-        for r, waves in zip(rendered, audios):
+        for r, waves in zip(rendered, audios, strict=True):
             slots = []
             texts = flat_texts[k:k + len(waves)]
-            for w, t in zip(waves, texts):
+            for t in texts:
                 slots.append(layout.AudioSlot(
                     num_vectors=layout.adapter_output_length(len(flat_waves[k]), self.config),
                     transcript_ids=layout.transcript_token_ids(self.tokenizer, t, self.config),

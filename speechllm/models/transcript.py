@@ -156,7 +156,7 @@ def transcribe_windows(
     texts: dict[int, str] = {}
     if keep:
         decoded = transcriber.decode(final_states[torch.tensor(keep, device=final_states.device)])
-        texts = dict(zip(keep, decoded))
+        texts = dict(zip(keep, decoded, strict=True))
     out = []
     for a in range(len(windows_per_audio)):
         pieces = [texts.get(w, "") for w in range(starts[a], starts[a + 1])]
