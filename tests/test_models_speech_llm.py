@@ -351,3 +351,28 @@ def test_whisper_transcript_enters_the_span_truncated(tiny_whisper_dir, tiny_llm
     m.config.use_vad = True
     assert m.transcribe([tone(1.0)]) == [""]
     assert math.isclose(len(tone(1.0)) / SR, 1.0)
+
+
+def test_onednn_is_off_only_for_small_steps_inside_the_block():
+    from torch import nn
+
+    from speechllm.models.cpu_decode import onednn_off_for_small_steps
+
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(8, 8).to(torch.bfloat16)
+
+        def forward(self, input_ids):
+            seen.append(torch.backends.mkldnn.enabled)
+            return self.proj(torch.ones(*input_ids.shape, 8, dtype=torch.bfloat16))
+
+    probe = Probe()
+    before = torch.backends.mkldnn.enabled
+    with onednn_off_for_small_steps(probe, enabled=True):
+        probe(input_ids=torch.zeros(1, 50, dtype=torch.long))  # prefill: oneDNN stays on
+        probe(input_ids=torch.zeros(1, 1, dtype=torch.long))  # decode step: off
+    probe(input_ids=torch.zeros(1, 1, dtype=torch.long))  # outside: untouched
+    assert seen == [True, False, before] and torch.backends.mkldnn.enabled == before

@@ -422,7 +422,10 @@ class SpeechLLM(nn.Module):
             gen.eos_token_id = self.tokenizer.eos_token_id
         inputs = self._llm_inputs(batch)
         inputs.pop("position_ids")  # generate derives them from the attention mask, step by step
-        out = self.llm.generate(**inputs, generation_config=gen, streamer=streamer)
+        from speechllm.models.cpu_decode import onednn_off_for_small_steps
+
+        with onednn_off_for_small_steps(self.base_causal_lm()):
+            out = self.llm.generate(**inputs, generation_config=gen, streamer=streamer)
         if "input_ids" in inputs:  # with token ids, generate returns prompt + continuation
             out = out[:, inputs["input_ids"].shape[1]:]
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)

@@ -111,7 +111,9 @@ class WhisperTranscriber:
         enc = BaseModelOutput(last_hidden_state=encoder_out)
         prompt = self._prompt()
         tokens = torch.tensor([prompt] * n, device=device)
-        with torch.inference_mode():
+        from speechllm.models.cpu_decode import onednn_off_for_small_steps
+
+        with torch.inference_mode(), onednn_off_for_small_steps(model):
             if len(prompt) == 1:  # multilingual without a fixed language: detect it
                 out = model(encoder_outputs=enc, decoder_input_ids=tokens, use_cache=False)
                 # Language tokens sit between <|startoftranscript|> and <|translate|>.
