@@ -170,9 +170,13 @@ def test_decode_loop_equals_hf_generate_row_by_row(chatty_backend):
     import torch
 
     b = chatty_backend
-    prompts = [b.render([{"role": "user", "content": q * (1 + i % 3)}]) for i, (q, _) in enumerate(QA[:5])]
+    prompts = [b.render([{"role": "user", "content": q * (1 + i % 3)}]) for i, (q, _) in enumerate(QA[:7])]
     params = SamplingParams(max_new_tokens=10)
     batched = b.generate(prompts, params)
+    assert {c.finish_reason for c in batched} == {"stop", "length"}  # rows leave the batch at different steps
+    # Continuous batching (2 rows at a time, refilled as rows finish) gives the same rows.
+    refilled = b.generate_ids([b.encode(p) for p in prompts], params, batch_size=2)
+    assert [c.token_ids for c in refilled] == [c.token_ids for c in batched]
     for prompt, got in zip(prompts, batched):
         ids = torch.tensor([b.encode(prompt)])
         ref = b.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
@@ -189,6 +193,8 @@ def test_sampling_is_seeded_per_row_independent_of_batch(chatty_backend):
     a = b.generate(prompts, params, seeds=[11, 12, 13, 14])
     again = b.generate(prompts[::-1], params, seeds=[14, 13, 12, 11])[::-1]
     assert [c.token_ids for c in a] == [c.token_ids for c in again]
+    streamed = dict(b.generate_stream(prompts, params, seeds=[11, 12, 13, 14], batch_size=3))
+    assert [streamed[i].token_ids for i in range(4)] == [c.token_ids for c in a]
     other = b.generate(prompts, params, seeds=[21, 22, 23, 24])
     assert [c.token_ids for c in a] != [c.token_ids for c in other]
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -87,6 +88,19 @@ class GenerationBackend(Protocol):
         """One completion per prompt. ``seeds[i]`` makes row ``i``'s sampling reproducible on
         its own (independent of the other rows in the batch); ``stop_token_ids`` add to the
         model's end-of-sequence tokens."""
+        ...
+
+    def generate_stream(
+        self,
+        prompts: list[str],
+        params: SamplingParams,
+        *,
+        seeds: list[int] | None = None,
+        stop_token_ids: list[int] | None = None,
+        batch_size: int = 16,
+    ) -> Iterator[tuple[int, Completion]]:
+        """Yield ``(index into prompts, completion)`` as rows finish (any order), decoding at most
+        ``batch_size`` rows at once where the backend schedules batches itself."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ Greedy results equal ``model.generate`` row by row (a test checks it on a tiny m
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from speechllm.generate.backend import (
@@ -153,7 +154,7 @@ class HFBackend:
         if not prompts:
             return []
         return self.generate_ids([self.encode(p) for p in prompts], params, seeds=seeds,
-                                 stop_token_ids=stop_token_ids)
+                                 stop_token_ids=stop_token_ids, batch_size=len(prompts))
 
     # -- the decode loop ---------------------------------------------------------------------
 
@@ -164,87 +165,198 @@ class HFBackend:
         *,
         seeds: list[int] | None = None,
         stop_token_ids: list[int] | None = None,
+        batch_size: int | None = None,
     ) -> list[Completion]:
-        """Generate for pre-tokenised prompts (one batch; the caller chooses its size)."""
+        """Completions for pre-tokenised prompts, in their order (``batch_size`` rows decode at
+        once; default: all of them)."""
+        out: list[Completion | None] = [None] * len(prompt_ids)
+        for i, completion in self.stream_ids(prompt_ids, params, seeds=seeds, stop_token_ids=stop_token_ids,
+                                             batch_size=batch_size or max(1, len(prompt_ids))):
+            out[i] = completion
+        return out  # type: ignore[return-value]
+
+    def generate_stream(
+        self,
+        prompts: list[str],
+        params: SamplingParams,
+        *,
+        seeds: list[int] | None = None,
+        stop_token_ids: list[int] | None = None,
+        batch_size: int = 16,
+    ) -> Iterator[tuple[int, Completion]]:
+        """Yield ``(index, completion)`` as rows finish; see :meth:`stream_ids`."""
+        return self.stream_ids([self.encode(p) for p in prompts], params, seeds=seeds,
+                               stop_token_ids=stop_token_ids, batch_size=batch_size)
+
+    def stream_ids(
+        self,
+        prompt_ids: list[list[int]],
+        params: SamplingParams,
+        *,
+        seeds: list[int] | None = None,
+        stop_token_ids: list[int] | None = None,
+        batch_size: int = 16,
+    ) -> Iterator[tuple[int, Completion]]:
+        """Continuous batching: decode up to ``batch_size`` rows at once and, as rows finish,
+        prefill the next prompts (in the given order) and merge them into the running batch and
+        its KV cache, so the batch stays full until the prompts run out. Yields
+        ``(index, completion)`` in finishing order."""
         import torch
 
+        if any(len(p) == 0 for p in prompt_ids):
+            raise GenerationError("an empty prompt cannot be generated from")
         with torch.inference_mode():
-            return self._decode(prompt_ids, params, seeds, stop_token_ids)
+            yield from _Decoder(self, params, seeds, stop_token_ids).run(prompt_ids, batch_size)
 
-    def _decode(self, prompt_ids, params: SamplingParams, seeds, stop_token_ids) -> list[Completion]:
+
+class _Decoder:
+    """State of one continuous-batching run (see :meth:`HFBackend.stream_ids`)."""
+
+    def __init__(self, backend: HFBackend, params: SamplingParams, seeds, stop_token_ids):
+        import torch
+
+        self.b = backend
+        self.params = params
+        self.seeds = seeds
+        self.device = backend.device
+        self.stops = torch.tensor(sorted(backend.eos_ids | set(stop_token_ids or ())), device=self.device)
+        self.vocab = backend.model.get_output_embeddings().weight.shape[0]
+
+    def _prefill(self, indices: list[int], prompt_ids):
+        """Left-padded prefill of new rows: their cache, attention mask, next positions, logits."""
         import torch
         from transformers import DynamicCache
 
-        n = len(prompt_ids)
-        if any(len(p) == 0 for p in prompt_ids):
-            raise GenerationError("an empty prompt cannot be generated from")
-        stops = torch.tensor(sorted(self.eos_ids | set(stop_token_ids or ())), device=self.device)
-        width = max(len(p) for p in prompt_ids)
-        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        n = len(indices)
+        width = max(len(prompt_ids[i]) for i in indices)
+        input_ids = torch.full((n, width), self.b.pad_id, dtype=torch.long)
         attention = torch.zeros((n, width), dtype=torch.long)
-        for i, ids in enumerate(prompt_ids):
-            input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[i, width - len(ids):] = 1
+        for row, i in enumerate(indices):
+            ids = prompt_ids[i]
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids):] = 1
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         # Positions count from each row's first real token, so left padding shifts nothing.
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        generators = None
-        if not params.greedy:
-            generators = []
-            for i in range(n):
-                g = torch.Generator(device=self.device)
-                g.manual_seed(int(seeds[i]) if seeds is not None else i)
-                generators.append(g)
+        cache = DynamicCache(config=self.b.model.config)
+        out = self.b.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                           past_key_values=cache, use_cache=True, logits_to_keep=1)
         seen = None
-        if params.repetition_penalty != 1.0:
-            vocab = self.model.get_output_embeddings().weight.shape[0]
-            seen = torch.zeros((n, vocab), dtype=torch.bool, device=self.device)
+        if self.params.repetition_penalty != 1.0:
+            seen = torch.zeros((n, self.vocab), dtype=torch.bool, device=self.device)
             seen.scatter_(1, input_ids, attention.bool())
+        return cache, attention, positions[:, -1] + 1, out.logits[:, -1, :], seen
 
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :]
-        next_pos = positions[:, -1] + 1
-        rows = list(range(n))  # original index of each row still in the batch
-        generated: list[list[int]] = [[] for _ in range(n)]
-        finish: list[str] = ["length"] * n
-        for step in range(params.max_new_tokens):
+    def run(self, prompt_ids, batch_size: int):
+        import torch
+        from transformers.cache_utils import DynamicLayer
+
+        params = self.params
+        queue = list(range(len(prompt_ids)))
+        queue.reverse()  # pop() takes the next prompt in the given order
+        generators: dict[int, Any] = {}
+        generated: dict[int, list[int]] = {}
+        rows: list[int] = []
+        cache = attention = next_pos = logits = seen = None
+        refill_at = batch_size - max(1, batch_size // 4)  # refill once a quarter of the batch is free
+        can_merge = True
+        while rows or queue:
+            if queue and len(rows) <= refill_at and (can_merge or not rows):
+                take = [queue.pop() for _ in range(min(batch_size - len(rows), len(queue)))]
+                for i in take:
+                    generated[i] = []
+                    if not params.greedy:
+                        g = torch.Generator(device=self.device)
+                        g.manual_seed(int(self.seeds[i]) if self.seeds is not None else i)
+                        generators[i] = g
+                new = self._prefill(take, prompt_ids)
+                if not rows:
+                    cache, attention, next_pos, logits, seen = new
+                    # Merging needs plain full-attention layers (no sliding windows, no states).
+                    can_merge = all(type(layer) is DynamicLayer for layer in cache.layers)
+                else:
+                    cache, attention, next_pos, logits, seen = _merge(
+                        (cache, attention, next_pos, logits, seen), new)
+                rows += take
             if seen is not None:
                 logits = _apply_repetition_penalty(logits, seen, params.repetition_penalty)
             tokens = _choose_tokens(logits, params, [generators[r] for r in rows] if generators else None)
-            ended = torch.isin(tokens, stops)
+            ended = torch.isin(tokens, self.stops).tolist()
             tokens_list = tokens.tolist()
-            ended_list = ended.tolist()
+            keep: list[int] = []
             for j, r in enumerate(rows):
-                if ended_list[j]:
-                    finish[r] = "stop"
-                else:
-                    generated[r].append(tokens_list[j])
-            if step == params.max_new_tokens - 1:
-                break
-            if any(ended_list):
-                keep = [j for j, e in enumerate(ended_list) if not e]
+                if ended[j]:
+                    yield r, self._completion(generated.pop(r), "stop")
+                    continue
+                generated[r].append(tokens_list[j])
+                if len(generated[r]) >= params.max_new_tokens:
+                    yield r, self._completion(generated.pop(r), "length")
+                    continue
+                keep.append(j)
+            if len(keep) < len(rows):
+                for j, r in enumerate(rows):
+                    if j not in keep:
+                        generators.pop(r, None)
                 if not keep:
-                    break
+                    rows = []
+                    cache = None
+                    continue
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
                 attention, next_pos, tokens = attention[index], next_pos[index], tokens[index]
                 if seen is not None:
                     seen = seen[index]
                 rows = [rows[j] for j in keep]
+                attention = _trim_left_padding(cache, attention) if can_merge else attention
             if seen is not None:
                 seen.scatter_(1, tokens[:, None], True)
             attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
-            out = self.model(input_ids=tokens[:, None], attention_mask=attention,
-                             position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
+            out = self.b.model(input_ids=tokens[:, None], attention_mask=attention,
+                               position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
-        return [
-            Completion(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(), token_ids=ids,
-                       finish_reason=finish[i])  # type: ignore[arg-type]
-            for i, ids in enumerate(generated)
-        ]
+
+    def _completion(self, ids: list[int], reason: str) -> Completion:
+        text = self.b.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return Completion(text=text, token_ids=ids, finish_reason=reason)  # type: ignore[arg-type]
+
+
+def _merge(running, new):
+    """Join a running batch and freshly prefilled rows: caches and masks are left-padded to a
+    common length (padding is masked, and positions are per row, so nothing shifts)."""
+    import torch
+    import torch.nn.functional as F
+
+    cache, attention, next_pos, logits, seen = running
+    cache2, attention2, next_pos2, logits2, seen2 = new
+    width = max(attention.shape[1], attention2.shape[1])
+
+    def pad(t, dim_from_end: int, to: int):
+        missing = to - t.shape[-dim_from_end]
+        if missing == 0:
+            return t
+        spec = [0, 0] * (dim_from_end - 1) + [missing, 0]
+        return F.pad(t, spec)
+
+    for layer, layer2 in zip(cache.layers, cache2.layers):
+        layer.keys = torch.cat([pad(layer.keys, 2, width), pad(layer2.keys, 2, width)])
+        layer.values = torch.cat([pad(layer.values, 2, width), pad(layer2.values, 2, width)])
+    attention = torch.cat([pad(attention, 1, width), pad(attention2, 1, width)])
+    merged_seen = None if seen is None else torch.cat([seen, seen2])
+    return cache, attention, torch.cat([next_pos, next_pos2]), torch.cat([logits, logits2]), merged_seen
+
+
+def _trim_left_padding(cache, attention, min_columns: int = 8):
+    """Drop leading cache columns that no remaining row attends to (rows that finished may have
+    been the only ones reaching that far back)."""
+    live = attention.any(dim=0).nonzero()
+    start = int(live[0]) if len(live) else 0
+    if start < min_columns:
+        return attention
+    for layer in cache.layers:
+        layer.keys = layer.keys[:, :, start:]
+        layer.values = layer.values[:, :, start:]
+    return attention[:, start:]
 
 
 def _apply_repetition_penalty(logits, seen, penalty: float):

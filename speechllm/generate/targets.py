@@ -230,29 +230,28 @@ def _run(backend, rows, cfg: RunConfig, instructions, params: SamplingParams, ge
             messages = training_messages(instructions.instruction_for(rid), cfg.model, gen.system_prompt)
             prompt = backend.render(generation_messages(messages, row["description"], cfg.model))
             items.append((backend.count_tokens(prompt), row, messages, prompt))
-        # Longest first: similar lengths share a batch (little padding), and a prompt too long for
-        # the memory fails in the first batch rather than hours in.
+        # Longest first: similar lengths decode together (little padding), and a prompt too long
+        # for the memory fails at once rather than hours in. The backend keeps batch_size rows
+        # decoding, refilling the batch as rows finish; rows are written as they finish.
         items.sort(key=lambda it: -it[0])
-        for start in range(0, len(items), gen.batch_size):
-            batch = items[start:start + gen.batch_size]
-            seeds = [row_seed(gen.seed, str(row["id"])) for _, row, _, _ in batch]
-            completions = backend.generate([prompt for *_, prompt in batch], params, seeds=seeds)
-            tokens = 0
-            for (_, row, messages, prompt), completion in zip(batch, completions):
-                tokens += len(completion.token_ids)
-                flag = degeneracy(completion.text)
-                out = {**row, "prompt": prompt, "messages": messages, "response": completion.text,
-                       "finish_reason": completion.finish_reason, "degenerate": flag,
-                       "generator": generator_info}
-                if completion.finish_reason == "length":
-                    summary.truncated += 1
-                if flag:
-                    summary.degenerate[flag] += 1
-                if flag and dropped_writer is not None:
-                    dropped_writer.write(out)
-                    summary.dropped[flag] += 1
-                else:
-                    writer.write(out)
-                    summary.written += 1
-            summary.generated_tokens += tokens
-            bar.update(len(batch), tokens)
+        seeds = [row_seed(gen.seed, str(row["id"])) for _, row, _, _ in items]
+        stream = backend.generate_stream([prompt for *_, prompt in items], params, seeds=seeds,
+                                         batch_size=gen.batch_size)
+        for index, completion in stream:
+            _, row, messages, prompt = items[index]
+            flag = degeneracy(completion.text)
+            out = {**row, "prompt": prompt, "messages": messages, "response": completion.text,
+                   "finish_reason": completion.finish_reason, "degenerate": flag,
+                   "generator": generator_info}
+            if completion.finish_reason == "length":
+                summary.truncated += 1
+            if flag:
+                summary.degenerate[flag] += 1
+            if flag and dropped_writer is not None:
+                dropped_writer.write(out)
+                summary.dropped[flag] += 1
+            else:
+                writer.write(out)
+                summary.written += 1
+            summary.generated_tokens += len(completion.token_ids)
+            bar.update(1, len(completion.token_ids))

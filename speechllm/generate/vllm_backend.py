@@ -8,6 +8,7 @@ pipeline's ``batch_size`` only sets how many prompts are handed over at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from speechllm.generate.backend import (
@@ -85,6 +86,11 @@ class VLLMBackend:
             info["revision"] = self.revision
         info["chat_template"] = text_sha256(self.tokenizer.chat_template)
         return info
+
+    def generate_stream(self, prompts: list[str], params: SamplingParams, *, seeds: list[int] | None = None,
+                        stop_token_ids: list[int] | None = None, batch_size: int = 16) -> Iterator[tuple[int, Completion]]:
+        # vLLM schedules its own continuous batches: hand it everything at once.
+        yield from enumerate(self.generate(prompts, params, seeds=seeds, stop_token_ids=stop_token_ids))
 
     def generate(self, prompts: list[str], params: SamplingParams, *, seeds: list[int] | None = None,
                  stop_token_ids: list[int] | None = None) -> list[Completion]:
