@@ -241,8 +241,10 @@ class SpeechLLM(nn.Module):
     def _transcripts_for(self, waves, encoded: EncodedWindows, given: Sequence[str | None]) -> list[str]:
         from speechllm.models.transcript import has_speech, transcribe_windows
 
+        if self.config.transcript_source == "none":  # no transcript enters the span
+            return [""] * len(given)
         need = [t is None for t in given]
-        if self.config.transcript_source == "none" or not any(need):
+        if not any(need):
             return ["" if t is None else t for t in given]
         speech = [n and (not self.config.use_vad or has_speech(w)) for n, w in zip(need, waves, strict=True)]
         asr = transcribe_windows(self.transcriber, encoded.final, encoded.windows_per_audio, speech)
