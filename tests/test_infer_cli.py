@@ -133,3 +133,17 @@ def test_manifest_mode_is_resumable_and_records_bad_rows(checkpoint, tmp_path, c
     err = capsys.readouterr().err
     assert "2 already done" in err
     assert sorted(json.loads(x)["id"] for x in out.read_text().splitlines()) == ["u1", "u2", "u3", "u4"]
+
+
+def test_manifest_rows_without_prompt_take_the_cli_prompt(checkpoint, tmp_path):
+    write_tone(tmp_path / "a.wav", 1.0)
+    manifest = tmp_path / "data.jsonl"  # a plain data manifest: no prompt, no messages
+    manifest.write_text(json.dumps({"id": "d1", "audio": "a.wav", "transcript": "a tone"}) + "\n"
+                        + json.dumps({"id": "d2", "audio": "a.wav", "prompt": "Own prompt?", "transcript": "t"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["infer", "--model", str(checkpoint), "--manifest", str(manifest), "--output", str(out),
+                 "--prompt", "Is the speaker male or female?", "--max-new-tokens", "2"]) == 0
+    got = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert got["d1"]["prompt"] == "Is the speaker male or female?"
+    assert got["d2"]["prompt"] == "Own prompt?"
+    assert "error" not in got["d1"] and isinstance(got["d1"]["response"], str)

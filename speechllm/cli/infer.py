@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="checkpoint folder (from `speechllm init-model` or training)")
     p.add_argument("--audio", action="append", default=[], metavar="FILE",
                    help="audio file (wav/flac/ogg/mp3, any rate, mono or stereo); repeat for several")
-    p.add_argument("--prompt", default=None, help="the user's message (may hold the audio locator)")
+    p.add_argument("--prompt", default=None, help="the user's message (may hold the audio locator); with --manifest, the default for rows without prompt or messages")
     p.add_argument("--system", default=None, help="optional system prompt")
     p.add_argument("--transcript", action="append", default=None, metavar="TEXT",
                    help="transcript of each audio, in order (default: Whisper's own, after VAD)")
@@ -76,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - t0
     if args.manifest:
-        summary = run_manifest(model, args.manifest, args.output, options)
+        summary = run_manifest(model, args.manifest, args.output, options, default_prompt=args.prompt,
+                               default_system=args.system)
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors.items())) or "none"
         print(f"infer: {summary.written} written, {summary.skipped_done} already done, errors: {errors}; "
               f"{summary.seconds:.1f}s -> {args.output}", file=sys.stderr)

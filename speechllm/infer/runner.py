@@ -146,7 +146,8 @@ def run_request(model, request: InferRequest, options: GenerationOptions, *, str
                        new_tokens=streamer.tokens, audio_seconds=audio_seconds)
 
 
-def _row_request(row: dict[str, Any], base_dir: Path, where: str) -> InferRequest:
+def _row_request(row: dict[str, Any], base_dir: Path, where: str, default_prompt: str | None = None,
+                 default_system: str | None = None) -> InferRequest:
     audio = row.get("audio")
     if audio is None:
         paths: list[str] = []
@@ -162,10 +163,10 @@ def _row_request(row: dict[str, Any], base_dir: Path, where: str) -> InferReques
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise ManifestRowError(f"{where}: field 'messages': expected a list of {{role, content}} objects")
     else:
-        prompt = row.get("prompt", row.get("instruction"))
+        prompt = row.get("prompt", row.get("instruction", default_prompt))
         if prompt is not None and not isinstance(prompt, str):
             raise ManifestRowError(f"{where}: field 'prompt': expected a string")
-        messages = build_messages(prompt, row.get("system"))
+        messages = build_messages(prompt, row.get("system", default_system))
     transcripts = row.get("transcript")
     if transcripts is not None:
         transcripts = [transcripts] if isinstance(transcripts, str) else list(transcripts)
@@ -185,8 +186,11 @@ class ManifestSummary:
 
 
 def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
-                 options: GenerationOptions, *, progress: bool = True) -> ManifestSummary:
-    """Answer every row of ``manifest`` into ``output`` (resumable; see the module docstring)."""
+                 options: GenerationOptions, *, progress: bool = True, default_prompt: str | None = None,
+                 default_system: str | None = None) -> ManifestSummary:
+    """Answer every row of ``manifest`` into ``output`` (resumable; see the module docstring).
+    Rows without ``prompt``/``messages`` (e.g. a plain data manifest) get ``default_prompt`` and
+    ``default_system``."""
     from speechllm.utils.jsonl import ResumableJsonlWriter, iter_jsonl
 
     manifest = Path(manifest)
@@ -217,7 +221,7 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
                 continue
             where = f"{manifest}:{line_no} (id {rid})"
             try:
-                request = _row_request(row, base_dir, where)
+                request = _row_request(row, base_dir, where, default_prompt, default_system)
                 result = run_request(model, request, options)
             except SpeechLLMError as e:
                 kind = getattr(e, "kind", type(e).__name__)
@@ -225,7 +229,10 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
                 log.warning("%s: %s", where, e)
                 writer.write({**row, "error": kind, "error_message": str(e)})
                 continue
-            writer.write({**row, "response": result.response, "transcripts": result.transcripts})
+            out = dict(row)
+            if not {"messages", "prompt", "instruction"} & row.keys() and default_prompt is not None:
+                out["prompt"] = default_prompt  # record the defaulted prompt with the reply
+            writer.write({**out, "response": result.response, "transcripts": result.transcripts})
             summary.written += 1
     if bar is not None:
         bar.close()
