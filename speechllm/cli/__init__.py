@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "assets",
     "prepare",
     "validate",
+    "split",
     "synth",
     "describe",
     "generate",
