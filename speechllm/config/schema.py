@@ -153,6 +153,11 @@ class TrainConfig:
     precision: Precision = _f("bf16", "autocast / weight precision")
     gradient_checkpointing: bool = _f(False, "recompute LLM activations in the backward pass")
     compile: bool = _f(False, "torch.compile the adapter and LLM")
+    attention: Literal["auto", "sdpa", "eager"] = _f(
+        "auto", "attention kernels while training: sdpa (torch's fused kernels), eager (plain "
+        "matmul + softmax: faster on CPU at these lengths, where the fused backward is slow), "
+        "auto (eager on CPU, sdpa on GPU)"
+    )
     objectives: dict[str, float] = _f({"ce": 1.0}, "objective name -> weight: ce, kl, diva")
     kl_temperature: float = _f(2.0, "temperature of the KL objective (BLSP-KD / Ultravox: 2)")
     diva_num_align: int = _f(0, "DiVA: audio vectors aligned to transcript embeddings (0 = off)")

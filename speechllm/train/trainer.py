@@ -75,6 +75,24 @@ def autocast_context(precision: str, device: str):
     return contextlib.nullcontext()
 
 
+def resolve_attention(choice: str, device: str) -> str:
+    """``auto``: eager on CPU (measured ~10% faster per training step than SDPA's fused CPU
+    kernels for SmolLM2-135M at ~160 positions: their backward is slow), sdpa on GPU."""
+    if choice == "auto":
+        return "sdpa" if device.startswith("cuda") else "eager"
+    return choice
+
+
+def attention_context(choice: str, device: str):
+    """For ``eager``, SDPA calls outside the LLM (the Q-Former) use the plain math kernel too
+    (the forward picks the kernel; the backward follows it)."""
+    if resolve_attention(choice, device) == "eager":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
+
+
 def _versions() -> dict[str, Any]:
     import importlib.metadata as md
     import subprocess
@@ -172,6 +190,13 @@ class Trainer:
 
     def _setup_memory_levers(self) -> None:
         base = self.model.base_causal_lm()
+        attention = resolve_attention(self.tc.attention, self.dist.device)
+        if getattr(base.config, "_attn_implementation", None) != attention:
+            try:
+                base.set_attn_implementation(attention)
+            except (ValueError, ImportError) as e:
+                log.warning("train.attention=%s not available for this LLM (%s); keeping %s", attention, e,
+                            base.config._attn_implementation)
         if self.tc.gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.tc.compile:
@@ -323,7 +348,8 @@ class Trainer:
         """Summed (not yet normalised) objective values of one micro-batch."""
         model = self.model
         sums: dict[str, torch.Tensor] = {}
-        with autocast_context(self.tc.precision, self.dist.device):
+        with autocast_context(self.tc.precision, self.dist.device), \
+                attention_context(self.tc.attention, self.dist.device):
             student = obj.response_forward(model, batch.speech)
             if self.weights.get("ce"):
                 sums["ce"] = obj.ce_sum(student)
