@@ -26,7 +26,9 @@ def test_loss_decreases_only_adapter_changes_and_final_loads(tiny_llm_dir, tiny_
     from speechllm.models import SpeechLLM
     from speechllm.train import Trainer
 
-    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "run", max_steps=8)
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "run", max_steps=8,
+                          num_sample_generations=1)
+    cfg.data.valid = str(data["train"])
     trainer = Trainer(cfg)
     llm0, enc0, ad0 = _state(trainer.model.llm), _state(trainer.model.encoder.whisper), _state(trainer.model.adapter)
     result = trainer.run()
@@ -44,6 +46,10 @@ def test_loss_decreases_only_adapter_changes_and_final_loads(tiny_llm_dir, tiny_
     assert summary["skipped"]["missing"] >= 1
     for name in ("config.yaml", "environment.json", "metrics.jsonl"):
         assert (tmp_path / "run" / name).is_file()
+    valid = json.loads((tmp_path / "run" / "valid.jsonl").read_text().splitlines()[-1])
+    assert valid["step"] == 8 and math.isfinite(valid["valid_loss"]) and valid["valid_tokens"] > 0
+    assert len(valid["samples"]) == 1 and isinstance(valid["samples"][0]["generated"], str)
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
     loaded = SpeechLLM.from_pretrained(result.final_checkpoint)
     for k, v in loaded.adapter.state_dict().items():
         assert torch.equal(v, trainer.model.adapter.state_dict()[k]), k

@@ -386,7 +386,7 @@ class Trainer:
             out["l2sp"] = self.tc.l2sp_alpha * obj.l2sp_penalty(params, self.anchors)
         if self.tc.ewc_lambda:
             if self.fisher is None:
-                self.fisher = self.estimate_fisher()
+                raise RuntimeError("EWC Fisher not estimated; run() estimates it before the first step")
             out["ewc"] = self.tc.ewc_lambda * obj.ewc_penalty(params, self.anchors, self.fisher)
         return out
 
@@ -395,13 +395,17 @@ class Trainer:
         text view), from squared per-batch gradients of the CE loss, normalised to mean 1."""
         params = self.llm_trainable()
         fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        builder = BatchBuilder(self.model, self.cfg.data.max_length, feature_cache=self.feature_cache,
+                               need_text=self.need_text)
+        was_training = self.model.training
+        self.model.eval()
         rng = torch.Generator().manual_seed(self.tc.seed)
         pool = (list(range(len(self.rows), len(self.dataset))) if self.replay_rows is not None
                 else list(range(len(self.rows))))
         order = torch.randperm(len(pool), generator=rng).tolist()[: num_batches * self.tc.batch_size]
         for k in range(0, len(order), self.tc.batch_size):
             items = [self.dataset[pool[i]] for i in order[k:k + self.tc.batch_size]]
-            batch = self.builder.build(items)
+            batch = builder.build(items)
             if batch is None:
                 continue
             target = batch.speech if batch.text is None or any(batch.replay) else batch.text
@@ -415,6 +419,7 @@ class Trainer:
                     fisher[n] += p.grad.detach().float() ** 2
         for p in params.values():
             p.grad = None
+        self.model.train(was_training)
         return obj.normalise_fisher(fisher)
 
     # ------------------------------------------------------------------ step
@@ -551,10 +556,11 @@ class Trainer:
             return {}
         rows = RowIndex([self.cfg.data.valid])
         ds = TrainingDataset(rows, None, self.model.config, self.model.tokenizer)
+        builder = BatchBuilder(self.model, self.cfg.data.max_length, feature_cache=self.feature_cache)
         self.model.eval()
         total, count = 0.0, 0
         for k in range(0, len(ds), self.tc.batch_size):
-            batch = self.builder.build([ds[i] for i in range(k, min(len(ds), k + self.tc.batch_size))])
+            batch = builder.build([ds[i] for i in range(k, min(len(ds), k + self.tc.batch_size))])
             if batch is None:
                 continue
             with autocast_context(self.tc.precision, self.dist.device):
@@ -590,6 +596,10 @@ class Trainer:
         folder = ckpt.resolve_resume(self.out_dir, resume)
         if folder is not None:
             self.load(folder)
+        if self.tc.ewc_lambda and self.llm_trainable() and self.fisher is None:
+            # Before any step: the estimate uses (and then clears) the trained weights' gradients.
+            with torch.random.fork_rng(devices=[]):
+                self.fisher = self.estimate_fisher()
         records: list[dict[str, float]] = []
         stream = self._micro_batches()
         status = "finished"
