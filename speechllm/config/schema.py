@@ -81,7 +81,9 @@ class DataConfig:
     valid: str | None = _f(None, "validation JSONL file")
     replay: list[str] = _f([], "text-only replay JSONL files (from `speechllm generate-replay`)")
     replay_ratio: float = _f(0.0, "share of text-only replay rows in every batch (~0.05 is usual)")
-    max_audio_seconds: float = _f(30.0, "longer audio is cut into 30 s windows up to this length")
+    max_audio_seconds: float = _f(
+        30.0, "longest training audio; longer rows are skipped and counted as too_long (audio over 30 s runs in 30 s windows)"
+    )
     max_length: int = _f(1024, "maximum tokens per example (longer targets are truncated)")
     bucket_by_length: bool = _f(True, "group examples of similar audio seconds + tokens per batch")
     feature_cache: str | None = _f(None, "folder of cached encoder features (`speechllm cache-features`)")

@@ -203,13 +203,15 @@ class TrainingDataset:
     """
 
     def __init__(self, audio_rows: RowIndex, replay_rows: RowIndex | None, model_config, tokenizer,
-                 *, need_text_view: bool = False, load_waves: bool = True):
+                 *, need_text_view: bool = False, load_waves: bool = True, max_seconds: float | None = None):
         self.audio_rows = audio_rows
         self.replay_rows = replay_rows
         self.model_config = model_config
         self.tokenizer = tokenizer
         self.need_text_view = need_text_view
         self.load_waves = load_waves
+        # Longer audio is skipped and counted as too_long (never truncated silently).
+        self.max_seconds = min(max_seconds or float("inf"), model_config.max_audio_seconds)
 
     @property
     def num_audio(self) -> int:
@@ -240,7 +242,7 @@ class TrainingDataset:
             try:
                 wave = load_audio(row["audio"], offset=float(row.get("offset") or 0.0),
                                   duration=row.get("duration"),
-                                  max_seconds=self.model_config.max_audio_seconds)
+                                  max_seconds=self.max_seconds)
             except AudioError as e:
                 return Skipped(rid, getattr(e, "kind", type(e).__name__), str(e))
             seconds = len(wave) / SAMPLE_RATE

@@ -222,7 +222,8 @@ class Trainer:
 
             self.feature_cache = FeatureCache.open_for(dc.feature_cache, self.model)
         self.dataset = TrainingDataset(self.rows, self.replay_rows, self.model.config, self.model.tokenizer,
-                                       need_text_view=self.need_text, load_waves=self.feature_cache is None)
+                                       need_text_view=self.need_text, load_waves=self.feature_cache is None,
+                                       max_seconds=dc.max_audio_seconds)
         from speechllm.models.chat_layout import SAMPLE_RATE, adapter_output_length
 
         costs = [adapter_output_length(max(1, int(r.seconds * SAMPLE_RATE)), self.model.config) + r.text_tokens
