@@ -239,8 +239,13 @@ class _Decoder:
         # Positions count from each row's first real token, so left padding shifts nothing.
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.b.model.config)
+        # Only the last position's logits are needed. An index tensor (not the int 1) makes the
+        # model gather that position into a contiguous tensor: with frozen weights, F.linear on
+        # the strided slice takes a path that copies the LM head once per row (measured: +70%
+        # prefill time for SmolLM2 with a batch of 16).
+        last = torch.tensor([width - 1], device=self.device)
         out = self.b.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1)
+                           past_key_values=cache, use_cache=True, logits_to_keep=last)
         seen = None
         if self.params.repetition_penalty != 1.0:
             seen = torch.zeros((n, self.vocab), dtype=torch.bool, device=self.device)
