@@ -76,7 +76,11 @@ def main() -> int:
     from speechllm.config import RunConfig
     from speechllm.generate import generate_targets, load_backend
     from speechllm.generate.backend import SamplingParams
-    from speechllm.generate.prompts import generation_messages, instruction_source, training_messages
+    from speechllm.generate.prompts import (
+        generation_messages,
+        instruction_source,
+        training_messages,
+    )
     from speechllm.utils.hardware import cpu_has_fast_bf16
 
     shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harvard_sentences.txt"

@@ -177,7 +177,7 @@ def test_decode_loop_equals_hf_generate_row_by_row(chatty_backend):
     # Continuous batching (2 rows at a time, refilled as rows finish) gives the same rows.
     refilled = b.generate_ids([b.encode(p) for p in prompts], params, batch_size=2)
     assert [c.token_ids for c in refilled] == [c.token_ids for c in batched]
-    for prompt, got in zip(prompts, batched):
+    for prompt, got in zip(prompts, batched, strict=True):
         ids = torch.tensor([b.encode(prompt)])
         ref = b.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
                                pad_token_id=b.pad_id)[0, ids.shape[1]:].tolist()
@@ -379,9 +379,7 @@ def test_faithfulness_summary_counts_statements_and_contradictions():
 
 @pytest.mark.integration
 def test_smollm2_names_the_labelled_gender(tmp_path, offline_smollm2):
-    from speechllm.generate import generate_targets
-
-    from speechllm.generate import description_system_prompt
+    from speechllm.generate import description_system_prompt, generate_targets
 
     question = "What is the gender of the speaker?"
     assert question in read_prompt_pool("builtin:attributes")

@@ -343,7 +343,7 @@ def _merge(running, new):
         spec = [0, 0] * (dim_from_end - 1) + [missing, 0]
         return F.pad(t, spec)
 
-    for layer, layer2 in zip(cache.layers, cache2.layers):
+    for layer, layer2 in zip(cache.layers, cache2.layers, strict=True):
         layer.keys = torch.cat([pad(layer.keys, 2, width), pad(layer2.keys, 2, width)])
         layer.values = torch.cat([pad(layer.values, 2, width), pad(layer2.values, 2, width)])
     attention = torch.cat([pad(attention, 1, width), pad(attention2, 1, width)])

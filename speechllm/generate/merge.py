@@ -7,6 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from speechllm.errors import SpeechLLMError
 from speechllm.utils.jsonl import iter_jsonl, repair_torn_tail
 

@@ -327,7 +327,7 @@ def _run_batch(kind, batch, backend, editor, cfg: RunConfig, params: SamplingPar
                                  stop_token_ids=list(template.stop_token_ids))
         tokens += sum(len(c.token_ids) for c in drawn)
         accepted = []
-        for item, c in zip(batch, drawn):
+        for item, c in zip(batch, drawn, strict=True):
             text = c.text
             end = template.turn_end.strip()
             if end and end in text:  # templates whose turn end is plain text, not one token
@@ -361,7 +361,7 @@ def _run_batch(kind, batch, backend, editor, cfg: RunConfig, params: SamplingPar
         seeds = [row_seed(gen.seed, f"{it['id']}#{j}") for it in batch for j in range(k)]
         outs = backend.generate(flat_prompts, params, seeds=seeds)
         tokens += sum(len(c.token_ids) for c in outs)
-        for i, (item, msgs, prompt) in enumerate(zip(batch, messages, prompts)):
+        for i, (item, msgs, prompt) in enumerate(zip(batch, messages, prompts, strict=True)):
             samples = outs[i * k:(i + 1) * k]
             chosen = None
             for j, c in enumerate(samples):
@@ -383,10 +383,10 @@ def _run_batch(kind, batch, backend, editor, cfg: RunConfig, params: SamplingPar
         edit_prompts = [
             EDIT_PROMPT.format(instruction=it["instruction"], answer=c.text,
                                reference=f"Reference answer: {it['answer']}\n\n" if it.get("answer") else "")
-            for it, c in zip(batch, outs)
+            for it, c in zip(batch, outs, strict=True)
         ]
         edits = editor.edit(edit_prompts)
-        for item, msgs, prompt, base, edited in zip(batch, messages, prompts, outs, edits):
+        for item, msgs, prompt, base, edited in zip(batch, messages, prompts, outs, edits, strict=True):
             if not edited.strip():
                 rejects.append((item, "empty edit"))
                 continue
@@ -394,7 +394,7 @@ def _run_batch(kind, batch, backend, editor, cfg: RunConfig, params: SamplingPar
                          "base_response": base.text, "finish_reason": base.finish_reason})
         return rows, rejects, tokens
 
-    for item, msgs, prompt, c in zip(batch, messages, prompts, outs):
+    for item, msgs, prompt, c in zip(batch, messages, prompts, outs, strict=True):
         if not c.text.strip():
             rejects.append((item, "empty response"))
             continue
