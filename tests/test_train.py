@@ -207,6 +207,11 @@ def test_kl_diva_stm_run_and_lora_merge(tiny_llm_dir, tiny_whisper_dir, data, tm
     for key in ("loss_ce", "loss_kl", "loss_diva", "loss_l2sp", "loss_ewc"):
         assert key in rec and math.isfinite(rec[key]), rec
     out = merge_checkpoint(result.final_checkpoint, tmp_path / "merged", [0.0, 1.0])
+    from speechllm.cli import main
+
+    assert main(["merge", str(result.final_checkpoint), str(tmp_path / "cli_merged"), "--lambdas", "0.5"]) == 0
+    assert (tmp_path / "cli_merged" / "lambda-0.5" / "lora" / "adapter_model.safetensors").is_file()
+    assert main(["merge", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2  # one-line error, exit 2
     zero = SpeechLLM.from_pretrained(out[0])
     base_logits = zero.generate([{"role": "user", "content": "Say hello."}], max_new_tokens=4)
     with zero.llm.disable_adapter():
