@@ -5,7 +5,9 @@ synthetic targets, seed and number of steps for every setting. After training, K
 (forward KL, base as reference, teacher-forced on the base's greedy answers to the held-out
 built-in retention prompts; ``speechllm.eval.retention.teacher_forced_metrics``) measures how far
 the LLM's text behaviour moved. Replay rows are the base's own greedy answers to other prompts
-(self-output replay), none of them in the held-out set.
+(self-output replay), none of them in the held-out set. Targets are, by default, the base LLM's
+own greedy answers to the seed description (as ``speechllm generate`` writes them);
+``--targets template`` uses fixed-phrase targets that are not the LLM's words instead.
 
     OMP_NUM_THREADS=1 python benchmarks/forgetting_mini.py --steps 20
 """
@@ -51,6 +53,34 @@ def write_replay(llm, tokenizer, out: Path) -> Path:
     return out
 
 
+def self_generated_targets(llm, tokenizer, rows_file: Path, out: Path) -> Path:
+    """Targets as `speechllm generate` makes them: the frozen LLM's greedy answer to the
+    instruction with the seed description where the audio stands (shared chat layout)."""
+    from speechllm.config import ModelConfig
+    from speechllm.eval.predictors import generate_ids
+    from speechllm.models.chat_layout import render_text, substitute_audio_text
+
+    config = ModelConfig()
+    rows = [json.loads(x) for x in rows_file.read_text().splitlines() if x.strip()]
+    prompts = []
+    for r in rows:
+        a = r.get("attributes", {})
+        r["description"] = (f'[00:00:00 - 00:00:0{int(r["duration"]) + 1}]: "{r["transcript"]}" (Gender: '
+                            f'{a.get("gender", "?").capitalize()}, Accent: {a.get("accent", "?")}, Pitch: {a.get("pitch", "?")}, '
+                            f'Volume: {a.get("volume", "?")}, Speaking speed: {a.get("speaking_rate", "?")}, '
+                            f'Duration: {r["duration"]:.0f}s)')
+        msgs = substitute_audio_text(r["messages"], [r["description"]], config)
+        prompts.append(tokenizer(render_text(tokenizer, msgs, add_generation_prompt=True),
+                                 add_special_tokens=False)["input_ids"])
+    answers = []
+    for i in range(0, len(prompts), 8):
+        answers.extend(generate_ids(llm, tokenizer, prompts[i:i + 8], 64))
+    with open(out, "w", encoding="utf-8") as f:
+        for r, a in zip(rows, answers):
+            f.write(json.dumps({**r, "response": tokenizer.decode(a, skip_special_tokens=True).strip()}) + "\n")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="/tmp/speechllm_forgetting", help="scratch folder")
@@ -59,6 +89,9 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--prompts", type=int, default=16, help="held-out retention prompts used")
+    ap.add_argument("--targets", choices=["self", "template"], default="self",
+                    help="self: the base LLM's own answers to the seed description (as `speechllm generate`); "
+                    "template: fixed-phrase targets that are not the LLM's words")
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -76,6 +109,8 @@ def main() -> int:
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     base = AutoModelForCausalLM.from_pretrained(llm_path, dtype=torch.float32).eval()
     replay_file = write_replay(base, tokenizer, work / "replay.jsonl")
+    if args.targets == "self":
+        rows_file = self_generated_targets(base, tokenizer, rows_file, work / "targets_self.jsonl")
     prompts = load_retention_prompts()[: args.prompts]
     prompt_ids, answers = base_answers(base, tokenizer, prompts, max_new_tokens=32)
 
@@ -97,7 +132,7 @@ def main() -> int:
             cfg.data.replay = [str(replay_file)]
             cfg.data.replay_ratio = opts["replay_ratio"]
         t = cfg.train
-        t.output_dir = str(work / "runs" / name.split()[0].replace("+", "plus"))
+        t.output_dir = str(work / "runs" / args.targets / name.split()[0].replace("+", "plus"))
         t.seed, t.precision, t.lr, t.warmup_steps = 0, "fp32", args.lr, 2
         t.max_steps, t.batch_size, t.save_every, t.eval_every, t.log_every = args.steps, args.batch_size, 0, 0, 5
         t.stm_tau = opts.get("stm_tau")
@@ -112,7 +147,7 @@ def main() -> int:
         print(f"{name:20s} KL-to-base {m['kl_to_base']:.5f}  dNLL {m['delta_nll']:+.4f}  top-1 agree "
               f"{m['top1_agreement']:.3f}  final CE {results[name]['final_ce']:.3f}"
               + (f"  STM masked {stm_share:.0%}" if stm_share is not None else ""), flush=True)
-    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (work / f"results_{args.targets}.json").write_text(json.dumps(results, indent=2) + "\n")
     plain = results["plain"]["kl_to_base"]
     for name, r in results.items():
         if name != "plain":

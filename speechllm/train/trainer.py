@@ -176,6 +176,7 @@ class Trainer:
         self.step = 0
         self.stm_masks: dict[str, list[bool]] = {}
         self.stm_counts = [0, 0]  # masked, total
+        self._stm_warned = False
         self.anchors = {n: p.detach().float().clone() for n, p in self.llm_trainable().items()}
         self.fisher: dict[str, torch.Tensor] | None = None
         self.out_dir = Path(self.tc.output_dir)
@@ -319,7 +320,8 @@ class Trainer:
                 self.stm_counts[0] += sum(mask)
                 self.stm_counts[1] += len(mask)
             share = self.stm_counts[0] / max(1, self.stm_counts[1])
-            if share > 0.5:
+            if share > 0.5 and not self._stm_warned:
+                self._stm_warned = True  # once per run; summary.json reports the final share
                 log.warning("STM masks %.0f%% of target tokens (tau=%g): the base model cannot do this task and "
                             "little will be learned; raise train.stm_tau or turn STM off", 100 * share, tau)
         masks = [self.stm_masks[rid] for rid in ids]
