@@ -512,7 +512,7 @@ class Trainer:
         record = {"step": self.step, "loss": loss_total, **{f"loss_{k}": v for k, v in logged.items()},
                   "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": g_samples / dt,
                   "tokens_per_s": g_positions / dt, "audio_s_per_s": g_seconds / dt,
-                  "target_tokens": global_counts["ce"]}
+                  "target_tokens": global_counts["ce"], "tokens": g_positions, "samples": g_samples}
         return record
 
     # ------------------------------------------------------------------ logging
@@ -599,6 +599,9 @@ class Trainer:
         folder = ckpt.resolve_resume(self.out_dir, resume)
         if folder is not None:
             self.load(folder)
+        elif resume is None and self.step == 0 and ckpt.list_checkpoints(self.out_dir) and self.dist.is_main:
+            log.warning("%s already holds checkpoints; starting from step 0 (use --resume auto to continue)",
+                        self.out_dir)
         if self.tc.ewc_lambda and self.llm_trainable() and self.fisher is None:
             # Before any step: the estimate uses (and then clears) the trained weights' gradients.
             with torch.random.fork_rng(devices=[]):
