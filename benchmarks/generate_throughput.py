@@ -7,7 +7,8 @@ in one run:
 2. plain ``model.generate`` in bf16 with a left-padded batch of 16 (the usual batched loop);
 3. the framework's decode loop in fp32, batch 16, length-sorted (separates dtype from the loop);
 4. the framework's default: ``generate_targets`` end to end (dtype auto = bf16 on CPUs with fast
-   bf16, batch 16, length-sorted, finished rows leave the batch), writing the JSONL rows.
+   bf16, batch 16, length-sorted, finished rows leave the batch, batch refilled), writing the rows;
+5. the same with batch 32.
 
 Generated tokens/s is measured by CPU time (one thread, so other load on a shared machine does not
 count) and by wall time; the ratio to the baseline is the headline.
@@ -59,6 +60,19 @@ class Timer:
         self.wall = time.perf_counter() - self.wall
 
 
+def gemm_gflops(dtype, repeats: int = 50) -> float:
+    """Matmul speed right now: on a shared machine other jobs slow bf16 more than fp32."""
+    import torch
+
+    a = torch.randn(1024, 576, dtype=dtype)
+    b = torch.randn(576, 1536, dtype=dtype)
+    a @ b
+    start = time.process_time()
+    for _ in range(repeats):
+        a @ b
+    return 2 * 1024 * 576 * 1536 * repeats / (time.process_time() - start) / 1e9
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=32, help="described rows (default 32)")
@@ -92,7 +106,11 @@ def main() -> int:
     cfg.generation.max_new_tokens = args.max_new_tokens
     cfg.generation.prompt_pool = args.prompt_pool
     print(f"{args.rows} rows, max_new_tokens {args.max_new_tokens}, greedy, 1 thread; "
-          f"CPU fast bf16: {cpu_has_fast_bf16()}; torch {torch.__version__}")
+          f"CPU fast bf16: {cpu_has_fast_bf16()}; torch {torch.__version__}; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print("machine state, GEMM 1024x576 @ 576x1536 (quiet-machine reference: bf16 ~520, fp32 ~116 GFLOP/s): "
+          + ", ".join(f"{name} {gemm_gflops(dtype):.0f} GFLOP/s" for name, dtype in
+                      (("bf16", torch.bfloat16), ("fp32", torch.float32))))
 
     ours = load_backend("hf", path)  # the default: dtype auto
     src = instruction_source(cfg.generation.instruction, cfg.generation.prompt_pool, cfg.generation.seed)
@@ -154,6 +172,17 @@ def main() -> int:
                                        faithfulness=False)
         results[f"speechllm default ({ours.dtype_name}, batch 16, generate_targets)"] = (
             summary.generated_tokens, t.cpu, t.wall)
+
+    # 5. the same with batch 32 (decode on a CPU is bound by reading the weights: more rows per
+    #    step cost little more per step)
+    cfg.generation.batch_size = 32
+    with tempfile.TemporaryDirectory() as tmp:
+        described = Path(tmp) / "described.jsonl"
+        described.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with Timer() as t:
+            summary = generate_targets(described, Path(tmp) / "targets.jsonl", cfg, backend=ours, progress=False,
+                                       faithfulness=False)
+        results[f"speechllm, batch 32 ({ours.dtype_name})"] = (summary.generated_tokens, t.cpu, t.wall)
 
     base_cpu = results["fp32, model.generate one row at a time (baseline)"]
     base_rate_cpu = base_cpu[0] / base_cpu[1]
