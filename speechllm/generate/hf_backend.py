@@ -241,7 +241,7 @@ class _Decoder:
         cache = DynamicCache(config=self.b.model.config)
         # Only the last position's logits are needed. An index tensor (not the int 1) makes the
         # model gather that position into a contiguous tensor: with frozen weights, F.linear on
-        # the strided slice takes a path that copies the LM head once per row (measured: +70%
+        # the strided slice takes a path that copies the LM head once per row (measured: 1.8x the
         # prefill time for SmolLM2 with a batch of 16).
         last = torch.tensor([width - 1], device=self.device)
         out = self.b.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
