@@ -156,6 +156,21 @@ def test_rows_keep_input_and_add_prompt_messages_response_generator(tmp_path, ch
     assert faith["attributes"]["speaking_rate"]["labelled"] == 0
 
 
+def test_context_prompt_is_seen_by_the_generator_but_not_stored(tmp_path, chatty_backend):
+    from speechllm.generate import generate_targets
+
+    src = tmp_path / "described.jsonl"
+    rows = write_described(src, 2)
+    out = tmp_path / "targets.jsonl"
+    cfg = config(context_prompt="builtin:describe", system_prompt="Answer briefly.")
+    generate_targets(src, out, cfg, backend=chatty_backend, progress=False)
+    for row, got in zip(rows, read_jsonl(out)):
+        assert got["messages"][0] == {"role": "system", "content": "Answer briefly."}
+        note = "The text between <start_audio> and <end_audio> describes an audio clip. Answer from it."
+        assert "Answer briefly.\n" + note in got["prompt"] and row["description"] in got["prompt"]
+        assert got["generator"]["context_prompt"] == "Answer briefly.\n" + note
+
+
 def test_prompt_pool_draw_is_per_id_and_seeded():
     src = instruction_source(DESTA2_INSTRUCTION, "builtin:attributes", seed=3)
     draws = [src.instruction_for(f"id{i}") for i in range(40)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 # generation.<field> set by a flag of the same name (flags left out keep the config's value).
-_GENERATION_FLAGS = ("backend", "instruction", "prompt_pool", "system_prompt", "chat_template",
+_GENERATION_FLAGS = ("backend", "instruction", "prompt_pool", "system_prompt", "context_prompt", "chat_template",
                      "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty",
                      "batch_size", "dtype", "device", "seed")
 
@@ -24,6 +24,9 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
                    help="dotted config override, repeatable, e.g. --set generation.top_p=0.9")
     p.add_argument("--backend", choices=["hf", "vllm"], default=None, help="generation backend (default hf)")
     p.add_argument("--system-prompt", default=None, help="system prompt put before the user turn")
+    p.add_argument("--context-prompt", default=None,
+                   help="system prompt shown only while generating, not stored for training "
+                   "(context distillation); builtin:describe = 'the wrapped text describes an audio clip'")
     p.add_argument("--chat-template", default=None, metavar="FILE",
                    help="Jinja chat template file, for an LLM that ships none (or to replace its own)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="response length limit (default 256); "

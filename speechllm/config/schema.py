@@ -104,7 +104,11 @@ class GenerationConfig:
     backend: Literal["hf", "vllm"] = _f("hf", "generation backend")
     instruction: str = _f("What can you hear from the audio?", "fixed instruction (DeSTA2's default)")
     prompt_pool: str | None = _f(None, "text file of instructions, one per line, drawn per row (seeded)")
-    system_prompt: str | None = _f(None, "optional system prompt")
+    system_prompt: str | None = _f(None, "optional system prompt (stored in the training conversation too)")
+    context_prompt: str | None = _f(
+        None, "system prompt used only while generating targets, not stored in the training "
+        "conversation (context distillation); 'builtin:describe' = a note that the wrapped text "
+        "describes an audio clip. Helps small LLMs answer from the description")
     chat_template: str | None = _f(None, "Jinja chat template file for LLMs that ship none")
     max_new_tokens: int = _f(256, "generation length limit; responses cut by it are flagged")
     temperature: float = _f(0.0, "0 = greedy")

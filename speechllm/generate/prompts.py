@@ -44,6 +44,20 @@ def description_system_prompt(config: ModelConfig) -> str:
             "Answer from it.")
 
 
+def generation_context(system_prompt: str | None, context_prompt: str | None, config: ModelConfig) -> str | None:
+    """The system turn the LLM sees while generating targets, or None to use the training one.
+
+    ``context_prompt`` is shown to the generator only: the stored training conversation keeps
+    ``system_prompt`` alone, so the adapter learns to make the LLM answer as if it had been told
+    how to read the description, without being told at inference (context distillation).
+    """
+    if not context_prompt:
+        return None
+    if context_prompt == "builtin:describe":
+        context_prompt = description_system_prompt(config)
+    return f"{system_prompt}\n{context_prompt}" if system_prompt else context_prompt
+
+
 class PromptPoolError(SpeechLLMError):
     """A prompt pool that cannot be read or holds no instruction."""
 

@@ -23,6 +23,7 @@ from speechllm.errors import SpeechLLMError
 from speechllm.generate.backend import GenerationBackend, SamplingParams, load_backend, row_seed
 from speechllm.generate.progress import GenerationProgress
 from speechllm.generate.prompts import (
+    generation_context,
     generation_messages,
     instruction_source,
     training_messages,
@@ -193,6 +194,7 @@ def generate_targets(
                 "seed": gen.seed,
                 **instructions.describe(),
                 "system_prompt": gen.system_prompt,
+                "context_prompt": generation_context(gen.system_prompt, gen.context_prompt, cfg.model),
                 "audio_layout": {"locator": cfg.model.audio_locator, "start": cfg.model.audio_start,
                                  "end": cfg.model.audio_end},
             }
@@ -222,13 +224,16 @@ def generate_targets(
 def _run(backend, rows, cfg: RunConfig, instructions, params: SamplingParams, generator_info,
          writer, dropped_writer, summary: GenerateSummary, bar: GenerationProgress) -> None:
     gen = cfg.generation
+    context = generation_context(gen.system_prompt, gen.context_prompt, cfg.model)
     window_size = gen.batch_size * SORT_WINDOW_BATCHES
     for window in _windows(rows, window_size):
         items = []
         for row in window:
             rid = str(row["id"])
-            messages = training_messages(instructions.instruction_for(rid), cfg.model, gen.system_prompt)
-            prompt = backend.render(generation_messages(messages, row["description"], cfg.model))
+            instruction = instructions.instruction_for(rid)
+            messages = training_messages(instruction, cfg.model, gen.system_prompt)
+            seen = messages if context is None else training_messages(instruction, cfg.model, context)
+            prompt = backend.render(generation_messages(seen, row["description"], cfg.model))
             items.append((backend.count_tokens(prompt), row, messages, prompt))
         # Longest first: similar lengths decode together (little padding), and a prompt too long
         # for the memory fails at once rather than hours in. The backend keeps batch_size rows
