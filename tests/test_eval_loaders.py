@@ -224,3 +224,20 @@ def test_bench_item_validation():
         BenchItem(id="x", kind="essay", instruction="q")
     with pytest.raises(ValueError, match="unknown label scorer"):
         BenchItem(id="x", kind="label", instruction="q", reference="a", scorer="fuzzy")
+
+
+def test_builtin_short_style_asks_one_word_answers_scored_strictly(tmp_path):
+    from speechllm.eval.scoring import score_item
+
+    manifest = _synth_manifest(tmp_path)
+    items = {i.id: i for i in build_builtin_items(manifest, seed=0, style="short")}
+    gender = items["u0/gender"]
+    assert gender.kind == "label" and gender.scorer == "single_option"
+    assert "Answer with one word" in gender.instruction and set(gender.choices) == {"female", "male"}
+    other = next(c for c in gender.choices if c != gender.reference)
+    assert score_item(gender, f"The speaker is {gender.reference}.")["correct"] is True
+    hedge = score_item(gender, f"The speaker is {gender.reference} or {other}.")
+    assert hedge["correct"] is False and hedge["hedged"] is True
+    assert score_item(gender, f"The speaker is {other}.")["correct"] is False
+    with pytest.raises(BenchmarkError, match="unknown built-in benchmark style"):
+        build_builtin_items(manifest, style="essay")

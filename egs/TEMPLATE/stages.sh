@@ -47,8 +47,9 @@ num_gpus=1              # accelerate/slurm: processes per node
 accelerate_config=""    # accelerate: config file (default: recipes/accelerate/multi_gpu_ddp.yaml)
 slurm_opts=""           # slurm: extra srun options (partition, time, ...)
 infer_clips=""          # stage 6: extra audio files to run speechllm-infer on
-infer_prompt="Describe the speaker's voice: gender, accent, speaking speed, pitch and volume."  # stage 6: prompt
+infer_prompt="Is the speaker male or female, and what is their accent?"  # stage 6: prompt
 eval_limit=0            # stage 7: evaluate only the first N items (0 = all)
+builtin_style=short     # stage 7: built-in benchmark style: short (one-word answers) | choice (MMAU style)
 benches=""              # stage 7: extra benchmarks NAME:PATH (space-separated), e.g. mmau:/data/mmau.json
 skip_install=false      # stage 0: skip scripts/install.sh (already installed)
 num_threads=""          # torch CPU threads (default: $OMP_NUM_THREADS or 1 on CPU)
@@ -226,7 +227,7 @@ if run_stage 7 && ! skip_if_done 7; then
   need "$model_dir" 5
   bench_args=()
   if [ "$prepare_mode" = synth ]; then
-    speechllm eval build-builtin "$data/$test_split.jsonl" "$dump/builtin.jsonl"
+    speechllm eval build-builtin "$data/$test_split.jsonl" "$dump/builtin.jsonl" --style "$builtin_style"
     bench_args+=(--bench "builtin:$dump/builtin.jsonl")
   fi
   for b in $benches; do bench_args+=(--bench "$b"); done

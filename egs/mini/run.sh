@@ -15,6 +15,6 @@ bash egs/TEMPLATE/stages.sh \
   --corpus mini --prepare_mode synth --synth_num 400 --synth_seed 0 \
   --config recipes/mini_offline_cpu.yaml \
   --annotators duration,vad,volume,snr,pitch,speaking_rate \
-  --prompt_pool builtin:attributes --gen_max_new_tokens 64 \
+  --prompt_pool builtin:speaker --gen_max_new_tokens 64 \
   --infer_clips "$clips" \
   "$@"

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("output", help="benchmark JSONL to write")
     b.add_argument("--split", default=None, help="manifest split to use (default: test/heldout/eval rows, else all)")
     b.add_argument("--seed", dest="build_seed", type=int, default=0, help="seed for distractors and constraints")
+    b.add_argument("--style", default="choice", choices=["choice", "short"],
+                   help="choice: gender/accent/pitch as multiple choice (MMAU style); short: one-word "
+                   "answers, scored strictly (small models follow it better)")
     b.add_argument("--constraints-per-utterance", type=int, default=1, help="constraint-following items per utterance")
     b.set_defaults(func=_build_builtin)
 
@@ -88,7 +91,7 @@ def _build_builtin(args: argparse.Namespace) -> int:
     from speechllm.eval.builtin import write_builtin
 
     n = write_builtin(args.manifest, args.output, split=args.split, seed=args.build_seed,
-                      constraints_per_utterance=args.constraints_per_utterance)
+                      constraints_per_utterance=args.constraints_per_utterance, style=args.style)
     print(f"wrote {n} items to {args.output}")
     return 0
 

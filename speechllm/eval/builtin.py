@@ -85,11 +85,30 @@ def _select_held_out(rows: list[Utterance], split: str | None) -> list[Utterance
     return held if held else rows
 
 
+#: Question per attribute in the ``short`` style: one-word answers, every attribute a label item.
+SHORT_QUESTIONS: dict[str, str] = {
+    "gender": "Is the speaker male or female? Answer with one word: {values}.",
+    "accent": "Which accent does the speaker have? Answer with one of: {values}.",
+    "speaking_rate": ATTRIBUTE_QUESTIONS["speaking_rate"][0],
+    "pitch": "Is the speaker's voice high, normal or low in pitch? Answer with one word: {values}.",
+    "volume": ATTRIBUTE_QUESTIONS["volume"][0],
+}
+BUILTIN_STYLES = ("choice", "short")
+
+
 def build_builtin_items(manifest: str | os.PathLike, *, split: str | None = None, seed: int = 0,
-                        constraints_per_utterance: int = 1, max_choices: int = 4) -> list[BenchItem]:
+                        constraints_per_utterance: int = 1, max_choices: int = 4,
+                        style: str = "choice") -> list[BenchItem]:
     """Items for every held-out utterance (see the module docstring). ``split`` picks rows by
     their ``split`` field; by default the held-out splits (test, heldout, eval), or every row
-    when the manifest has none of them."""
+    when the manifest has none of them.
+
+    ``style="choice"`` asks gender, accent and pitch as MMAU-style multiple choice (with
+    DeSTA2.5's answer-format request); ``style="short"`` asks every attribute for a one-word
+    answer scored with ``single_option`` (the label named and no other option), which small
+    models answer far more reliably: SmolLM2-135M loops on the answer-format request."""
+    if style not in BUILTIN_STYLES:
+        raise BenchmarkError(f"unknown built-in benchmark style {style!r}; choose from {', '.join(BUILTIN_STYLES)}")
     rows = _select_held_out(list(iter_manifest(manifest)), split)
     if not rows:
         raise BenchmarkError(f"{manifest}: no rows in split {split!r}")
@@ -112,7 +131,12 @@ def build_builtin_items(manifest: str | os.PathLike, *, split: str | None = None
             if not isinstance(value, str) or len(values[key]) < 2:
                 continue  # an attribute with one value in the whole set asks nothing
             options = sorted(values[key])
-            if kind == KIND_CHOICE:
+            if style == "short":
+                items.append(BenchItem(id=f"{u.id}/{key}", kind=KIND_LABEL,
+                                       instruction=SHORT_QUESTIONS[key].format(values=", ".join(options)),
+                                       reference=value, choices=options, category=key,
+                                       scorer="single_option", metadata=dict(meta), **common))
+            elif kind == KIND_CHOICE:
                 others = [v for v in options if v != value]
                 rng.shuffle(others)
                 choices = sorted([value, *others[: max_choices - 1]])

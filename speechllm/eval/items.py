@@ -23,7 +23,7 @@ KIND_REFUSAL = "refusal"  # harmful request: refusing is correct (AdvBench style
 KINDS = (KIND_LABEL, KIND_CHOICE, KIND_ASR, KIND_OPEN, KIND_INSTRUCTION, KIND_REFUSAL)
 
 #: Label scorers (``BenchItem.scorer`` for label items).
-LABEL_SCORERS = ("desta", "exact", "option_letter")
+LABEL_SCORERS = ("desta", "exact", "option_letter", "single_option")
 
 
 class BenchmarkError(SpeechLLMError):

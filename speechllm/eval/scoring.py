@@ -5,8 +5,10 @@ Each kind has one primary metric (reported per category and plotted):
 ========================  ======================  =========================================
 kind                      primary metric          notes
 ========================  ======================  =========================================
-label                     accuracy                scorer: desta (default), exact, option_letter;
-                                                  answers naming several options counted (hedged)
+label                     accuracy                scorer: desta (default), exact, option_letter,
+                                                  single_option (desta, but an answer naming
+                                                  another option too is wrong); answers naming
+                                                  several options counted (hedged)
 multiple_choice           accuracy                unparsed answers counted (and wrong)
 asr                       wer (lower is better)   corpus-level: total errors / total words; cer too
 open                      judge_score (1-10)      unparsable verdicts counted, item unscored
@@ -65,10 +67,13 @@ def score_item(item: BenchItem, response: str) -> dict[str, Any]:
             ok = exact_match(response, ref)
         elif scorer == "option_letter":
             ok = option_letter_match(response, ref, len(item.choices) or None)
+        elif scorer == "single_option":
+            ok = desta_label_match(response, ref) and not any(
+                desta_label_match(response, c) for c in item.choices if c != ref)
         else:
             ok = desta_label_match(response, ref)
         row.update(correct=ok, scorer=scorer)
-        if item.choices and scorer == "desta":
+        if item.choices and scorer in ("desta", "single_option"):
             # DeSTA's rule credits an answer that lists every option; flag such hedges.
             named = sum(desta_label_match(response, c) for c in item.choices)
             row["hedged"] = named > 1
