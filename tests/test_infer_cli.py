@@ -145,5 +145,9 @@ def test_manifest_rows_without_prompt_take_the_cli_prompt(checkpoint, tmp_path):
                  "--prompt", "Is the speaker male or female?", "--max-new-tokens", "2"]) == 0
     got = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert got["d1"]["prompt"] == "Is the speaker male or female?"
+    limited = tmp_path / "limited.jsonl"
+    assert main(["infer", "--model", str(checkpoint), "--manifest", str(manifest), "--output", str(limited),
+                 "--prompt", "Hi", "--max-new-tokens", "1", "--limit", "1"]) == 0
+    assert [json.loads(x)["id"] for x in limited.read_text().splitlines()] == ["d1"]
     assert got["d2"]["prompt"] == "Own prompt?"
     assert "error" not in got["d1"] and isinstance(got["d1"]["response"], str)

@@ -47,6 +47,7 @@ num_gpus=1              # accelerate/slurm: processes per node
 accelerate_config=""    # accelerate: config file (default: recipes/accelerate/multi_gpu_ddp.yaml)
 slurm_opts=""           # slurm: extra srun options (partition, time, ...)
 infer_clips=""          # stage 6: extra audio files to run speechllm-infer on
+infer_limit=0           # stage 6: answer only the first N held-out rows (0 = all)
 infer_prompt="Is the speaker male or female, and what is their accent?"  # stage 6: prompt
 eval_limit=0            # stage 7: evaluate only the first N items (0 = all)
 builtin_style=short     # stage 7: built-in benchmark style: short (one-word answers) | choice (MMAU style)
@@ -212,7 +213,8 @@ if run_stage 6 && ! skip_if_done 6; then
   need "$data/$test_split.jsonl" 1
   mkdir -p "$exp/infer"
   speechllm-infer --model "$model_dir" --manifest "$data/$test_split.jsonl" \
-    --output "$exp/infer/$test_split.jsonl" --prompt "$infer_prompt" --max-new-tokens 64
+    --output "$exp/infer/$test_split.jsonl" --prompt "$infer_prompt" --max-new-tokens 64 \
+    $( [ "$infer_limit" -gt 0 ] && echo --limit "$infer_limit" )
   for clip in $infer_clips; do
     [ -f "$clip" ] || { log "infer clip $clip not found: skipped"; continue; }
     log "speechllm-infer $(basename "$clip"): $(speechllm-infer --model "$model_dir" --audio "$clip" \

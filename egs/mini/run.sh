@@ -16,5 +16,5 @@ bash egs/TEMPLATE/stages.sh \
   --config recipes/mini_offline_cpu.yaml \
   --annotators duration,vad,volume,snr,pitch,speaking_rate \
   --prompt_pool builtin:speaker --gen_max_new_tokens 64 \
-  --infer_clips "$clips" \
+  --infer_clips "$clips" --infer_limit 8 --eval_limit 120 \
   "$@"

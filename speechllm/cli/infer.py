@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timings", action="store_true",
                    help="print load/encoder/ASR/first-token times, tokens/s and real-time factor to stderr")
     p.add_argument("--manifest", default=None, help="JSONL of requests (batch mode; needs --output)")
+    p.add_argument("--limit", type=int, default=None, help="batch mode: answer only the first N rows")
     p.add_argument("--output", default=None, help="JSONL of replies (batch mode; appended, resumable)")
     p.add_argument("--dtype", default=None, choices=["auto", "fp32", "bf16", "fp16"],
                    help="weights dtype (default: the checkpoint's, auto = bf16 where fast)")
@@ -77,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     if args.manifest:
         summary = run_manifest(model, args.manifest, args.output, options, default_prompt=args.prompt,
-                               default_system=args.system)
+                               default_system=args.system, limit=args.limit)
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors.items())) or "none"
         print(f"infer: {summary.written} written, {summary.skipped_done} already done, errors: {errors}; "
               f"{summary.seconds:.1f}s -> {args.output}", file=sys.stderr)

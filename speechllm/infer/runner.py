@@ -187,10 +187,10 @@ class ManifestSummary:
 
 def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
                  options: GenerationOptions, *, progress: bool = True, default_prompt: str | None = None,
-                 default_system: str | None = None) -> ManifestSummary:
+                 default_system: str | None = None, limit: int | None = None) -> ManifestSummary:
     """Answer every row of ``manifest`` into ``output`` (resumable; see the module docstring).
     Rows without ``prompt``/``messages`` (e.g. a plain data manifest) get ``default_prompt`` and
-    ``default_system``."""
+    ``default_system``. ``limit`` answers only the first N rows."""
     from speechllm.utils.jsonl import ResumableJsonlWriter, iter_jsonl
 
     manifest = Path(manifest)
@@ -198,6 +198,8 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
     summary = ManifestSummary()
     t0 = time.perf_counter()
     rows = list(iter_jsonl(manifest))
+    if limit is not None:
+        rows = rows[:limit]
     seen: set[str] = set()
     for line_no, row in rows:
         rid = row.get("id")
