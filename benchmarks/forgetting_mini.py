@@ -94,13 +94,17 @@ def main() -> int:
                     "template: fixed-phrase targets that are not the LLM's words")
     args = ap.parse_args()
 
+    from train_throughput import make_data
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from speechllm.assets import resolve_model
     from speechllm.config import ModelConfig, RunConfig
-    from speechllm.eval.retention import base_answers, load_retention_prompts, teacher_forced_metrics
+    from speechllm.eval.retention import (
+        base_answers,
+        load_retention_prompts,
+        teacher_forced_metrics,
+    )
     from speechllm.train import Trainer
-    from train_throughput import make_data
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,11 @@ def test_resolve_model_forms(tmp_path, monkeypatch):
 @pytest.mark.integration
 def test_whisper_tiny_en_conversion_transcribes_real_speech(offline_whisper_tiny_en, shared_audio_dir):
     import torch
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
 
     from speechllm.audio import load_audio
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from speechllm.config import RunConfig, dump_yaml, iter_field_help, load_config, save_resolved_config
+from speechllm.config import (
+    RunConfig,
+    dump_yaml,
+    iter_field_help,
+    load_config,
+    save_resolved_config,
+)
 from speechllm.errors import ConfigError
 
 

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-
 from train_fixtures import tiny_run_config, write_replay, write_rows
 
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
-
 from train_fixtures import tiny_run_config, write_rows
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from speechllm.errors import SpeechLLMError
 from speechllm.models.chat_layout import (
-    SAMPLE_RATE,
     IGNORE_INDEX,
+    SAMPLE_RATE,
     Message,
     RenderedChat,
     render_chat,

@@ -131,8 +131,7 @@ class BucketingBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         plan = self.rank_plan(self.epoch)
         start = self.position
-        for batch in plan[start:]:
-            yield batch
+        yield from plan[start:]
 
     def advance(self, n: int = 1) -> None:
         """Record that ``n`` more batches of this epoch were consumed (the trainer calls this;
