@@ -360,6 +360,16 @@ def test_degeneracy():
     assert degeneracy("no, no, no") is None
 
 
+def test_faithfulness_reads_accent_is_english_as_british():
+    from speechllm.generate.faithfulness import faithfulness_summary
+
+    rows = [{"id": "a", "attributes": {"accent": "British"}, "provenance": {"accent": "corpus"},
+             "response": "The speaker is female, and the accent is English."},
+            {"id": "b", "attributes": {"accent": "British"}, "provenance": {"accent": "corpus"},
+             "response": "The speaker speaks English."}]
+    assert faithfulness_summary(rows)["attributes"]["accent"]["states"] == 1
+
+
 def test_faithfulness_summary_counts_statements_and_contradictions():
     def row(attrs, response, prov="corpus", transcript=None):
         return {"attributes": attrs, "provenance": {k: prov for k in attrs}, "response": response,

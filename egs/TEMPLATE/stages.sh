@@ -23,7 +23,7 @@ corpus_dir=""           # where the corpus lies (default: from db.sh)
 prepare_opts=""         # extra options of `speechllm prepare` (e.g. "--splits train-clean-100 dev-clean")
 synth_num=300           # synthetic corpus: number of utterances
 synth_seed=0            # synthetic corpus: seed
-splits="train dev test" # manifest names written by the prepare stage (<split>.jsonl)
+splits="train dev test"  # manifest names written by the prepare stage (<split>.jsonl)
 split_map=""            # prepare: corpus split -> ours, e.g. "train=train-clean-100 dev=dev-clean test=test-clean" ("" = speaker hash)
 split_dev=0.05          # prepare: share of speakers in dev (speaker-hash rule)
 split_test=0.05         # prepare: share of speakers in test (speaker-hash rule)
@@ -59,7 +59,7 @@ force=false             # re-run stages whose outputs exist
 stage_names=(setup prepare describe generate cache train infer eval)
 
 usage() {
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   echo "Options (current value):"
   sed -n '/^# -* options/,/^stage_names=/p' "${BASH_SOURCE[0]}" | grep -E '^[a-z_]+=.*# ' | \
     while IFS= read -r line; do
@@ -140,7 +140,9 @@ log "corpus=$corpus tag=$tag config=$config dump=$dump exp=$exp stages ${stage}.
 if run_stage 0; then
   log "stage 0 (setup): install speechllm and its offline models"
   if [ "$skip_install" != true ]; then bash "$repo/scripts/install.sh"; fi
-  for ref in $(speechllm config show --config "$config" | awk '$1=="encoder:"||$1=="llm:"{print $2}'); do
+  # The recipe's offline models, and Whisper tiny.en: describe's default ASR for rows without text.
+  for ref in $(speechllm config show --config "$config" | awk '$1=="encoder:"||$1=="llm:"{print $2}') \
+             offline:whisper-tiny.en; do
     case "$ref" in offline:*) speechllm assets install "${ref#offline:}" ;; esac
   done
 fi
@@ -201,6 +203,9 @@ fi
 if run_stage 5 && ! skip_if_done 5; then
   log "stage 5 (train) launcher=$launcher"
   need "$targets/$train_split.jsonl" 3
+  if [ "$force" = true ] && [ -d "$exp/train" ]; then
+    log "--force: removing $exp/train (otherwise training resumes from its last checkpoint)"; rm -rf "$exp/train"
+  fi
   train_cmd --config "$config" --resume auto "${train_data[@]}" "train.output_dir=$exp/train" "${override_args[@]}"
   need "$model_dir" 5
   mark_done 5

@@ -10,6 +10,6 @@ cd "$(dirname "$0")/../.."
 bash egs/TEMPLATE/stages.sh \
   --corpus vctk --split_dev 0.05 --split_test 0.05 \
   --config recipes/desta2_whisper-small_llama3-8b-instruct.yaml \
-  --annotators duration,vad,volume,snr,pitch,speaking_rate,asr \
+  --annotators duration,vad,volume,snr,pitch,asr,speaking_rate \
   --prompt_pool builtin:attributes \
   "$@"

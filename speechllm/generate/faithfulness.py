@@ -117,7 +117,8 @@ DEFAULT_VOCABULARIES: dict[str, AttributeVocabulary] = {
         values={
             "american": (r"\bamerican\b", r"\bunited states\b", r"\bu\.s\.", r"\busa\b"),
             "british": (r"\bbritish\b", r"\breceived pronunciation\b", r"\brp\b", r"\bengland\b",
-                        r"\benglish accent\b"),
+                        r"\benglish accent\b",
+                        r"\baccent (?:is|was|sounds|seems) (?:to be )?english\b"),
             "scottish": (r"\bscottish\b", r"\bscotland\b", r"\bscots\b"),
             "irish": (r"\birish\b", r"\bireland\b"),
             "welsh": (r"\bwelsh\b", r"\bwales\b"),
