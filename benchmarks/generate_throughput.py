@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 GENDERS = ("female", "male")
-ACCENTS = ("American", "Scottish", "British (RP)", "Caribbean")
+ACCENTS = ("American", "Scottish", "British", "Caribbean")
 LEVELS = ("low", "normal", "high")
 RATES = ("slow", "normal", "fast")
 

@@ -78,7 +78,7 @@ def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, of
         pytest.skip("flite / espeak-ng not installed (scripts/install.sh installs them)")
     dump, exp = tmp_path / "dump", tmp_path / "exp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    args = ["bash", str(REPO / "egs/mini/run.sh"), "--skip_install", "true", "--synth_num", "30",
+    args = ["bash", str(REPO / "egs/mini/run.sh"), "--skip_install", "true", "--synth_num", "30", "--num_threads", "1",
             "--dump", str(dump), "--exp", str(exp), "--gen_max_new_tokens", "24", "--infer_clips", "",
             "--infer_limit", "2", "--eval_limit", "6", "--overrides", "train.max_steps=3 train.batch_size=4"]
     run = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)

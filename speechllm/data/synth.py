@@ -74,7 +74,7 @@ ESPEAK_PITCH_STEPS_PER_OCTAVE = 67.0
 
 ACCENTS = {
     "en-us": "American",
-    "en-gb-x-rp": "British (RP)",
+    "en-gb-x-rp": "British",
     "en-gb-scotland": "Scottish",
     "en-029": "Caribbean",
     "en-us-nyc": "New York",
