@@ -14,7 +14,8 @@ Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
 
 def _f(default, help: str, **kw):  # noqa: A002 - 'help' mirrors argparse
-    """A dataclass field with help text (mutable defaults go through default_factory)."""
+    """A dataclass field with help text (mutable defaults go through default_factory). Every
+    config dataclass of the project uses it, so ``iter_field_help`` documents them all."""
     if isinstance(default, (list, dict)):
         import copy
 

@@ -9,15 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-def _f(default, help: str):  # noqa: A002 - 'help' mirrors argparse
-    """A dataclass field with help text (lists and dicts through a default factory)."""
-    if isinstance(default, (list, dict)):
-        import copy
-
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
+from speechllm.config.schema import _f  # the one helper for fields with help text
 
 DEFAULT_ANNOTATORS = ["duration", "vad", "volume", "snr", "gender", "pitch", "asr", "speaking_rate"]
 
