@@ -72,8 +72,9 @@ def test_missing_inputs_name_the_earlier_stage(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, offline_smollm2):
-    """The README's main job, shrunk: synth -> describe -> generate -> cache -> train -> infer -> eval."""
+def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, offline_smollm2, harvard_sentences):
+    """The README's main job, shrunk: synth -> describe -> generate -> cache -> train -> infer -> eval.
+    (``harvard_sentences`` skips it when ../shared/data is absent: synth reads its sentences.)"""
     if shutil.which("flite") is None or shutil.which("espeak-ng") is None:
         pytest.skip("flite / espeak-ng not installed (scripts/install.sh installs them)")
     dump, exp = tmp_path / "dump", tmp_path / "exp"
