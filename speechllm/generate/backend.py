@@ -191,3 +191,34 @@ def missing_chat_template_error(llm: str) -> GenerationError:
         f"the LLM {llm!r} has no chat template; pass --chat-template FILE (a Jinja template, "
         "e.g. ChatML) or set generation.chat_template"
     )
+
+
+class TokenizerPrompts:
+    """Prompt rendering, tokenising and provenance shared by backends that hold an HF tokenizer
+    (``self.tokenizer``) and name their model (``llm_ref``, ``resolved``, ``revision``, ``name``,
+    ``dtype_name``)."""
+
+    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
+        from speechllm.models.chat_layout import render_text
+
+        return render_text(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt (the template already holds any BOS it wants)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _provenance(self, hub_revision: str | None = None) -> dict[str, Any]:
+        """Model, backend, dtype, revision (or a content hash of a local folder), template hash."""
+        from pathlib import Path
+
+        info: dict[str, Any] = {"model": self.llm_ref, "backend": self.name, "dtype": self.dtype_name}
+        if Path(self.resolved).is_dir():
+            info["path"] = self.resolved
+            info["revision"] = self.revision or folder_fingerprint(self.resolved)
+        else:
+            info["revision"] = self.revision or hub_revision
+        info["chat_template"] = text_sha256(self.tokenizer.chat_template)
+        return info

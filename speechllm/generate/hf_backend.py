@@ -24,10 +24,9 @@ from speechllm.generate.backend import (
     Completion,
     GenerationError,
     SamplingParams,
-    folder_fingerprint,
+    TokenizerPrompts,
     missing_chat_template_error,
     read_chat_template,
-    text_sha256,
 )
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def resolve_dtype_name(dtype: str, device: str) -> str:
     return dtype
 
 
-class HFBackend:
+class HFBackend(TokenizerPrompts):
     """Batched generation with a transformers causal LM (frozen, ``torch.inference_mode``)."""
 
     name = "hf"
@@ -118,30 +117,8 @@ class HFBackend:
 
     # -- interface ---------------------------------------------------------------------------
 
-    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
-        from speechllm.models.chat_layout import render_text
-
-        return render_text(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a rendered prompt (the template already holds any BOS it wants)."""
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
     def describe(self) -> dict[str, Any]:
-        from pathlib import Path
-
-        info: dict[str, Any] = {"model": self.llm_ref, "backend": self.name, "dtype": self.dtype_name,
-                                "device": self.device}
-        if Path(self.resolved).is_dir():
-            info["path"] = self.resolved
-            info["revision"] = self.revision or folder_fingerprint(self.resolved)
-        else:
-            info["revision"] = self.revision or getattr(self.model.config, "_commit_hash", None)
-        info["chat_template"] = text_sha256(self.tokenizer.chat_template)
-        return info
+        return {**self._provenance(getattr(self.model.config, "_commit_hash", None)), "device": self.device}
 
     def generate(
         self,

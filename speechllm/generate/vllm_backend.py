@@ -15,10 +15,9 @@ from speechllm.generate.backend import (
     Completion,
     GenerationError,
     SamplingParams,
-    folder_fingerprint,
+    TokenizerPrompts,
     missing_chat_template_error,
     read_chat_template,
-    text_sha256,
 )
 
 INSTALL_HINT = (
@@ -38,7 +37,7 @@ def import_vllm():
     return vllm
 
 
-class VLLMBackend:
+class VLLMBackend(TokenizerPrompts):
     """Generation through ``vllm.LLM.generate`` on token-id prompts."""
 
     name = "vllm"
@@ -64,28 +63,8 @@ class VLLMBackend:
         self.engine = vllm.LLM(model=self.resolved, revision=revision, dtype=_VLLM_DTYPES.get(dtype, dtype),
                                trust_remote_code=trust_remote_code, tokenizer=self.resolved)
 
-    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
-        from speechllm.models.chat_layout import render_text
-
-        return render_text(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
     def describe(self) -> dict[str, Any]:
-        from pathlib import Path
-
-        info: dict[str, Any] = {"model": self.llm_ref, "backend": self.name, "dtype": self.dtype_name}
-        if Path(self.resolved).is_dir():
-            info["path"] = self.resolved
-            info["revision"] = self.revision or folder_fingerprint(self.resolved)
-        else:
-            info["revision"] = self.revision
-        info["chat_template"] = text_sha256(self.tokenizer.chat_template)
-        return info
+        return self._provenance()
 
     def generate_stream(self, prompts: list[str], params: SamplingParams, *, seeds: list[int] | None = None,
                         stop_token_ids: list[int] | None = None, batch_size: int = 16) -> Iterator[tuple[int, Completion]]:
