@@ -87,6 +87,36 @@ def test_qformer_shapes_and_initialisation(model):
     assert torch.allclose(alone[0], out[0], atol=1e-5)
 
 
+def test_qformer_valid_context_ignores_padding_and_matches_a_masked_window(model):
+    from speechllm.models.adapters import QFormerAdapter
+
+    window = model.adapter
+    valid = QFormerAdapter(window.spec, 64, 2, 3072, 0.1, context="valid")
+    valid.load_state_dict(window.state_dict())
+    valid.eval()
+    assert window.reads_padding and not valid.reads_padding
+    encoded = model.encoder.encode([tone(1.0), tone(2.5, 440)])
+    n = encoded.valid_frames
+    assert n == [50, 125]
+    with torch.no_grad():
+        out, mask = valid(encoded.taps, n)
+        # Garbage past the real frames changes nothing in "valid" mode (but does in "window").
+        noisy = [t.clone() for t in encoded.taps]
+        for t in noisy:
+            t[0, n[0]:] = 100.0
+        out_noisy, _ = valid(noisy, n)
+        assert torch.allclose(out, out_noisy, atol=1e-5)
+        assert not torch.allclose(window(encoded.taps, n)[0], window(noisy, n)[0], atol=1e-3)
+        # Same as cutting each window to its own real frames and running it alone.
+        alone, _ = valid([t[:1, : n[0]] for t in encoded.taps], n[:1])
+    assert out.shape == (2, 64, window.spec.llm_dim) and mask.all()
+    assert torch.allclose(alone[0], out[0], atol=1e-5)
+    from speechllm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="qformer_context"):
+        QFormerAdapter(window.spec, context="speech")
+
+
 def test_mlp_adapter_is_variable_length(tiny_whisper_dir, tiny_llm_dir):
     from speechllm.models import SpeechLLM
     from speechllm.models.chat_layout import adapter_output_length

@@ -245,6 +245,35 @@ def test_feature_cache_matches_the_encoder_and_refuses_other_taps(tiny_llm_dir, 
         FeatureCache.open_for(tmp_path / "cache", trainer.model)
 
 
+def test_feature_cache_keeps_only_real_frames_for_a_valid_context_qformer(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from safetensors import safe_open
+
+    from speechllm.train import Trainer
+    from speechllm.train.feature_cache import FeatureCache, FeatureCacheError, build_cache
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "c")
+    cfg.model.qformer_context = "valid"
+    trainer = Trainer(cfg)
+    build_cache(trainer.model, [str(data["train"])], tmp_path / "cache")
+    cache = FeatureCache.open_for(tmp_path / "cache", trainer.model)
+    ids = [trainer.dataset[i].id for i in range(2)]
+    entry = cache.index[ids[0]]
+    with safe_open(str(tmp_path / "cache" / entry["shard"]), framework="pt") as f:
+        assert f.get_tensor(f"{ids[0]}/0").shape[1] == entry["valid_frames"][0] < 1500
+    encoded, _ = cache.encoded(ids, "cpu")
+    direct = trainer.model.encoder.encode([trainer.dataset[i].wave for i in range(2)])
+    assert encoded.valid_frames == direct.valid_frames
+    assert encoded.taps[0].shape[1] == max(direct.valid_frames)
+    with torch.no_grad():
+        a, _ = trainer.model.adapter.eval()(encoded.taps, encoded.valid_frames)
+        b, _ = trainer.model.adapter(direct.taps, direct.valid_frames)
+    assert torch.allclose(a, b, atol=2e-2, rtol=2e-2)
+    # A window-context adapter needs the padded frames: this cache is refused for it.
+    trainer.model.adapter.reads_padding = True
+    with pytest.raises(FeatureCacheError, match="frames"):
+        FeatureCache.open_for(tmp_path / "cache", trainer.model)
+
+
 def test_non_finite_loss_stops_with_step_ids_and_last_good_checkpoint(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
     from speechllm.train import Trainer, TrainingDivergedError
 
@@ -291,3 +320,48 @@ def test_cli_sigterm_saves_and_exits_cleanly(tiny_llm_dir, tiny_whisper_dir, dat
     assert "stopped at step" in out
     saved = sorted((tmp_path / "sig" / "checkpoints").glob("step-*"))
     assert saved and (saved[-1] / "model" / "adapter.safetensors").is_file()
+
+
+def test_frame_norm_is_fitted_from_training_audio_saved_and_reloaded(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.models import SpeechLLM
+    from speechllm.train import Trainer
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "run")
+    cfg.model.frame_norm = "global"
+    cfg.train.max_steps = 1
+    trainer = Trainer(cfg)
+    norm = trainer.model.adapter.frame_norm
+    assert norm.fitted
+    # The statistics are those of the real frames of the usable training rows.
+    waves = [trainer.dataset[i].wave for i in range(trainer.dataset.num_audio)
+             if getattr(trainer.dataset[i], "wave", None) is not None]
+    enc = trainer.model.encoder.encode(waves)
+    real = torch.cat([enc.taps[0][w, :n] for w, n in enumerate(enc.valid_frames)]).double()
+    assert int(norm.count) == sum(enc.valid_frames)
+    assert torch.allclose(norm.mean[0].double(), real.mean(0), atol=1e-3)
+    want_std = (real.var(0, unbiased=False) + norm.eps).sqrt()
+    assert torch.allclose(norm.std[0].double(), want_std, atol=1e-3, rtol=1e-3)
+    normed = norm([t[:1] for t in enc.taps])[0][0, : enc.valid_frames[0]].float()
+    assert torch.allclose(normed, ((enc.taps[0][0, : enc.valid_frames[0]].float() - norm.mean[0]) / norm.std[0]))
+    result = trainer.run()
+    assert result.status == "finished"
+    loaded = SpeechLLM.from_pretrained(tmp_path / "run" / "final")
+    assert loaded.adapter.frame_norm.fitted
+    assert torch.equal(loaded.adapter.frame_norm.mean, norm.mean.cpu())
+    # A fitted adapter (from a checkpoint) is not re-fitted.
+    from speechllm.train.frame_stats import fit_frame_norm
+
+    assert fit_frame_norm(loaded, trainer.dataset) is None
+    assert torch.equal(loaded.adapter.frame_norm.mean, norm.mean.cpu())
+
+
+def test_frame_norm_rejects_unknown_kinds(tiny_llm_dir, tiny_whisper_dir):
+    from speechllm.config import ModelConfig
+    from speechllm.errors import ConfigError
+    from speechllm.models.adapters import AdapterSpec, build_adapter
+
+    spec = AdapterSpec(encoder_dim=64, encoder_heads=2, num_taps=2, llm_dim=32)
+    with pytest.raises(ConfigError, match="frame_norm"):
+        build_adapter("qformer", spec, ModelConfig(frame_norm="cmvn", qformer_ffn_dim=64))
+    assert build_adapter("mlp", spec, ModelConfig(frame_norm="global")).frame_norm is not None
+    assert build_adapter("qformer", spec, ModelConfig(qformer_ffn_dim=64)).frame_norm is None

@@ -6,7 +6,12 @@ Layout of a cache folder::
     cache_key.json     what the features depend on (encoder identity, taps, dtype, audio
                        settings, transcript source) and its hash
     index.json         id -> {shard, windows, valid_frames, num_samples, transcript}
-    shard-00000.safetensors ...   "<id>/<tap index>" -> (windows, 1500, d_model) fp16
+    shard-00000.safetensors ...   "<id>/<tap index>" -> (windows, frames, d_model) fp16
+
+``frames`` is 1500 (the whole 30 s window) when the adapter reads Whisper's padded frames
+(DeSTA2's Q-Former, ``qformer_context: window``), else only the longest real length among the
+audio's windows: about 10x less disk and I/O for clips of a few seconds. The read side pads a
+batch back to a common length with zeros, which such adapters never look at.
 
 Training compares the cache key with its own model's key and refuses a stale cache with a
 message saying how to rebuild it: a change of encoder, taps or audio settings invalidates it.
@@ -29,7 +34,7 @@ log = logging.getLogger(__name__)
 KEY_FILE = "cache_key.json"
 INDEX_FILE = "index.json"
 ROWS_PER_SHARD = 256
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class FeatureCacheError(SpeechLLMError):
@@ -48,9 +53,14 @@ def cache_key(model) -> dict[str, Any]:
         "n_mels": getattr(fe, "feature_size", None), "hop_length": getattr(fe, "hop_length", None),
         "transcript_source": model.config.transcript_source, "use_vad": model.config.use_vad,
         "max_transcript_tokens": model.config.max_transcript_tokens,
+        "frames": "window" if _reads_padding(model) else "valid",
     }
     key["hash"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return key
+
+
+def _reads_padding(model) -> bool:
+    return bool(getattr(model.adapter, "reads_padding", True))
 
 
 def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size: int = 8) -> dict[str, int]:
@@ -70,6 +80,7 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
         old = json.loads((out / KEY_FILE).read_text())
         if old.get("hash") == key["hash"] and (out / INDEX_FILE).is_file():
             index = json.loads((out / INDEX_FILE).read_text())
+    keep_padding = _reads_padding(model)
     rows = RowIndex(rows_files)
     todo = [i for i, rid in enumerate(rows.ids) if rid not in index]
     counts: dict[str, int] = {"cached": 0}
@@ -102,8 +113,9 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
             w = 0
             for row, wave, text, n in zip(metas, waves, texts, encoded.windows_per_audio):
                 rid = str(row["id"])
+                frames = None if keep_padding else max(encoded.valid_frames[w:w + n])
                 for j, tap in enumerate(encoded.taps):
-                    tensors[f"{rid}/{j}"] = tap[w:w + n].to("cpu", torch.float16).contiguous()
+                    tensors[f"{rid}/{j}"] = tap[w:w + n, :frames].to("cpu", torch.float16).contiguous()
                 entries[rid] = {"shard": shard, "windows": n, "valid_frames": encoded.valid_frames[w:w + n],
                                 "num_samples": len(wave), "transcript": text}
                 w += n
@@ -185,5 +197,14 @@ class FeatureCache:
             per_audio.append(e["windows"])
             valid.extend(e["valid_frames"])
             texts.append(e["transcript"])
-        stacked = [torch.cat(t).to(device, self.dtype) for t in (taps or [])]
+        stacked = [_cat_padded(t).to(device, self.dtype) for t in (taps or [])]
         return EncodedWindows(taps=stacked, final=None, windows_per_audio=per_audio, valid_frames=valid), texts
+
+
+def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate ``(windows, frames, d)`` tensors along windows, zero-padding frames to the
+    longest (entries cached with only their real frames differ in length)."""
+    longest = max(t.shape[1] for t in tensors)
+    if all(t.shape[1] == longest for t in tensors):
+        return torch.cat(tensors)
+    return torch.cat([torch.nn.functional.pad(t, (0, 0, 0, longest - t.shape[1])) for t in tensors])

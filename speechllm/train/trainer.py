@@ -166,6 +166,9 @@ class Trainer:
         self._setup_memory_levers()
         self.need_text = bool(self.weights.get("kl") or self.weights.get("diva") or self.tc.stm_tau)
         self._setup_data()
+        from speechllm.train.frame_stats import fit_frame_norm
+
+        fit_frame_norm(model, self.dataset, feature_cache=self.feature_cache, max_rows=config.model.frame_norm_rows)
         self.optimizer = torch.optim.AdamW(self.trainable, lr=self.tc.lr, betas=tuple(self.tc.betas),
                                            weight_decay=self.tc.weight_decay)
         self.total_steps = self._total_steps()
