@@ -7,8 +7,13 @@ in one run:
 2. plain ``model.generate`` in bf16 with a left-padded batch of 16 (the usual batched loop);
 3. the framework's decode loop in fp32, batch 16, length-sorted (separates dtype from the loop);
 4. the framework's default: ``generate_targets`` end to end (dtype auto = bf16 on CPUs with fast
-   bf16, batch 16, length-sorted, finished rows leave the batch, batch refilled), writing the rows;
-5. the same with batch 32.
+   bf16, ``generation.batch_size`` rows, length-sorted, finished rows leave the batch, batch
+   refilled), writing the rows;
+5. the same with each of ``--batch-sizes``.
+
+1-3 run on the first ``--reference-rows`` rows (their tokens/s does not depend on how many rows
+there are: one row or one fixed batch at a time); 4-5 on all ``--rows``, since a continuous batch
+needs a queue to stay full.
 
 Generated tokens/s is measured by CPU time (one thread, so other load on a shared machine does not
 count) and by wall time; the ratio to the baseline is the headline.
@@ -75,7 +80,11 @@ def gemm_gflops(dtype, repeats: int = 50) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=32, help="described rows (default 32)")
+    parser.add_argument("--rows", type=int, default=128, help="described rows (default 128)")
+    parser.add_argument("--reference-rows", type=int, default=32,
+                        help="rows for the one-row and fixed-batch references (default 32)")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 32],
+                        help="other batch sizes to run the framework with (default 16 32)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="response length limit (default 64)")
     parser.add_argument("--llm", default="offline:smollm2-135m-instruct", help="chat LLM")
     parser.add_argument("--prompt-pool", default=None,
@@ -105,7 +114,7 @@ def main() -> int:
     cfg = RunConfig()
     cfg.generation.max_new_tokens = args.max_new_tokens
     cfg.generation.prompt_pool = args.prompt_pool
-    print(f"{args.rows} rows, max_new_tokens {args.max_new_tokens}, greedy, 1 thread; "
+    print(f"{args.rows} rows ({args.reference_rows} for references 1-3), max_new_tokens {args.max_new_tokens}, greedy, 1 thread; "
           f"CPU fast bf16: {cpu_has_fast_bf16()}; torch {torch.__version__}; load average "
           f"{os.getloadavg()[0]:.1f}")
     print("machine state, GEMM 1024x576 @ 576x1536 (quiet-machine reference: bf16 ~520, fp32 ~116 GFLOP/s): "
@@ -117,6 +126,7 @@ def main() -> int:
     prompts = [ours.render(generation_messages(training_messages(src.instruction_for(r["id"]), cfg.model),
                                                r["description"], cfg.model)) for r in rows]
     prompt_ids = [ours.encode(p) for p in prompts]
+    reference_ids = prompt_ids[: args.reference_rows]
     results: dict[str, tuple[int, float, float]] = {}
 
     # 1. baseline: fp32, one row at a time through model.generate
@@ -125,7 +135,7 @@ def main() -> int:
     eos = set(eos if isinstance(eos, list) else [eos])
     tokens = 0
     with torch.inference_mode(), Timer() as t:
-        for ids in prompt_ids:
+        for ids in reference_ids:
             x = torch.tensor([ids])
             out = base.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=args.max_new_tokens,
                                 do_sample=False, pad_token_id=ours.pad_id)[0, x.shape[1]:].tolist()
@@ -135,11 +145,11 @@ def main() -> int:
     # 3. our loop in fp32 (same weights as the baseline)
     fp32_backend = load_backend("hf", path, dtype="fp32")
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
-    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+    order = sorted(range(len(reference_ids)), key=lambda i: -len(reference_ids[i]))
     with Timer() as t:
         tokens = 0
         for s in range(0, len(order), 16):
-            outs = fp32_backend.generate_ids([prompt_ids[i] for i in order[s:s + 16]], params)
+            outs = fp32_backend.generate_ids([reference_ids[i] for i in order[s:s + 16]], params)
             tokens += sum(len(c.token_ids) for c in outs)
     results["fp32, speechllm decode loop, batch 16"] = (tokens, t.cpu, t.wall)
     del fp32_backend
@@ -148,8 +158,8 @@ def main() -> int:
     bf16 = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
     tokens = 0
     with torch.inference_mode(), Timer() as t:
-        for s in range(0, len(prompt_ids), 16):
-            chunk = prompt_ids[s:s + 16]
+        for s in range(0, len(reference_ids), 16):
+            chunk = reference_ids[s:s + 16]
             width = max(map(len, chunk))
             x = torch.tensor([[ours.pad_id] * (width - len(c)) + c for c in chunk])
             mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
@@ -170,19 +180,23 @@ def main() -> int:
         with Timer() as t:
             summary = generate_targets(described, Path(tmp) / "targets.jsonl", cfg, backend=ours, progress=False,
                                        faithfulness=False)
-        results[f"speechllm default ({ours.dtype_name}, batch 16, generate_targets)"] = (
+        results[f"speechllm default ({ours.dtype_name}, batch {cfg.generation.batch_size}, generate_targets)"] = (
             summary.generated_tokens, t.cpu, t.wall)
 
-    # 5. the same with batch 32 (decode on a CPU is bound by reading the weights: more rows per
-    #    step cost little more per step)
-    cfg.generation.batch_size = 32
-    with tempfile.TemporaryDirectory() as tmp:
-        described = Path(tmp) / "described.jsonl"
-        described.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        with Timer() as t:
-            summary = generate_targets(described, Path(tmp) / "targets.jsonl", cfg, backend=ours, progress=False,
-                                       faithfulness=False)
-        results[f"speechllm, batch 32 ({ours.dtype_name})"] = (summary.generated_tokens, t.cpu, t.wall)
+    # 5. other batch sizes (a decode step with a small batch is bound by reading the weights
+    #    and by small-matrix GEMM efficiency: more rows per step cost little more per step)
+    default_batch = cfg.generation.batch_size
+    for size in args.batch_sizes:
+        if size == default_batch:
+            continue
+        cfg.generation.batch_size = size
+        with tempfile.TemporaryDirectory() as tmp:
+            described = Path(tmp) / "described.jsonl"
+            described.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            with Timer() as t:
+                summary = generate_targets(described, Path(tmp) / "targets.jsonl", cfg, backend=ours,
+                                           progress=False, faithfulness=False)
+            results[f"speechllm, batch {size} ({ours.dtype_name})"] = (summary.generated_tokens, t.cpu, t.wall)
 
     base_cpu = results["fp32, model.generate one row at a time (baseline)"]
     base_rate_cpu = base_cpu[0] / base_cpu[1]

@@ -90,9 +90,13 @@ def test_qformer_shapes_and_initialisation(model):
 def test_qformer_valid_context_ignores_padding_and_matches_a_masked_window(model):
     from speechllm.models.adapters import QFormerAdapter
 
-    window = model.adapter
-    valid = QFormerAdapter(window.spec, 64, 2, 3072, 0.1, context="valid")
-    valid.load_state_dict(window.state_dict())
+    assert model.adapter.context == "valid"  # the framework's default; DeSTA2's is "window"
+    window = QFormerAdapter(model.adapter.spec, 64, 2, 3072, 0.1, context="window")
+    valid = QFormerAdapter(model.adapter.spec, 64, 2, 3072, 0.1, context="valid")
+    state = {k: v for k, v in model.adapter.state_dict().items() if not k.startswith("frame_norm.")}
+    window.load_state_dict(state)
+    valid.load_state_dict(state)
+    window.eval()
     valid.eval()
     assert window.reads_padding and not valid.reads_padding
     encoded = model.encoder.encode([tone(1.0), tone(2.5, 440)])
@@ -261,6 +265,28 @@ def test_checkpoint_round_trip_and_refusals(model, tmp_path, tiny_whisper_dir):
         SpeechLLM.from_pretrained(out)
     with pytest.raises(CheckpointError, match="speechllm_config.json: missing"):
         SpeechLLM.from_pretrained(tmp_path)
+
+
+def test_format_1_checkpoint_loads_with_the_settings_it_was_trained_with(tiny_whisper_dir, tiny_llm_dir, tmp_path):
+    """Checkpoints written before qformer_context/frame_norm existed were DeSTA2's window Q-Former
+    without frame normalisation; today's defaults differ, so loading must not apply them."""
+    from safetensors.torch import load_file
+
+    from speechllm.models import SpeechLLM
+
+    old = SpeechLLM.from_config(make_config(tiny_whisper_dir, tiny_llm_dir, qformer_context="window",
+                                            frame_norm="none"), seed=0)
+    out = tmp_path / "v1"
+    old.save_pretrained(out)
+    meta = json.loads((out / "speechllm_config.json").read_text())
+    meta["format_version"] = 1
+    for key in ("qformer_context", "frame_norm", "frame_norm_rows"):
+        meta["model"].pop(key)
+    (out / "speechllm_config.json").write_text(json.dumps(meta))
+    loaded = SpeechLLM.from_pretrained(out)
+    assert (loaded.config.qformer_context, loaded.config.frame_norm) == ("window", "none")
+    assert loaded.adapter.frame_norm is None and loaded.adapter.reads_padding
+    assert set(load_file(str(out / "adapter.safetensors"))) == set(loaded.adapter.state_dict())
 
 
 def test_lora_off_by_default_on_when_asked_and_saved_in_peft_format(tiny_whisper_dir, tiny_llm_dir, tmp_path,

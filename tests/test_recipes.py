@@ -35,6 +35,11 @@ def test_recipe_facts_follow_desta2():
     d25 = load_config(RunConfig, REPO / "recipes/desta25_whisper-large-v3_llama3.1-8b-instruct.yaml")
     assert d25.model.encoder_layers == [7, 15, 23, 31] and d25.model.qformer_layers == 6
     assert (d25.train.warmup_steps, d25.train.epochs, d25.train.batch_size) == (5000, 5, 12)
+    # The papers' Q-Former reads whole padded windows of raw hidden states; the framework's
+    # defaults (real frames only, global frame normalisation) must not leak into these recipes.
+    for path in REPO.glob("recipes/desta2*.yaml"):
+        m = load_config(RunConfig, path).model
+        assert (m.qformer_context, m.frame_norm) == ("window", "none"), path.name
 
 
 def test_accelerate_configs_parse():

@@ -54,16 +54,16 @@ class ModelConfig:
     qformer_layers: int = _f(2, "Q-Former: shared transformer depth (DeSTA2: 2, DeSTA2.5: 6)")
     qformer_ffn_dim: int = _f(3072, "Q-Former: feed-forward width (BERT default 3072)")
     qformer_context: str = _f(
-        "window",
-        "Q-Former cross-attention keys: window (DeSTA2: all 1500 frames of each 30 s window, padding "
-        "included) or valid (only the frames of real audio: ~10x fewer FLOPs for short clips, and a "
-        "feature cache that stores only those frames)",
+        "valid",
+        "Q-Former cross-attention keys: valid (only the frames of real audio: ~10x fewer FLOPs for "
+        "short clips, and a feature cache that stores only those frames) or window (DeSTA2: all 1500 "
+        "frames of each 30 s window, padding included; the desta2/desta25 recipes pin it)",
     )
     frame_norm: str = _f(
-        "none",
-        "normalise each tapped layer's frames before the adapter: none, or global (per-dimension "
-        "mean/std over the real frames of training audio, estimated once when training starts, as "
-        "Kaldi's global CMVN; saved with the adapter)",
+        "global",
+        "normalise each tapped layer's frames before the adapter: global (per-dimension mean/std over "
+        "the real frames of training audio, estimated once when training starts, as Kaldi's global "
+        "CMVN; saved with the adapter) or none (DeSTA2; the desta2/desta25 recipes pin it)",
     )
     frame_norm_rows: int = _f(256, "frame_norm=global: training rows the statistics are estimated from")
     mlp_stack: int = _f(8, "MLP adapter: encoder frames stacked per output vector")

@@ -31,7 +31,10 @@ CONFIG_FILE = "speechllm_config.json"
 ADAPTER_FILE = "adapter.safetensors"
 LORA_DIR = "lora"
 FORMAT = "speechllm-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Model settings added after format 1, with the behaviour a format-1 checkpoint was trained with
+# (its config has no such key; today's defaults would differ).
+_FORMAT_1_MODEL = {"qformer_context": "window", "frame_norm": "none"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
@@ -189,8 +192,12 @@ def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=No
 
     folder = Path(path)
     meta = read_checkpoint_config(folder)
+    model_meta = dict(meta["model"])
+    if meta.get("format_version", 0) < 2:
+        for key, value in _FORMAT_1_MODEL.items():
+            model_meta.setdefault(key, value)
     try:
-        config = from_dict(ModelConfig, meta["model"], source=str(folder / CONFIG_FILE))
+        config = from_dict(ModelConfig, model_meta, source=str(folder / CONFIG_FILE))
     except ConfigError as e:
         raise CheckpointError(f"{folder / CONFIG_FILE}: {e}") from None
     config.encoder_layers = list(meta.get("encoder_layers") or config.encoder_layers or []) or None

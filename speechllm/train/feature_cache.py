@@ -63,7 +63,8 @@ def _reads_padding(model) -> bool:
     return bool(getattr(model.adapter, "reads_padding", True))
 
 
-def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size: int = 8) -> dict[str, int]:
+def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size: int = 8,
+                rows_per_shard: int = ROWS_PER_SHARD) -> dict[str, int]:
     """Encode every audio row of ``rows_files`` into ``out_dir`` (skipping ids already cached with
     the same key). Returns counts: cached, skipped (bad audio, by kind)."""
     from safetensors.torch import save_file
@@ -76,20 +77,25 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
     out.mkdir(parents=True, exist_ok=True)
     key = cache_key(model)
     index: dict[str, Any] = {}
-    if (out / KEY_FILE).is_file():
-        old = json.loads((out / KEY_FILE).read_text())
-        if old.get("hash") == key["hash"] and (out / INDEX_FILE).is_file():
-            index = json.loads((out / INDEX_FILE).read_text())
+    old = json.loads((out / KEY_FILE).read_text()) if (out / KEY_FILE).is_file() else {}
+    if old.get("hash") == key["hash"] and (out / INDEX_FILE).is_file():
+        index = json.loads((out / INDEX_FILE).read_text())  # continue an interrupted or partial build
+    else:
+        # A fresh build: clear what another key left, then write this key first, so that a build
+        # stopped half-way continues from its finished shards instead of starting over.
+        for stale in [out / INDEX_FILE, *out.glob("shard-*.safetensors")]:
+            stale.unlink(missing_ok=True)
+        atomic_write_text(out / KEY_FILE, json.dumps(key, indent=2) + "\n")
     keep_padding = _reads_padding(model)
     rows = RowIndex(rows_files)
     todo = [i for i, rid in enumerate(rows.ids) if rid not in index]
     counts: dict[str, int] = {"cached": 0}
     shard_no = len({v["shard"] for v in index.values() if "shard" in v})
-    for start in range(0, len(todo), ROWS_PER_SHARD):
+    for start in range(0, len(todo), rows_per_shard):
         tensors: dict[str, torch.Tensor] = {}
         shard = f"shard-{shard_no:05d}.safetensors"
         entries = {}
-        chunk = todo[start:start + ROWS_PER_SHARD]
+        chunk = todo[start:start + rows_per_shard]
         for b in range(0, len(chunk), batch_size):
             waves, metas = [], []
             for i in chunk[b:b + batch_size]:
