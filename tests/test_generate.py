@@ -418,3 +418,25 @@ def test_smollm2_names_the_labelled_gender(tmp_path, offline_smollm2):
     assert all(r["response"].strip() for r in out)
     faith = faithfulness_summary(out)["attributes"]["gender"]
     assert faith["labelled"] == 6 and faith["states"] >= 4, [r["response"] for r in out]
+
+
+def test_an_output_made_with_other_settings_is_not_continued(tmp_path, chatty_backend):
+    from speechllm.generate import generate_targets
+
+    src = tmp_path / "described.jsonl"
+    write_described(src, 4)
+    out = tmp_path / "targets.jsonl"
+    generate_targets(src, out, config(prompt_pool="builtin:attributes"), backend=chatty_backend, progress=False,
+                     faithfulness=False)
+    before = out.read_text()
+    # The same settings: a finished output is a no-op.
+    again = generate_targets(src, out, config(prompt_pool="builtin:attributes"), backend=chatty_backend,
+                             progress=False, faithfulness=False)
+    assert again.written == 0 and out.read_text() == before
+    # Another pool, or other sampling: refused, naming what changed; the file is untouched.
+    with pytest.raises(SpeechLLMError, match="prompt_pool.*builtin:attributes.*builtin:speaker"):
+        generate_targets(src, out, config(prompt_pool="builtin:speaker"), backend=chatty_backend, progress=False)
+    with pytest.raises(SpeechLLMError, match="sampling"):
+        generate_targets(src, out, config(prompt_pool="builtin:attributes", max_new_tokens=5),
+                         backend=chatty_backend, progress=False)
+    assert out.read_text() == before

@@ -108,3 +108,14 @@ def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, of
     assert again.returncode == 0
     for n in (1, 2, 3):
         assert f"stage {n} (" in again.stdout and "already done" in again.stdout
+
+    # --force redoes a finished stage from scratch: generate's resume would otherwise keep the
+    # old targets (and refuses to mix settings), so the old output is removed first.
+    forced = subprocess.run(args + ["--stage", "generate", "--stop_stage", "generate", "--force", "true",
+                                    "--prompt_pool", "builtin:attributes"],
+                            cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert forced.returncode == 0, forced.stdout[-2000:] + forced.stderr[-2000:]
+    assert "--force: removing" in forced.stdout
+    redone = [json.loads(x) for x in (dump / "targets" / "train.jsonl").read_text().splitlines()]
+    assert sorted(t["id"] for t in redone) == sorted(r["id"] for r in train_rows)
+    assert {t["generator"]["prompt_pool"] for t in redone} == {"builtin:attributes"}

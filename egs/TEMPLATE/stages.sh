@@ -110,6 +110,14 @@ read -r -a gen_extra_args <<< "$gen_extra"
 
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 done_marker() { echo "$dump/.done.$1"; }
+fresh() {  # --force: remove a stage's old outputs, which its resumable tool would otherwise continue
+  [ "$force" = true ] || return 0
+  local p
+  for p in "$@"; do
+    if [ -e "$p" ]; then log "--force: removing $p"; rm -rf "$p"; fi
+  done
+}
+
 skip_if_done() {  # a finished stage is a no-op unless --force
   if [ "$force" != true ] && [ -f "$(done_marker "$1")" ]; then
     log "stage $1 (${stage_names[$1]}): already done ($(done_marker "$1")); --force to redo"; return 0
@@ -168,6 +176,7 @@ if run_stage 2 && ! skip_if_done 2; then
   mkdir -p "$described"
   for s in $splits; do
     need "$data/$s.jsonl" 1
+    fresh "$described/$s.jsonl" "$described/$s.jsonl".* "$described/$s.describe.yaml"
     speechllm describe "$data/$s.jsonl" "$described/$s.jsonl" --jobs "$describe_jobs" \
       ${annotators:+--annotators "$annotators"}
   done
@@ -180,6 +189,7 @@ if run_stage 3 && ! skip_if_done 3; then
   mkdir -p "$targets"
   for s in $train_split $valid_split; do
     need "$described/$s.jsonl" 2
+    fresh "$targets/$s.jsonl" "$targets/$s".*.json "$targets/$s".*.yaml "$targets/$s".dropped.jsonl
     speechllm generate "$described/$s.jsonl" "$targets/$s.jsonl" --config "$config" \
       --max-new-tokens "$gen_max_new_tokens" --batch-size "$gen_batch_size" \
       ${prompt_pool:+--prompt-pool "$prompt_pool"} "${gen_extra_args[@]}"
@@ -195,6 +205,7 @@ train_data=("data.train=[$targets/$train_split.jsonl]")
 if run_stage 4 && [ "$use_feature_cache" = true ] && ! skip_if_done 4; then
   log "stage 4 (cache features)"
   need "$targets/$train_split.jsonl" 3
+  fresh "$features"   # rows are keyed by id: re-made audio under the same ids needs a new cache
   speechllm cache-features --config "$config" --out "$features" "${train_data[@]}" "${override_args[@]}"
   mark_done 4
 fi
@@ -216,6 +227,7 @@ if run_stage 6 && ! skip_if_done 6; then
   log "stage 6 (infer)"
   need "$model_dir" 5
   need "$data/$test_split.jsonl" 1
+  fresh "$exp/infer"
   mkdir -p "$exp/infer"
   speechllm-infer --model "$model_dir" --manifest "$data/$test_split.jsonl" \
     --output "$exp/infer/$test_split.jsonl" --prompt "$infer_prompt" --max-new-tokens 64 \
@@ -232,6 +244,7 @@ fi
 if run_stage 7 && ! skip_if_done 7; then
   log "stage 7 (eval)"
   need "$model_dir" 5
+  fresh "$exp/eval"
   bench_args=()
   if [ "$prepare_mode" = synth ]; then
     speechllm eval build-builtin "$data/$test_split.jsonl" "$dump/builtin.jsonl" --style "$builtin_style"

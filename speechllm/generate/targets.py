@@ -174,6 +174,12 @@ def generate_targets(
     instructions = instruction_source(gen.instruction, gen.prompt_pool, gen.seed)  # bad pool: fail before loading
     params = SamplingParams.from_config(gen)
 
+    _check_resumable(output_path, {
+        "model": backend.llm_ref if backend is not None else (llm or cfg.model.llm),
+        "sampling": params.to_dict(), "seed": gen.seed, **instructions.describe(),
+        "system_prompt": gen.system_prompt,
+        "context_prompt": generation_context(gen.system_prompt, gen.context_prompt, cfg.model),
+    })
     writer = ResumableJsonlWriter(output_path)
     dropped_writer = ResumableJsonlWriter(sidecar_path(output_path, "dropped.jsonl")) if gen.drop_degenerate else None
     summary = GenerateSummary()
@@ -219,6 +225,27 @@ def generate_targets(
         write_faithfulness(sidecar_path(output_path, "faithfulness.json"),
                            faithfulness_summary(row for _, row in iter_jsonl(output_path)))
     return summary
+
+
+def _check_resumable(output_path: Path, settings: dict[str, Any]) -> None:
+    """Refuse to continue an output whose rows were generated with other settings (model,
+    sampling, seed, instructions, system or context prompt): a resumed run would mix targets
+    of two configurations in one file, and a finished one would silently keep the old ones."""
+    if not output_path.is_file():
+        return
+    with open(output_path, encoding="utf-8") as f:
+        first = f.readline()
+    try:
+        stored = json.loads(first).get("generator") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return  # a torn or foreign first line: the writer reports it
+    changed = [k for k, v in settings.items() if k in stored and stored[k] != v]
+    if changed:
+        detail = "; ".join(f"{k}: {stored[k]!r} in the file, {settings[k]!r} now" for k in changed[:3])
+        raise SpeechLLMError(
+            f"{output_path}: its rows were generated with other settings ({detail}); continuing would mix "
+            "two configurations. Write to a new file, or delete this one (and its sidecars) to start over"
+        )
 
 
 def _run(backend, rows, cfg: RunConfig, instructions, params: SamplingParams, generator_info,

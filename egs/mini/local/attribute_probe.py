@@ -6,7 +6,9 @@ RESULTS.md). This probe asks the one-attribute questions of the ``builtin:speake
 instead, on every row of the test split, and splits the result by voices seen in training and
 voices held out of it. Baselines: uniform chance over the labels, and the training split's
 majority label. With ``--llm``, the bare LLM reading each row's seed description answers the
-same questions: the teacher's ceiling.
+same questions, with the generator-only context prompt the targets were generated with
+(``--llm-context``, default ``builtin:describe``): the teacher's ceiling. Without that prompt
+SmolLM2-135M answers "male" to most descriptions that say "Gender: Female".
 
     python egs/mini/local/attribute_probe.py --model exp/mini/train/final \
         --test dump/mini/data/test.jsonl --train dump/mini/data/train.jsonl \
@@ -74,17 +76,23 @@ def main() -> int:
     ap.add_argument("--test", required=True, type=Path, help="held-out manifest (synth test split)")
     ap.add_argument("--train", required=True, type=Path, help="training manifest (seen voices, majority labels)")
     ap.add_argument("--llm", default=None, help="also ask this bare LLM, reading each seed description")
+    ap.add_argument("--llm-context", default="builtin:describe",
+                    help="system prompt for --llm: generation.context_prompt of the targets ('' for none)")
     ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
 
+    from speechllm.config import ModelConfig
     from speechllm.eval.predictors import SpeechLLMPredictor, TextLLMPredictor
+    from speechllm.generate.prompts import generation_context
 
     test, train = read_rows(args.test), read_rows(args.train)
     seen = {r["speaker"] for r in train}
     predictors = {"speech model": SpeechLLMPredictor(args.model, max_new_tokens=24)}
     if args.llm:
-        predictors["LLM reading the description"] = TextLLMPredictor(args.llm, max_new_tokens=24, dtype="bf16")
+        system = generation_context(None, args.llm_context or None, ModelConfig())
+        predictors["LLM reading the description"] = TextLLMPredictor(args.llm, max_new_tokens=24, dtype="bf16",
+                                                                     system_prompt=system)
     results: dict = {}
     for attribute, question in QUESTIONS.items():
         labels = sorted({r["attributes"][attribute] for r in train + test})
