@@ -73,6 +73,12 @@ def offline_whisper_tiny_en() -> Path:
 
 
 @pytest.fixture(scope="session")
+def offline_whisper_base() -> Path:
+    """The real multilingual Whisper base converted from CTranslate2 (installed once into the cache)."""
+    return _install_or_skip("whisper-base")
+
+
+@pytest.fixture(scope="session")
 def offline_smollm2() -> Path:
     """The real SmolLM2-135M-Instruct converted from GGUF (installed once into the cache)."""
     return _install_or_skip("smollm2-135m-instruct")

@@ -72,6 +72,9 @@ class ModelConfig:
         "manifest", "text after the adapter vectors: manifest transcript, Whisper's own, or none"
     )
     max_transcript_tokens: int = _f(100, "transcript tokens kept in the audio span (DeSTA2.5: 100)")
+    asr_language: str | None = _f(
+        None, "language of Whisper's own transcript for a multilingual encoder (e.g. en); null: detected per "
+        "30 s window (English-only encoders ignore it)")
     use_vad: bool = _f(True, "run silero-vad before ASR; non-speech gets an empty transcript")
     audio_locator: str = _f("<|AUDIO|>", "string in the chat messages that the audio span replaces")
     audio_start: str = _f("<start_audio>", "text placed before each audio span ('' for none)")

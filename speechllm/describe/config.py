@@ -102,6 +102,9 @@ class DescribeConfig:
     asr_model: str = _f("offline:whisper-tiny.en", "Whisper model for missing transcripts (offline:NAME, folder or hub id)")
     asr_max_seconds: float = _f(30.0, "audio longer than this is transcribed from its first 30 s only")
     asr_max_new_tokens: int = _f(160, "most tokens of a generated transcript (30 s of fast speech is ~120)")
+    asr_language: str | None = _f(
+        None, "transcript language for a multilingual Whisper (e.g. en); null: detected per clip (English-only "
+        "models ignore it)")
     gender_max_seconds: float = _f(20.0, "seconds of audio given to the gender classifier")
     classifiers: dict[str, str] = _f({}, "attribute -> HF audio-classification model, for the hf-classifier annotator")
     template: str = _f("desta2-v1", "seed-description template id")

@@ -227,7 +227,8 @@ class SpeechLLM(nn.Module):
         if self._transcriber is None:
             from speechllm.models.transcript import WhisperTranscriber
 
-            self._transcriber = WhisperTranscriber(self.encoder.whisper, self.encoder.tokenizer)
+            self._transcriber = WhisperTranscriber(self.encoder.whisper, self.encoder.tokenizer,
+                                                   language=self.config.asr_language)
         return self._transcriber
 
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:

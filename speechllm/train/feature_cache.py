@@ -52,7 +52,7 @@ def cache_key(model) -> dict[str, Any]:
         "sample_rate": 16000, "window_seconds": 30,
         "n_mels": getattr(fe, "feature_size", None), "hop_length": getattr(fe, "hop_length", None),
         "transcript_source": model.config.transcript_source, "use_vad": model.config.use_vad,
-        "max_transcript_tokens": model.config.max_transcript_tokens,
+        "max_transcript_tokens": model.config.max_transcript_tokens, "asr_language": model.config.asr_language,
         "frames": "window" if _reads_padding(model) else "valid",
     }
     key["hash"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

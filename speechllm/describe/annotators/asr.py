@@ -44,10 +44,14 @@ class AsrAnnotator(Annotator):
         features = self.processor.feature_extractor(
             wave, sampling_rate=sample_rate, return_tensors="pt"
         ).input_features
+        # A multilingual Whisper left to detect the language can pick a wrong one on a short or
+        # noisy clip and then degenerate; English-only models take no language argument.
+        language = {"language": self.config.asr_language, "task": "transcribe"} if (
+            self.config.asr_language and self.model.config.vocab_size >= 51865) else {}
         with torch.inference_mode():
             out = self.model.generate(
                 features, max_new_tokens=self.config.asr_max_new_tokens, return_dict_in_generate=True,
-                output_scores=True,
+                output_scores=True, **language,
             )
             scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
         text = self.processor.tokenizer.decode(out.sequences[0], skip_special_tokens=True).strip()
