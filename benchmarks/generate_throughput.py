@@ -84,7 +84,7 @@ def main() -> int:
     parser.add_argument("--reference-rows", type=int, default=32,
                         help="rows for the one-row and fixed-batch references (default 32)")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 32],
-                        help="other batch sizes to run the framework with (default 16 32)")
+                        help="other batch sizes to run the framework with (default 16 32; the default is 64)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="response length limit (default 64)")
     parser.add_argument("--llm", default="offline:smollm2-135m-instruct", help="chat LLM")
     parser.add_argument("--prompt-pool", default=None,

@@ -39,7 +39,7 @@ annotators=""           # describe: comma-separated annotators ("" = describe's 
 describe_jobs=2         # describe: worker processes
 prompt_pool=""          # generate: prompt pool (e.g. builtin:attributes; "" = fixed instruction)
 gen_max_new_tokens=96   # generate: response length limit
-gen_batch_size=16       # generate: rows per batch
+gen_batch_size=""       # generate: rows decoding at once (empty: the config's generation.batch_size)
 gen_extra=""            # generate: extra options
 use_feature_cache=true  # stage 4: cache frozen-encoder features for training
 launcher=local          # local | accelerate | slurm
@@ -191,7 +191,7 @@ if run_stage 3 && ! skip_if_done 3; then
     need "$described/$s.jsonl" 2
     fresh "$targets/$s.jsonl" "$targets/$s".*.json "$targets/$s".*.yaml "$targets/$s".dropped.jsonl
     speechllm generate "$described/$s.jsonl" "$targets/$s.jsonl" --config "$config" \
-      --max-new-tokens "$gen_max_new_tokens" --batch-size "$gen_batch_size" \
+      --max-new-tokens "$gen_max_new_tokens" ${gen_batch_size:+--batch-size "$gen_batch_size"} \
       ${prompt_pool:+--prompt-pool "$prompt_pool"} "${gen_extra_args[@]}"
   done
   mark_done 3

@@ -35,7 +35,7 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default 1)")
     p.add_argument("--top-k", type=int, default=None, help="top-k sampling, 0 = off (default)")
     p.add_argument("--repetition-penalty", type=float, default=None, help="HF repetition penalty (1 = off)")
-    p.add_argument("--batch-size", type=int, default=None, help="rows per batch (default 16)")
+    p.add_argument("--batch-size", type=int, default=None, help="rows decoding at once (default: generation.batch_size, 64)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="LLM weights (auto: bf16 on GPUs and CPUs with fast bf16, else fp32)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")

@@ -44,8 +44,8 @@ class AsrAnnotator(Annotator):
         features = self.processor.feature_extractor(
             wave, sampling_rate=sample_rate, return_tensors="pt"
         ).input_features
-        # A multilingual Whisper left to detect the language can pick a wrong one on a short or
-        # noisy clip and then degenerate; English-only models take no language argument.
+        # A multilingual Whisper left to detect the language can pick a wrong one on short or
+        # noisy clips; English-only models take no language argument.
         language = {"language": self.config.asr_language, "task": "transcribe"} if (
             self.config.asr_language and self.model.config.vocab_size >= 51865) else {}
         with torch.inference_mode():
