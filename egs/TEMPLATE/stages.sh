@@ -214,9 +214,7 @@ fi
 if run_stage 5 && ! skip_if_done 5; then
   log "stage 5 (train) launcher=$launcher"
   need "$targets/$train_split.jsonl" 3
-  if [ "$force" = true ] && [ -d "$exp/train" ]; then
-    log "--force: removing $exp/train (otherwise training resumes from its last checkpoint)"; rm -rf "$exp/train"
-  fi
+  fresh "$exp/train"   # otherwise training resumes from its last checkpoint
   train_cmd --config "$config" --resume auto "${train_data[@]}" "train.output_dir=$exp/train" "${override_args[@]}"
   need "$model_dir" 5
   mark_done 5

@@ -174,12 +174,14 @@ def generate_targets(
     instructions = instruction_source(gen.instruction, gen.prompt_pool, gen.seed)  # bad pool: fail before loading
     params = SamplingParams.from_config(gen)
 
-    _check_resumable(output_path, {
-        "model": backend.llm_ref if backend is not None else (llm or cfg.model.llm),
+    # What the rows' ``generator`` records besides the backend's own description.
+    settings = {
         "sampling": params.to_dict(), "seed": gen.seed, **instructions.describe(),
         "system_prompt": gen.system_prompt,
         "context_prompt": generation_context(gen.system_prompt, gen.context_prompt, cfg.model),
-    })
+    }
+    _check_resumable(output_path,
+                     {"model": backend.llm_ref if backend is not None else (llm or cfg.model.llm), **settings})
     writer = ResumableJsonlWriter(output_path)
     dropped_writer = ResumableJsonlWriter(sidecar_path(output_path, "dropped.jsonl")) if gen.drop_degenerate else None
     summary = GenerateSummary()
@@ -196,11 +198,7 @@ def generate_targets(
             assert backend is not None
             generator_info = {
                 **backend.describe(),
-                "sampling": params.to_dict(),
-                "seed": gen.seed,
-                **instructions.describe(),
-                "system_prompt": gen.system_prompt,
-                "context_prompt": generation_context(gen.system_prompt, gen.context_prompt, cfg.model),
+                **settings,
                 "audio_layout": {"locator": cfg.model.audio_locator, "start": cfg.model.audio_start,
                                  "end": cfg.model.audio_end},
             }

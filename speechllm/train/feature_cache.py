@@ -134,7 +134,6 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
         if entries:
             index.update(entries)
             atomic_write_text(out / INDEX_FILE, json.dumps(index))
-    atomic_write_text(out / KEY_FILE, json.dumps(key, indent=2) + "\n")
     if not (out / INDEX_FILE).exists():
         atomic_write_text(out / INDEX_FILE, json.dumps(index))
     return counts
