@@ -440,3 +440,47 @@ def test_an_output_made_with_other_settings_is_not_continued(tmp_path, chatty_ba
         generate_targets(src, out, config(prompt_pool="builtin:attributes", max_new_tokens=5),
                          backend=chatty_backend, progress=False)
     assert out.read_text() == before
+
+
+def test_slot_decoder_equals_the_merging_decoder(chatty_backend, monkeypatch):
+    """The slot-cache decoder (shared-prefix prefill, in-place KV writes, slots refilled as rows
+    finish, cache re-laid out every 2 steps here) gives the rows of the cat-and-merge decoder."""
+    from speechllm.generate import hf_backend
+
+    b = chatty_backend
+    assert b.slot_cache  # a plain Llama on CPU takes the slot path
+    system = {"role": "system", "content": "You answer questions about capitals briefly and correctly."}
+    prompts = [b.render([system, {"role": "user", "content": q * (1 + i % 3)}]) for i, (q, _) in enumerate(QA[:7])]
+    ids = [b.encode(p) for p in prompts]
+    decoder = hf_backend._SlotDecoder(b, SamplingParams(max_new_tokens=12), None, None)
+    prefix_len, _ = decoder._shared_prefix(ids)
+    assert prefix_len >= hf_backend._SlotDecoder.MIN_SHARED_PREFIX  # the system turn is prefilled once
+    monkeypatch.setattr(hf_backend._SlotDecoder, "CACHE_CHUNK", 2)
+    greedy = SamplingParams(max_new_tokens=12)
+    sampled = SamplingParams(max_new_tokens=12, temperature=1.0, top_k=20, repetition_penalty=1.3)
+    seeds = list(range(100, 107))
+    slot_rows = [b.generate_ids(ids, p, seeds=seeds, batch_size=3) for p in (greedy, sampled)]
+    monkeypatch.setattr(b, "slot_cache", False)
+    merged_rows = [b.generate_ids(ids, p, seeds=seeds, batch_size=3) for p in (greedy, sampled)]
+    for got, want in zip(slot_rows, merged_rows, strict=True):
+        assert [c.token_ids for c in got] == [c.token_ids for c in want]
+        assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
+    assert {c.finish_reason for c in slot_rows[0]} == {"stop", "length"}
+
+
+def test_grouped_decode_attention_matches_sdpa():
+    import torch
+
+    from speechllm.generate.decode_attention import grouped_decode_attention
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(4, 6, 1, 16, generator=g)
+    k, v = torch.randn(4, 2, 9, 16, generator=g), torch.randn(4, 2, 9, 16, generator=g)
+    mask = torch.ones(4, 1, 1, 9, dtype=torch.bool)
+    mask[0, ..., :5] = False  # left padding
+    mask[1, ..., 2:4] = False  # a gap (shared prefix, then a shorter row's own suffix)
+    got, _ = grouped_decode_attention(torch.nn.Module(), q, k, v, mask, scaling=0.25)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(3, dim=1), v.repeat_interleave(3, dim=1), attn_mask=mask, scale=0.25)
+    assert got.shape == (4, 1, 6, 16)
+    torch.testing.assert_close(got, want.transpose(1, 2), rtol=1e-5, atol=1e-5)

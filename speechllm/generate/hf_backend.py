@@ -2,16 +2,23 @@
 
 Why not ``model.generate``: for a small frozen LLM on a CPU the per-step overhead of
 ``generate`` (logits processors, stopping criteria, finished rows kept in the batch and fed pad
-tokens until the longest row ends) costs as much as the model. This loop
+tokens until the longest row ends, a KV cache that grows by concatenation) costs as much as the
+model. The default loop (:class:`_SlotDecoder`)
 
-- prefills a left-padded batch once, keeping only the last position's logits;
-- decodes one token per step for the *unfinished* rows only: a row that emits an end token is
-  dropped from the batch and from the KV cache (``DynamicCache.batch_select_indices``), so the
-  cost of a batch follows its rows' actual lengths, not the longest one;
+- runs the prompts' common prefix (system prompt, chat header) once and prefills only each
+  row's own suffix, keeping only the last position's logits;
+- keeps ``batch_size`` rows decoding in a :class:`~speechllm.generate.slot_cache.SlotKVCache`:
+  each step writes one column in place; a row that emits an end token frees its slot, and the
+  next prompts are prefilled into free slots, so a batch's cost follows its rows' actual lengths;
+- on CPU, runs one-token steps with grouped matmul attention
+  (:mod:`speechllm.generate.decode_attention`);
 - samples each row with its own seeded ``torch.Generator``, so a row's sample does not depend on
   which rows share its batch.
 
-Greedy results equal ``model.generate`` row by row (a test checks it on a tiny model).
+Models with sliding-window, linear or other non-plain attention layers (and attention
+implementations that take only 2-D masks) use :class:`_Decoder`, which drops finished rows from
+a ``DynamicCache`` and merges new ones into it. Greedy results equal ``model.generate`` row by row
+and the two loops agree with each other (tests check both on a tiny model in fp32).
 """
 
 from __future__ import annotations
@@ -100,6 +107,25 @@ class HFBackend(TokenizerPrompts):
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.eos_ids = self._eos_ids()
+        self.slot_cache = self._use_slot_cache()
+
+    def _use_slot_cache(self) -> bool:
+        """Decode with :class:`SlotKVCache` when every layer is plain full attention and the
+        attention implementation takes a boolean 4-D mask; on CPU, one-token steps also switch to
+        grouped matmul attention (``decode_attention``), 3x faster there than SDPA's kernel."""
+        from speechllm.generate import decode_attention
+        from speechllm.generate.slot_cache import supports_slot_cache
+
+        if not supports_slot_cache(self.model.config):
+            return False
+        attention = getattr(self.model.config, "_attn_implementation", None)
+        if attention == "sdpa" and self.device == "cpu":
+            try:
+                self.model.set_attn_implementation(decode_attention.register())
+            except (ValueError, ImportError) as e:  # a model class that refuses custom attention
+                log.info("keeping sdpa attention (%s)", e)
+            attention = getattr(self.model.config, "_attn_implementation", None)
+        return attention in ("sdpa", decode_attention.NAME)
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -182,8 +208,9 @@ class HFBackend(TokenizerPrompts):
 
         if any(len(p) == 0 for p in prompt_ids):
             raise GenerationError("an empty prompt cannot be generated from")
+        decoder = _SlotDecoder if self.slot_cache else _Decoder
         with torch.inference_mode():
-            yield from _Decoder(self, params, seeds, stop_token_ids).run(prompt_ids, batch_size)
+            yield from decoder(self, params, seeds, stop_token_ids).run(prompt_ids, batch_size)
 
 
 class _Decoder:
@@ -303,6 +330,164 @@ class _Decoder:
         return Completion(text=text, token_ids=ids, finish_reason=reason)  # type: ignore[arg-type]
 
 
+class _SlotDecoder(_Decoder):
+    """Continuous batching over a :class:`~speechllm.generate.slot_cache.SlotKVCache`.
+
+    ``batch_size`` slots decode together; a finished row frees its slot and the next prompts are
+    prefilled and copied into free slots, so nothing is concatenated per step. The prompts'
+    longest common token prefix (system prompt, chat header, any context prompt) is run once per
+    call and its KV copied under every row, so a prefill only runs each row's own suffix: for
+    DeSTA2-style description prompts with SmolLM2 that is 47 of ~107 prompt tokens. Rows keep
+    their own position ids, so the result equals a plain left-padded prefill of the whole prompt
+    (up to the last bits of floating point, as between any two batch layouts).
+    """
+
+    MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward
+    CACHE_CHUNK = 32  # cache columns added at a time (one copy of the cache per CACHE_CHUNK steps)
+
+    def _shared_prefix(self, prompt_ids):
+        """``(length, cache)`` of the prompts' common prefix (always leaving each row at least one
+        token of its own, whose logits start its answer), or ``(0, None)``."""
+        import os
+
+        from transformers import DynamicCache
+
+        length = len(os.path.commonprefix(prompt_ids)) if len(prompt_ids) > 1 else 0
+        length = min(length, min(len(p) for p in prompt_ids) - 1)
+        if length < self.MIN_SHARED_PREFIX:
+            return 0, None
+        import torch
+
+        cache = DynamicCache(config=self.b.model.config)
+        ids = torch.tensor([prompt_ids[0][:length]], device=self.device)
+        self.b.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return length, cache
+
+    def _prefill_into(self, cache, slots: list[int], rows: list[int], prompt_ids, shared):
+        """Prefill ``rows`` (after the shared prefix) and copy them into ``slots`` of ``cache``;
+        returns their last-position logits and next position ids."""
+        import torch
+        from transformers import DynamicCache
+
+        prefix_len, prefix = shared
+        suffixes = [prompt_ids[r][prefix_len:] for r in rows]
+        n, width = len(rows), max(len(s) for s in suffixes)
+        input_ids = torch.full((n, width), self.b.pad_id, dtype=torch.long)
+        own = torch.zeros((n, width), dtype=torch.long)
+        for j, ids in enumerate(suffixes):
+            input_ids[j, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            own[j, width - len(ids):] = 1
+        input_ids, own = input_ids.to(self.device), own.to(self.device)
+        fresh = DynamicCache(config=self.b.model.config)
+        if prefix is not None:
+            for i, layer in enumerate(prefix.layers):
+                fresh.update(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1), i)
+            mask = torch.cat([own.new_ones((n, prefix_len)), own], dim=1)
+        else:
+            mask = own
+        positions = prefix_len + (own.cumsum(-1) - 1).clamp(min=0)
+        last = torch.tensor([width - 1], device=self.device)  # see _Decoder._prefill
+        out = self.b.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                           past_key_values=fresh, use_cache=True, logits_to_keep=last)
+        cache.admit(slots, fresh, mask)
+        return out.logits[:, -1, :], positions[:, -1] + 1, input_ids, own
+
+    def run(self, prompt_ids, batch_size: int):
+        import torch
+        from transformers import DynamicCache
+
+        from speechllm.generate.decode_attention import NAME as GROUPED
+        from speechllm.generate.slot_cache import SlotKVCache
+
+        params, model = self.params, self.b.model
+        slots = max(1, min(batch_size, len(prompt_ids)))
+        cache = SlotKVCache(len(DynamicCache(config=model.config).layers), slots, chunk=self.CACHE_CHUNK)
+        bool_mask = getattr(model.config, "_attn_implementation", None) in ("sdpa", GROUPED)
+        shared = self._shared_prefix(prompt_ids)
+        queue = list(range(len(prompt_ids)))
+        queue.reverse()  # pop() takes the next prompt in the given order
+        row: list[int | None] = [None] * slots  # the prompt each slot is answering
+        generators: dict[int, Any] = {}
+        generated: dict[int, list[int]] = {}
+        logits = seen = None
+        tokens = torch.full((slots,), self.b.pad_id, dtype=torch.long, device=self.device)
+        next_pos = torch.zeros(slots, dtype=torch.long, device=self.device)
+        refill_at = max(1, slots // 16)  # free slots that trigger a prefill (fewer, larger prefills)
+        while True:
+            free = [s for s in range(cache.slots) if row[s] is None]
+            if queue and free and (len(free) >= refill_at or len(free) == cache.slots):
+                take_slots = free[:len(queue)]
+                take = [queue.pop() for _ in take_slots]
+                for s, i in zip(take_slots, take, strict=True):
+                    row[s] = i
+                    generated[i] = []
+                    if not params.greedy:
+                        g = torch.Generator(device=self.device)
+                        g.manual_seed(int(self.seeds[i]) if self.seeds is not None else i)
+                        generators[i] = g
+                new_logits, new_pos, new_ids, own = self._prefill_into(cache, take_slots, take, prompt_ids, shared)
+                index = torch.tensor(take_slots, device=self.device)
+                if logits is None:
+                    logits = new_logits.new_zeros((cache.slots, new_logits.shape[-1]))
+                logits[index] = new_logits
+                next_pos[index] = new_pos
+                if params.repetition_penalty != 1.0:
+                    if seen is None:
+                        seen = torch.zeros((cache.slots, self.vocab), dtype=torch.bool, device=self.device)
+                    seen[index] = False
+                    seen[index] = seen[index].scatter(1, new_ids, own.bool())
+                    if shared[0]:
+                        prefix_ids = torch.tensor(prompt_ids[take[0]][:shared[0]], device=self.device)
+                        seen[index[:, None], prefix_ids[None, :]] = True
+            live = [s for s in range(cache.slots) if row[s] is not None]
+            if not live:
+                return
+            index = torch.tensor(live, device=self.device)
+            step_logits = logits[index]
+            if seen is not None:
+                step_logits = _apply_repetition_penalty(step_logits, seen[index], params.repetition_penalty)
+            chosen = _choose_tokens(step_logits, params, [generators[row[s]] for s in live] if generators else None)
+            ended = torch.isin(chosen, self.stops).tolist()
+            chosen_list = chosen.tolist()
+            finished: list[int] = []
+            for j, s in enumerate(live):
+                r = row[s]
+                if ended[j]:
+                    reason = "stop"
+                else:
+                    generated[r].append(chosen_list[j])
+                    if len(generated[r]) < params.max_new_tokens:
+                        continue
+                    reason = "length"
+                finished.append(s)
+                generators.pop(r, None)
+                row[s] = None
+                yield r, self._completion(generated.pop(r), reason)
+            tokens[index] = chosen
+            if seen is not None:
+                seen[index, chosen] = True
+            cache.release(finished)
+            running = [s for s in range(cache.slots) if row[s] is not None]
+            if not running:
+                continue  # refill from the queue, or stop
+            if not queue and (cache.slots - len(running)) * 8 >= cache.slots:
+                # The queue is empty: shrink to the running rows rather than decode free slots.
+                cache.keep_slots(running)
+                keep = torch.tensor(running, device=self.device)
+                tokens, next_pos, logits = tokens[keep], next_pos[keep], logits[keep]
+                seen = seen[keep] if seen is not None else None
+                row = [row[s] for s in running]
+            cache.reserve(after=1)
+            mask = cache.decode_mask()
+            if not bool_mask:
+                mask = torch.zeros(mask.shape, dtype=model.dtype, device=self.device).masked_fill(
+                    ~mask, torch.finfo(model.dtype).min)
+            out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                        past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :]
+            next_pos = next_pos + 1
+
+
 def _merge(running, new):
     """Join a running batch and freshly prefilled rows: caches and masks are left-padded to a
     common length (padding is masked, and positions are per row, so nothing shifts)."""
@@ -354,7 +539,9 @@ def _choose_tokens(logits, params: SamplingParams, generators):
     import torch
 
     if params.greedy:
-        return logits.argmax(dim=-1)
+        # fp32 first: argmax over bf16 runs ~5x slower on CPU (10 ms vs 2 ms for 64 x 49152);
+        # the cast is exact, so the choice is the same.
+        return logits.float().argmax(dim=-1)
     scores = logits.float() / params.temperature
     if params.top_k and params.top_k < scores.shape[-1]:
         kth = torch.topk(scores, params.top_k, dim=-1).values[:, -1:]
