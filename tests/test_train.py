@@ -419,3 +419,39 @@ def test_frame_norm_rejects_unknown_kinds(tiny_llm_dir, tiny_whisper_dir):
         build_adapter("qformer", spec, ModelConfig(frame_norm="cmvn", qformer_ffn_dim=64))
     assert build_adapter("mlp", spec, ModelConfig(frame_norm="global")).frame_norm is not None
     assert build_adapter("qformer", spec, ModelConfig(qformer_ffn_dim=64, frame_norm="none")).frame_norm is None
+
+
+def test_shared_prefix_kv_gives_the_same_loss_and_gradients(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    """Starting the frozen LLM after the chat prefix all rows share (its KV computed once) gives
+    the loss and gradients of the full forward, on rows of different lengths."""
+    from speechllm.train import Trainer
+    from speechllm.train.prefix_kv import FrozenPrefixKV
+
+    system = {"role": "system", "content": "You describe sounds for a listener in a few plain words."}
+    rows = [json.loads(x) for x in data["train"].read_text().splitlines() if x.strip()]
+    with_system = data["dir"] / "with_system.jsonl"
+    with_system.write_text("".join(json.dumps({**r, "messages": [system, *r["messages"]]}) + "\n" for r in rows))
+    grads, losses = [], []
+    for reuse in (False, True):
+        cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [with_system], tmp_path / str(reuse),
+                              reuse_prefix_kv=reuse)
+        cfg.model.adapter_dropout = 0.0
+        torch.manual_seed(0)
+        trainer = Trainer(cfg)
+        assert (trainer.prefix_kv is not None) is reuse
+        items = [trainer.dataset[i] for i in (0, 1, 2, 3)]
+        speech = trainer.builder.build(items).speech
+        assert len(set(speech.attention_mask.sum(1).tolist())) > 1  # rows start at different columns
+        shared = FrozenPrefixKV.shared_length(speech.input_ids, speech.attention_mask, speech.audio_mask)
+        assert shared >= FrozenPrefixKV.MIN_LENGTH
+        starts = speech.input_ids.shape[1] - speech.attention_mask.sum(1)
+        for r, start in enumerate(starts.tolist()):  # the prefix ends before each row's audio span
+            assert not speech.audio_mask[r, start:start + shared].any() and speech.audio_mask[r].any()
+        losses.append(trainer.accumulate_gradients([items])[0]["ce"])
+        grads.append([p.grad.clone() for p in trainer.trainable])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    lora = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [with_system], tmp_path / "lora")
+    lora.model.lora.enabled = True
+    assert Trainer(lora).prefix_kv is None  # LoRA moves the prefix's keys and values: no reuse

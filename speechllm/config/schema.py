@@ -178,6 +178,9 @@ class TrainConfig:
     precision: Precision = _f("bf16", "autocast / weight precision")
     gradient_checkpointing: bool = _f(False, "recompute LLM activations in the backward pass")
     compile: bool = _f(False, "torch.compile the adapter and LLM")
+    reuse_prefix_kv: bool = _f(
+        True, "run the chat prefix all rows share (system prompt, user header) through the frozen LLM once "
+        "and start each forward after it; used only when no LLM weight trains and without gradient checkpointing")
     attention: Literal["auto", "sdpa", "eager"] = _f(
         "auto", "attention kernels while training: sdpa (torch's fused kernels), eager (plain "
         "matmul + softmax: faster on CPU at these lengths, where the fused backward is slow), "

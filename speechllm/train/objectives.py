@@ -47,12 +47,20 @@ def llm_inputs(model, batch, inputs_embeds: torch.Tensor | None = None) -> dict[
 
 
 def response_forward(model, batch, *, inputs_embeds: torch.Tensor | None = None,
-                     disable_lora: bool = False) -> ForwardOut:
-    """Run the LLM body once and the LM head only where a response token is predicted."""
+                     disable_lora: bool = False, prefix=None) -> ForwardOut:
+    """Run the LLM body once and the LM head only where a response token is predicted.
+    ``prefix`` (a :class:`~speechllm.train.prefix_kv.FrozenPrefixKV`, frozen LLM only) starts
+    the body after the chat prefix all rows share."""
     base = model.base_causal_lm()
     ctx = model.llm.disable_adapter() if disable_lora and hasattr(model.llm, "disable_adapter") else contextlib.nullcontext()
     with ctx:
-        hidden = base.get_decoder()(**llm_inputs(model, batch, inputs_embeds), use_cache=False).last_hidden_state
+        inputs = llm_inputs(model, batch, inputs_embeds)
+        hidden = None
+        if prefix is not None:
+            hidden = prefix.hidden_states(inputs["inputs_embeds"], batch.input_ids, batch.attention_mask,
+                                          batch.position_ids, batch.audio_mask)
+        if hidden is None:
+            hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
         targets = batch.labels[:, 1:]
         select = targets != IGNORE_INDEX
         logits = model._lm_head(base, hidden[:, :-1][select])
@@ -94,9 +102,9 @@ def last_prompt_hidden(out: ForwardOut, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_forward(model, text_batch) -> ForwardOut:
+def teacher_forward(model, text_batch, prefix=None) -> ForwardOut:
     """The frozen LLM reading the text view (LoRA off: the base model)."""
-    return response_forward(model, text_batch, disable_lora=True)
+    return response_forward(model, text_batch, disable_lora=True, prefix=prefix)
 
 
 def diva_terms(model, batch, student: ForwardOut, teacher: ForwardOut, num_align: int) -> tuple[torch.Tensor, int]:

@@ -165,6 +165,12 @@ class Trainer:
             raise ConfigError("nothing to train: the model has no trainable parameters")
         self._setup_memory_levers()
         self.need_text = bool(self.weights.get("kl") or self.weights.get("diva") or self.tc.stm_tau)
+        self.prefix_kv = None
+        if self.tc.reuse_prefix_kv and not self.tc.gradient_checkpointing and not self.llm_trainable():
+            from speechllm.train.prefix_kv import FrozenPrefixKV
+
+            base = model.base_causal_lm()
+            self.prefix_kv = FrozenPrefixKV(base.get_decoder(), base.config)
         self._setup_data()
         from speechllm.train.frame_stats import fit_frame_norm
 
@@ -356,12 +362,12 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         with autocast_context(self.tc.precision, self.dist.device), \
                 attention_context(self.tc.attention, self.dist.device):
-            student = obj.response_forward(model, batch.speech)
+            student = obj.response_forward(model, batch.speech, prefix=self.prefix_kv)
             if self.weights.get("ce"):
                 sums["ce"] = obj.ce_sum(student)
             teacher = None
             if batch.text is not None and (self.weights.get("kl") or self.weights.get("diva")):
-                teacher = obj.teacher_forward(model, batch.text)
+                teacher = obj.teacher_forward(model, batch.text, prefix=self.prefix_kv)
             if self.weights.get("kl"):
                 s_logits = obj.rows_logits(student, batch.text_rows) if teacher is not None else student.logits[:0]
                 t_logits = teacher.logits if teacher is not None else s_logits.detach()
@@ -570,7 +576,7 @@ class Trainer:
             if batch is None:
                 continue
             with autocast_context(self.tc.precision, self.dist.device):
-                out = obj.response_forward(self.model, batch.speech)
+                out = obj.response_forward(self.model, batch.speech, prefix=self.prefix_kv)
                 total += float(obj.ce_sum(out))
             count += out.targets.numel()
         samples = []
