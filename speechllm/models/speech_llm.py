@@ -237,9 +237,11 @@ class SpeechLLM(nn.Module):
         for i, w in enumerate(waves):
             layout.check_audio_length(len(w), self.config, where=f"audio {i}")
         encoded = self.encoder.encode(waves, need_final=True)
-        return self._transcripts_for(waves, encoded, [None] * len(waves))
+        return self.transcripts_for(waves, encoded, [None] * len(waves))
 
-    def _transcripts_for(self, waves, encoded: EncodedWindows, given: Sequence[str | None]) -> list[str]:
+    def transcripts_for(self, waves, encoded: EncodedWindows, given: Sequence[str | None]) -> list[str]:
+        """The transcript of each wave: ``given[i]`` where not None, else Whisper's greedy
+        transcript from the already computed ``encoded`` output (VAD first: non-speech -> "")."""
         from speechllm.models.transcript import has_speech, transcribe_windows
 
         if self.config.transcript_source == "none":  # no transcript enters the span
@@ -308,7 +310,7 @@ class SpeechLLM(nn.Module):
             elif need_asr and encoded.final is None:
                 raise SpeechLLMError("cached encoder output has no final states: give the transcripts")
             t1 = time.perf_counter()
-            flat_texts = self._transcripts_for(flat_waves, encoded, flat_given)
+            flat_texts = self.transcripts_for(flat_waves, encoded, flat_given)
             timings["encoder_s"] = t1 - t0
             timings["asr_s"] = time.perf_counter() - t1
         sequences, per_example, k = [], [], 0
@@ -370,7 +372,7 @@ class SpeechLLM(nn.Module):
             logits = None
             base = self.base_causal_lm()
             hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
-            picked = self._lm_head(base, hidden[:, :-1][select])
+            picked = self.lm_head_logits(hidden[:, :-1][select])
         loss = None
         if num_tokens:
             loss = nn.functional.cross_entropy(picked.float(), targets[select], reduction="mean")
@@ -378,8 +380,10 @@ class SpeechLLM(nn.Module):
             loss = picked.sum() * 0.0
         return SpeechLLMOutput(loss=loss, num_tokens=num_tokens, logits=logits)
 
-    @staticmethod
-    def _lm_head(base: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    def lm_head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LLM's output layer applied to final hidden states (with Gemma-2-style logit
+        soft-capping where the model's config has it): logits at just the positions given."""
+        base = self.base_causal_lm()
         logits = base.get_output_embeddings()(hidden)
         cap = getattr(base.config, "final_logit_softcapping", None)
         if cap:  # Gemma-2 style soft-capping, as the model's own forward applies it

@@ -100,7 +100,7 @@ class BatchBuilder:
         given = [e.transcript for e in audio_examples]
         need_asr = model.config.transcript_source != "none" and any(t is None for t in given)
         encoded = model.encoder.encode(waves, need_final=need_asr)
-        texts = model._transcripts_for(waves, encoded, given) if need_asr else ["" if t is None else t for t in given]
+        texts = model.transcripts_for(waves, encoded, given) if need_asr else ["" if t is None else t for t in given]
         return encoded, texts
 
     def build(self, items: list[Example | Skipped]) -> TrainBatch | None:

@@ -115,7 +115,7 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
             given = [r.get("transcript") if model.config.transcript_source == "manifest" else None for r in metas]
             need_asr = model.config.transcript_source == "whisper"
             encoded = model.encoder.encode(waves, need_final=need_asr)
-            texts = model._transcripts_for(waves, encoded, given) if need_asr else [t or "" for t in given]
+            texts = model.transcripts_for(waves, encoded, given) if need_asr else [t or "" for t in given]
             w = 0
             for row, wave, text, n in zip(metas, waves, texts, encoded.windows_per_audio):
                 rid = str(row["id"])

@@ -63,7 +63,7 @@ def response_forward(model, batch, *, inputs_embeds: torch.Tensor | None = None,
             hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
         targets = batch.labels[:, 1:]
         select = targets != IGNORE_INDEX
-        logits = model._lm_head(base, hidden[:, :-1][select])
+        logits = model.lm_head_logits(hidden[:, :-1][select])
     return ForwardOut(hidden=hidden, logits=logits, select=select, targets=targets[select])
 
 
