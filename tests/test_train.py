@@ -455,3 +455,26 @@ def test_shared_prefix_kv_gives_the_same_loss_and_gradients(tiny_llm_dir, tiny_w
     lora = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [with_system], tmp_path / "lora")
     lora.model.lora.enabled = True
     assert Trainer(lora).prefix_kv is None  # LoRA moves the prefix's keys and values: no reuse
+
+
+def test_stm_leaves_replay_rows_alone_unless_asked(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.models.chat_layout import IGNORE_INDEX
+    from speechllm.train import Trainer
+
+    kept = {}
+    for stm_replay in (False, True):
+        cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / str(stm_replay),
+                              stm_tau=1.0001, stm_replay=stm_replay)  # tau ~1 masks nearly every token
+        cfg.data.replay, cfg.data.replay_ratio = [str(data["replay"])], 0.25
+        trainer = Trainer(cfg)
+        n = len(trainer.rows)
+        batch = trainer.builder.build([trainer.dataset[i] for i in (0, 1, n, n + 1)])  # 2 audio, 2 replay rows
+        assert batch.replay == [False, False, True, True]
+        before = (batch.speech.labels != IGNORE_INDEX).sum(1)
+        trainer._stm(batch)
+        after = (batch.speech.labels != IGNORE_INDEX).sum(1)
+        assert (after[:2] < before[:2]).all()  # audio rows lose their hard tokens either way
+        kept[stm_replay] = (after[2:] == before[2:]).all().item()
+        counted = int(before.sum()) if stm_replay else int(before[:2].sum())
+        assert trainer.stm_counts[1] == counted  # the masked share reports the rows STM applies to
+    assert kept == {False: True, True: False}

@@ -190,6 +190,9 @@ class TrainConfig:
     kl_temperature: float = _f(2.0, "temperature of the KL objective (BLSP-KD / Ultravox: 2)")
     diva_num_align: int = _f(0, "DiVA: audio vectors aligned to transcript embeddings (0 = off)")
     stm_tau: float | None = _f(None, "selective token masking: drop target tokens with base perplexity > tau (paper: 2.5)")
+    stm_replay: bool = _f(
+        False, "apply STM to replay rows too; off by default: replay rows are the base's own answers, and dropping "
+        "their unlikely tokens would sharpen the model towards its argmax instead of preserving its distribution")
     l2sp_alpha: float = _f(0.0, "L2-SP strength alpha/2 * ||w - w0||^2 on trained LLM weights")
     ewc_lambda: float = _f(0.0, "EWC strength (Fisher normalised to mean 1)")
     replay_kl_weight: float = _f(0.0, "KL-to-base on replay rows")

@@ -210,8 +210,8 @@ class Trainer:
         if self.tc.gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.tc.compile:
-            self.model.adapter.compile()
-            base.get_decoder().compile()
+            self.model.adapter.compile(dynamic=True)
+            base.get_decoder().compile(dynamic=True)
 
     def _setup_data(self) -> None:
         dc = self.cfg.data
@@ -320,9 +320,10 @@ class Trainer:
         """Apply selective token masking (masks computed once per example id, then reused)."""
         tau = self.tc.stm_tau
         ids = batch.ids
-        need = [i for i, rid in enumerate(ids) if rid not in self.stm_masks]
+        exempt = [rep and not self.tc.stm_replay for rep in batch.replay]
+        need = [i for i, rid in enumerate(ids) if rid not in self.stm_masks and not exempt[i]]
         if need:
-            ppl = self._base_perplexities(batch)
+            ppl = self._base_perplexities(batch, replay=self.tc.stm_replay)
             for i in need:
                 mask = [p > tau for p in ppl[i]]
                 self.stm_masks[ids[i]] = mask
@@ -333,18 +334,19 @@ class Trainer:
                 self._stm_warned = True  # once per run; summary.json reports the final share
                 log.warning("STM masks %.0f%% of target tokens (tau=%g): the base model cannot do this task and "
                             "little will be learned; raise train.stm_tau or turn STM off", 100 * share, tau)
-        masks = [self.stm_masks[rid] for rid in ids]
+        masks = [[] if exempt[i] else self.stm_masks[rid] for i, rid in enumerate(ids)]
         batch.speech.labels = obj.apply_token_mask(batch.speech.labels, masks)
         if batch.text is not None:
             batch.text.labels = obj.apply_token_mask(batch.text.labels, [masks[r] for r in batch.text_rows])
 
-    def _base_perplexities(self, batch: TrainBatch) -> list[list[float]]:
-        """Per response token: the base LLM's perplexity reading the text view (replay rows: as is)."""
+    def _base_perplexities(self, batch: TrainBatch, *, replay: bool = True) -> list[list[float]]:
+        """Per response token: the base LLM's perplexity reading the text view (replay rows: as
+        is, when ``replay``; else they get no values)."""
         result: list[list[float]] = [[] for _ in batch.ids]
         if batch.text is not None:
             for r, p in zip(batch.text_rows, obj.token_perplexities(self.model, batch.text)):
                 result[r] = p
-        replay_rows = [r for r, rep in enumerate(batch.replay) if rep]
+        replay_rows = [r for r, rep in enumerate(batch.replay) if rep] if replay else []
         if replay_rows:
             from speechllm.models.speech_llm import SpeechBatch
 
