@@ -466,6 +466,8 @@ def test_slot_decoder_equals_the_merging_decoder(chatty_backend, monkeypatch):
         assert [c.token_ids for c in got] == [c.token_ids for c in want]
         assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
     assert {c.finish_reason for c in slot_rows[0]} == {"stop", "length"}
+    monkeypatch.setattr(b, "slot_cache", True)
+    assert b.generate_ids([], greedy) == []
 
 
 def test_grouped_decode_attention_matches_sdpa():

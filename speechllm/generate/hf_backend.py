@@ -396,13 +396,13 @@ class _SlotDecoder(_Decoder):
         import torch
         from transformers import DynamicCache
 
-        from speechllm.generate.decode_attention import NAME as GROUPED
         from speechllm.generate.slot_cache import SlotKVCache
 
         params, model = self.params, self.b.model
+        if not prompt_ids:
+            return
         slots = max(1, min(batch_size, len(prompt_ids)))
         cache = SlotKVCache(len(DynamicCache(config=model.config).layers), slots, chunk=self.CACHE_CHUNK)
-        bool_mask = getattr(model.config, "_attn_implementation", None) in ("sdpa", GROUPED)
         shared = self._shared_prefix(prompt_ids)
         queue = list(range(len(prompt_ids)))
         queue.reverse()  # pop() takes the next prompt in the given order
@@ -478,11 +478,8 @@ class _SlotDecoder(_Decoder):
                 seen = seen[keep] if seen is not None else None
                 row = [row[s] for s in running]
             cache.reserve(after=1)
-            mask = cache.decode_mask()
-            if not bool_mask:
-                mask = torch.zeros(mask.shape, dtype=model.dtype, device=self.device).masked_fill(
-                    ~mask, torch.finfo(model.dtype).min)
-            out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+            # A 4-D boolean mask goes to the attention as is (sdpa and speechllm_decode take it).
+            out = model(input_ids=tokens[:, None], attention_mask=cache.decode_mask(), position_ids=next_pos[:, None],
                         past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
