@@ -168,7 +168,8 @@ def main() -> int:
                 cfg.data.replay = [str(replay_file)]
                 cfg.data.replay_ratio = opts["replay_ratio"]
             t = cfg.train
-            t.output_dir = str(work / "runs" / args.targets / f"seed{seed}" / name.split()[0].replace("+", "plus"))
+            slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
+            t.output_dir = str(work / "runs" / args.targets / args.replay_targets / f"seed{seed}" / slug)
             t.seed, t.precision, t.lr, t.warmup_steps = seed, "fp32", args.lr, 2
             t.max_steps, t.batch_size, t.save_every, t.eval_every, t.log_every = args.steps, args.batch_size, 0, 0, 5
             t.stm_tau = opts.get("stm_tau")
