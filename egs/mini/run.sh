@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline mini recipe: synthetic speech (flite + espeak-ng) -> describe -> SmolLM2 targets ->
 # Q-Former adapter on Whisper tiny.en + SmolLM2-135M -> infer -> built-in benchmark + retention.
-# Runs on a 2-core CPU in about 20 minutes with nothing but the package registries.
+# Runs on a 2-core CPU in about 9 minutes (idle; 19 on a loaded day) with nothing but the package registries.
 #
 #   bash egs/mini/run.sh                          # everything (installs what it needs)
 #   bash egs/mini/run.sh --stage train --stop_stage eval --force true
