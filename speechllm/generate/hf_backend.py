@@ -35,6 +35,7 @@ from speechllm.generate.backend import (
     missing_chat_template_error,
     read_chat_template,
 )
+from speechllm.utils.hf_compat import cache_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ class _Decoder:
         # prefill time for SmolLM2 with a batch of 16).
         last = torch.tensor([width - 1], device=self.device)
         out = self.b.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                           past_key_values=cache, use_cache=True, logits_to_keep=last)
+                           **cache_kwargs(self.b.model, cache), use_cache=True, logits_to_keep=last)
         seen = None
         if self.params.repetition_penalty != 1.0:
             seen = torch.zeros((n, self.vocab), dtype=torch.bool, device=self.device)
@@ -321,7 +322,7 @@ class _Decoder:
                 seen.scatter_(1, tokens[:, None], True)
             attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
             out = self.b.model(input_ids=tokens[:, None], attention_mask=attention,
-                               position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
+                               position_ids=next_pos[:, None], **cache_kwargs(self.b.model, cache), use_cache=True)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
 
@@ -360,7 +361,7 @@ class _SlotDecoder(_Decoder):
 
         cache = DynamicCache(config=self.b.model.config)
         ids = torch.tensor([prompt_ids[0][:length]], device=self.device)
-        self.b.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.b.model(input_ids=ids, **cache_kwargs(self.b.model, cache), use_cache=True, logits_to_keep=1)
         return length, cache
 
     def _prefill_into(self, cache, slots: list[int], rows: list[int], prompt_ids, shared):
@@ -388,7 +389,7 @@ class _SlotDecoder(_Decoder):
         positions = prefix_len + (own.cumsum(-1) - 1).clamp(min=0)
         last = torch.tensor([width - 1], device=self.device)  # see _Decoder._prefill
         out = self.b.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                           past_key_values=fresh, use_cache=True, logits_to_keep=last)
+                           **cache_kwargs(self.b.model, fresh), use_cache=True, logits_to_keep=last)
         cache.admit(slots, fresh, mask)
         return out.logits[:, -1, :], positions[:, -1] + 1, input_ids, own
 
@@ -480,7 +481,7 @@ class _SlotDecoder(_Decoder):
             cache.reserve(after=1)
             # A 4-D boolean mask goes to the attention as is (sdpa and speechllm_decode take it).
             out = model(input_ids=tokens[:, None], attention_mask=cache.decode_mask(), position_ids=next_pos[:, None],
-                        past_key_values=cache, use_cache=True)
+                        **cache_kwargs(self.b.model, cache), use_cache=True)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
 

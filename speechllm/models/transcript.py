@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from speechllm.errors import SpeechLLMError
+from speechllm.utils.hf_compat import cache_kwargs, output_cache
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,9 @@ class WhisperTranscriber:
             past = None
             step_input = tokens
             for _ in range(MAX_TOKENS_PER_WINDOW):
-                out = model(encoder_outputs=enc, decoder_input_ids=step_input,
-                            past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = model(encoder_outputs=enc, decoder_input_ids=step_input, **cache_kwargs(model, past),
+                            use_cache=True)
+                past = output_cache(out)
                 logits = out.logits[:, -1].float()
                 logits[:, self.eot + 1:] = float("-inf")  # text tokens and end-of-text only
                 nxt = logits.argmax(-1)

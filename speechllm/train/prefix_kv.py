@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from speechllm.utils.hf_compat import cache_kwargs
+
 
 class FrozenPrefixKV:
     """Cache of shared-prefix KV, keyed by the prefix's token ids, dtype and device."""
@@ -55,7 +57,8 @@ class FrozenPrefixKV:
 
             cache = DynamicCache(config=self.config)
             with torch.no_grad():
-                self.decoder(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True)
+                self.decoder(input_ids=torch.tensor([ids], device=device), **cache_kwargs(self.decoder, cache),
+                             use_cache=True)
             self._cache[key] = [(layer.keys.detach(), layer.values.detach()) for layer in cache.layers]
         return self._cache[key]
 
@@ -80,6 +83,6 @@ class FrozenPrefixKV:
         own = attention_mask[:, cut:].bool() & (columns[None, :] >= (starts + length)[:, None])
         mask = torch.cat([own.new_ones((batch, length)), own], dim=1).long()
         hidden = self.decoder(inputs_embeds=inputs_embeds[:, cut:], attention_mask=mask,
-                              position_ids=position_ids[:, cut:], past_key_values=cache,
+                              position_ids=position_ids[:, cut:], **cache_kwargs(self.decoder, cache),
                               use_cache=True).last_hidden_state
         return F.pad(hidden, (0, 0, cut, 0))
