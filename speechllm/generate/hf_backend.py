@@ -115,9 +115,10 @@ class HFBackend(TokenizerPrompts):
         attention implementation takes a boolean 4-D mask; on CPU, one-token steps also switch to
         grouped matmul attention (``decode_attention``), 3x faster there than SDPA's kernel."""
         from speechllm.generate import decode_attention
-        from speechllm.generate.slot_cache import supports_slot_cache
+        from speechllm.generate.slot_cache import slot_cache_layers
 
-        if not supports_slot_cache(self.model.config):
+        self.cache_layers = slot_cache_layers(self.model.config)
+        if not self.cache_layers:
             return False
         attention = getattr(self.model.config, "_attn_implementation", None)
         if attention == "sdpa" and self.device == "cpu":
@@ -232,14 +233,11 @@ class _Decoder:
         import torch
         from transformers import DynamicCache
 
+        from speechllm.eval.predictors import left_pad
+
         n = len(indices)
-        width = max(len(prompt_ids[i]) for i in indices)
-        input_ids = torch.full((n, width), self.b.pad_id, dtype=torch.long)
-        attention = torch.zeros((n, width), dtype=torch.long)
-        for row, i in enumerate(indices):
-            ids = prompt_ids[i]
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids):] = 1
+        input_ids, attention = left_pad([prompt_ids[i] for i in indices], self.b.pad_id)
+        width = input_ids.shape[1]
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         # Positions count from each row's first real token, so left padding shifts nothing.
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -370,14 +368,11 @@ class _SlotDecoder(_Decoder):
         import torch
         from transformers import DynamicCache
 
+        from speechllm.eval.predictors import left_pad
+
         prefix_len, prefix = shared
-        suffixes = [prompt_ids[r][prefix_len:] for r in rows]
-        n, width = len(rows), max(len(s) for s in suffixes)
-        input_ids = torch.full((n, width), self.b.pad_id, dtype=torch.long)
-        own = torch.zeros((n, width), dtype=torch.long)
-        for j, ids in enumerate(suffixes):
-            input_ids[j, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            own[j, width - len(ids):] = 1
+        input_ids, own = left_pad([prompt_ids[r][prefix_len:] for r in rows], self.b.pad_id)
+        n, width = input_ids.shape
         input_ids, own = input_ids.to(self.device), own.to(self.device)
         fresh = DynamicCache(config=self.b.model.config)
         if prefix is not None:
@@ -395,7 +390,6 @@ class _SlotDecoder(_Decoder):
 
     def run(self, prompt_ids, batch_size: int):
         import torch
-        from transformers import DynamicCache
 
         from speechllm.generate.slot_cache import SlotKVCache
 
@@ -403,7 +397,7 @@ class _SlotDecoder(_Decoder):
         if not prompt_ids:
             return
         slots = max(1, min(batch_size, len(prompt_ids)))
-        cache = SlotKVCache(len(DynamicCache(config=model.config).layers), slots, chunk=self.CACHE_CHUNK)
+        cache = SlotKVCache(self.b.cache_layers, slots, chunk=self.CACHE_CHUNK)
         shared = self._shared_prefix(prompt_ids)
         queue = list(range(len(prompt_ids)))
         queue.reverse()  # pop() takes the next prompt in the given order

@@ -24,13 +24,15 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache, DynamicLayer
 
 
-def supports_slot_cache(config) -> bool:
-    """True when every layer of this model's default cache is plain full attention."""
+def slot_cache_layers(config) -> int:
+    """The number of cache layers when every layer of this model's default cache is plain full
+    attention (a :class:`SlotKVCache` can serve it), else 0."""
     try:
         cache = DynamicCache(config=config)
     except Exception:  # noqa: BLE001 - unknown cache layouts simply use the fallback decoder
-        return False
-    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+        return 0
+    plain = bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+    return len(cache.layers) if plain else 0
 
 
 class SlotLayer(CacheLayerMixin):
