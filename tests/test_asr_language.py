@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_multilingual_whisper_transcribes_english_with_a_fixed_language(offline_whisper_base, tiny_llm_dir,
-                                                                        shared_audio_dir):
+                                                                        real_audio_dir):
     from speechllm.audio import load_audio
     from speechllm.config import ModelConfig
     from speechllm.models import SpeechLLM
@@ -23,9 +23,9 @@ def test_multilingual_whisper_transcribes_english_with_a_fixed_language(offline_
     assert model.transcriber.multilingual
     assert model.transcriber._prompt() == [tok.convert_tokens_to_ids(t) for t in
                                            ("<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>")]
-    with open(shared_audio_dir / "LABELS.tsv", encoding="utf-8") as f:
+    with open(real_audio_dir / "LABELS.tsv", encoding="utf-8") as f:
         speech = [r for r in csv.DictReader(f, delimiter="\t") if r["kind"] == "speech"]
-    texts = model.transcribe([load_audio(shared_audio_dir / r["file"]) for r in speech])
+    texts = model.transcribe([load_audio(real_audio_dir / r["file"]) for r in speech])
     def squash(t: str) -> str:  # "smoke stack" vs "smokestack"
         return "".join(c for c in t.lower() if c.isalnum())
 

@@ -97,7 +97,7 @@ def test_resolve_model_forms(tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
-def test_whisper_tiny_en_conversion_transcribes_real_speech(offline_whisper_tiny_en, shared_audio_dir):
+def test_whisper_tiny_en_conversion_transcribes_real_speech(offline_whisper_tiny_en, real_audio_dir):
     import torch
     from transformers import (
         WhisperFeatureExtractor,
@@ -112,7 +112,7 @@ def test_whisper_tiny_en_conversion_transcribes_real_speech(offline_whisper_tiny
     assert model.config.d_model == 384 and model.config.encoder_layers == 4
     fe = WhisperFeatureExtractor.from_pretrained(offline_whisper_tiny_en)
     tok = WhisperTokenizerFast.from_pretrained(offline_whisper_tiny_en)
-    feats = fe(load_audio(shared_audio_dir / "3436-172162-0000.ogg"), sampling_rate=16000,
+    feats = fe(load_audio(real_audio_dir / "3436-172162-0000.ogg"), sampling_rate=16000,
                return_tensors="pt").input_features
     with torch.inference_mode():
         assert model.model.encoder(feats).last_hidden_state.shape == (1, 1500, 384)

@@ -33,7 +33,7 @@ def corpus(harvard_sentences, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mixed_manifest(corpus, shared_audio_dir, tmp_path_factory) -> Path:
+def mixed_manifest(corpus, real_audio_dir, tmp_path_factory) -> Path:
     """Synthetic speech, a robin chirp (no gender/transcript), a missing file and silent audio."""
     d = tmp_path_factory.mktemp("mixed")
     sf.write(d / "silent.wav", np.zeros(16000, np.int16), 16000, subtype="PCM_16")
@@ -41,7 +41,7 @@ def mixed_manifest(corpus, shared_audio_dir, tmp_path_factory) -> Path:
     for r in rows:
         r["audio"] = str(corpus / r["audio"])
     rows += [
-        {"id": "robin", "audio": str(shared_audio_dir / "robin-chirp.ogg")},
+        {"id": "robin", "audio": str(real_audio_dir / "robin-chirp.ogg")},
         {"id": "gone", "audio": "missing.wav"},
         {"id": "silent", "audio": "silent.wav"},
     ]

@@ -21,14 +21,14 @@ def real_checkpoint(offline_whisper_tiny_en, offline_smollm2, tmp_path_factory):
     return out
 
 
-def test_infer_real_models_transcribe_and_answer(real_checkpoint, shared_audio_dir, tmp_path, capsys):
-    labels = list(csv.DictReader(open(shared_audio_dir / "LABELS.tsv", encoding="utf-8"), delimiter="\t"))
+def test_infer_real_models_transcribe_and_answer(real_checkpoint, real_audio_dir, tmp_path, capsys):
+    labels = list(csv.DictReader(open(real_audio_dir / "LABELS.tsv", encoding="utf-8"), delimiter="\t"))
     speech = next(r for r in labels if r["file"] == "198-209-0000.ogg")
     manifest = tmp_path / "in.jsonl"
     rows = [
-        {"id": "speech", "audio": str(shared_audio_dir / speech["file"]),
+        {"id": "speech", "audio": str(real_audio_dir / speech["file"]),
          "prompt": "What can you hear from the audio?"},
-        {"id": "bird", "audio": str(shared_audio_dir / "robin-chirp.ogg"), "prompt": "What can you hear?"},
+        {"id": "bird", "audio": str(real_audio_dir / "robin-chirp.ogg"), "prompt": "What can you hear?"},
         {"id": "text", "prompt": "What is the capital of France? Answer in one word."},
     ]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -43,9 +43,9 @@ def test_infer_real_models_transcribe_and_answer(real_checkpoint, shared_audio_d
     assert "paris" in got["text"]["response"].lower()  # text only: the base LLM's own answer
 
 
-def test_single_request_cli_prints_a_reply(real_checkpoint, shared_audio_dir, capsys):
+def test_single_request_cli_prints_a_reply(real_checkpoint, real_audio_dir, capsys):
     rc = main(["infer", "--model", str(real_checkpoint), "--audio",
-               str(shared_audio_dir / "3436-172162-0000.ogg"), "--prompt", "Describe the audio.",
+               str(real_audio_dir / "3436-172162-0000.ogg"), "--prompt", "Describe the audio.",
                "--max-new-tokens", "16", "--timings"])
     captured = capsys.readouterr()
     assert rc == 0 and captured.out.strip()

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,13 +78,12 @@ def test_missing_inputs_name_the_earlier_stage(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, offline_smollm2, harvard_sentences):
-    """The README's main job, shrunk: synth -> describe -> generate -> cache -> train -> infer -> eval.
-    (``harvard_sentences`` skips it when ../shared/data is absent: synth reads its sentences.)"""
+def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, offline_smollm2):
+    """The README's main job, shrunk: synth -> describe -> generate -> cache -> train -> infer -> eval."""
     if shutil.which("flite") is None or shutil.which("espeak-ng") is None:
         pytest.skip("flite / espeak-ng not installed (scripts/install.sh installs them)")
     dump, exp = tmp_path / "dump", tmp_path / "exp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable}
     args = ["bash", str(REPO / "egs/mini/run.sh"), "--skip_install", "true", "--synth_num", "30", "--num_threads", "1",
             "--dump", str(dump), "--exp", str(exp), "--gen_max_new_tokens", "24", "--infer_clips", "",
             "--infer_limit", "2", "--eval_limit", "6", "--overrides", "train.max_steps=3 train.batch_size=4"]

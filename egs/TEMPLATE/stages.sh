@@ -53,7 +53,7 @@ eval_limit=0            # stage 7: evaluate only the first N items (0 = all)
 builtin_style=short     # stage 7: built-in benchmark style: short (one-word answers) | choice (MMAU style)
 benches=""              # stage 7: extra benchmarks NAME:PATH (space-separated), e.g. mmau:/data/mmau.json
 skip_install=false      # stage 0: skip scripts/install.sh (already installed)
-num_threads=""          # torch CPU threads (default: $OMP_NUM_THREADS or 1 on CPU)
+num_threads=""          # torch CPU threads: N, or auto (idle cores, measured as each command starts) (default: $OMP_NUM_THREADS or 1)
 force=false             # re-run stages whose outputs exist
 
 stage_names=(setup prepare describe generate cache train infer eval)
@@ -103,7 +103,15 @@ exp=${exp:-exp/$tag}
 [ -n "$config" ] || die "--config is required (a recipe under recipes/)"
 [ -f "$config" ] || config="$repo/$config"
 [ -f "$config" ] || die "recipe $config not found"
-export OMP_NUM_THREADS=${num_threads:-${OMP_NUM_THREADS:-1}}
+if [ "${num_threads:-}" = auto ]; then
+  # Each speechllm command counts the idle cores when it starts (speechllm.utils.threads).
+  export SPEECHLLM_NUM_THREADS=auto; unset OMP_NUM_THREADS
+else
+  export OMP_NUM_THREADS=${num_threads:-${OMP_NUM_THREADS:-1}}
+fi
+# The project's Python environment (<repo>/.venv unless one is active; scripts/python_env.sh).
+# shellcheck source=scripts/python_env.sh
+. "$repo/scripts/python_env.sh"
 export TOKENIZERS_PARALLELISM=false
 read -r -a override_args <<< "$overrides"
 read -r -a gen_extra_args <<< "$gen_extra"
@@ -142,7 +150,7 @@ train_cmd() {
 
 data="$dump/data"; described="$dump/described"; targets="$dump/targets"; features="$dump/features"
 model_dir="$exp/train/final"
-log "corpus=$corpus tag=$tag config=$config dump=$dump exp=$exp stages ${stage}..${stop_stage} threads=$OMP_NUM_THREADS"
+log "corpus=$corpus tag=$tag config=$config dump=$dump exp=$exp stages ${stage}..${stop_stage} threads=${OMP_NUM_THREADS:-auto} python=$PY"
 
 # ---------------------------------------------------------------- 0 setup: install + offline models
 if run_stage 0; then

@@ -38,6 +38,14 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+def _thread_count(value: str) -> int | str:
+    if value.strip().lower() == "auto":
+        return "auto"
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="speechllm",
@@ -46,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"speechllm {__version__}")
     parser.add_argument(
         "--num-threads",
-        type=int,
+        type=_thread_count,
         default=None,
-        help="torch CPU threads (default: $SPEECHLLM_NUM_THREADS, else $OMP_NUM_THREADS, else torch's)",
+        help="torch CPU threads, or 'auto' (the cores idle right now, at least 1) "
+        "(default: $SPEECHLLM_NUM_THREADS, else $OMP_NUM_THREADS, else torch's)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num", "-n", type=int, default=200, help="number of utterances (default: 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same num + seed = same corpus (default: 0)")
     p.add_argument("--sentences", default=None, metavar="FILE",
-                   help="sentence file, one a line (default: ../shared/data/harvard_sentences.txt beside the repository)")
+                   help="sentence file, one a line (default: the 720 Harvard sentences shipped with speechllm)")
     p.add_argument("--jobs", "-j", type=int, default=2, help="parallel TTS processes (default: 2)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 SPLITS = ("train", "dev", "test")
 SENTENCE_FRACTIONS = {"train": 0.8, "dev": 0.1, "test": 0.1}
-DEFAULT_SENTENCES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "harvard_sentences.txt"
+# The 720 Harvard sentences (IEEE 1969), shipped as a package resource: see resources/corpora/SOURCES.md.
+HARVARD_SENTENCES_RESOURCE = ("resources", "corpora", "harvard_sentences.txt")
 
 # Targets per bin. Each lies well inside its bin under the default describe thresholds
 # (rate: slow < 3.5 < normal < 5.5 < fast syllables/s; volume: quiet < -35 < normal < -20 < loud
@@ -139,21 +140,39 @@ def check_tts_installed(engines: tuple[str, ...] = ("flite", "espeak-ng")) -> No
         )
 
 
-def read_sentences(path: str | os.PathLike) -> list[str]:
-    """Non-blank, de-duplicated lines of a sentence file, in file order."""
+def harvard_sentences() -> list[str]:
+    """The 720 Harvard sentences shipped with the package (the synthetic corpus's default text)."""
+    from importlib import resources
+
+    text = resources.files("speechllm").joinpath(*HARVARD_SENTENCES_RESOURCE).read_text(encoding="utf-8")
+    return _distinct_lines(text, "the packaged Harvard sentences")
+
+
+def read_sentences(path: str | os.PathLike | None = None) -> list[str]:
+    """Non-blank, de-duplicated lines of a sentence file, in file order (None: the Harvard sentences)."""
+    if path is None:
+        return harvard_sentences()
     p = Path(path)
     if not p.is_file():
         raise SynthError(
-            f"sentence file {p} not found; pass --sentences FILE (one sentence a line), e.g. "
-            "the Harvard sentences at ../shared/data/harvard_sentences.txt"
+            f"sentence file {p} not found; pass --sentences FILE (one sentence a line), or leave "
+            "--sentences out for the 720 Harvard sentences shipped with speechllm"
         )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SynthError(f"{p}: not UTF-8 text (byte {e.start}); re-encode it as UTF-8") from None
+    return _distinct_lines(text, str(p))
+
+
+def _distinct_lines(text: str, source: str) -> list[str]:
     seen: dict[str, None] = {}
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         s = " ".join(line.split())
         if s:
             seen.setdefault(s, None)
     if len(seen) < 10:
-        raise SynthError(f"{p}: need at least 10 distinct sentences, found {len(seen)}")
+        raise SynthError(f"{source}: need at least 10 distinct sentences, found {len(seen)}")
     return list(seen)
 
 
@@ -392,7 +411,7 @@ def build_synthetic_corpus(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SynthError(f"{out} already exists and is not empty; pass --overwrite to replace it")
     check_tts_installed()
-    sentences = read_sentences(sentences_path or DEFAULT_SENTENCES)
+    sentences = read_sentences(sentences_path)
     specs = plan_corpus(sentences, num, seed)
 
     from speechllm.utils.fs import atomic_directory

@@ -122,8 +122,8 @@ def pitch_track(wave: np.ndarray, sample_rate: int, floor_hz: float = 60.0,
         import parselmouth
     except ImportError:
         raise SpeechLLMError(
-            "pitch needs praat-parselmouth: pip install 'speechllm[annotators]' "
-            "(or pip install praat-parselmouth)"
+            "pitch needs praat-parselmouth, a dependency of speechllm: pip install praat-parselmouth "
+            "(or reinstall with bash scripts/install.sh)"
         ) from None
     x = np.asarray(wave, dtype=np.float32)
     rate = sample_rate
