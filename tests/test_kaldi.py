@@ -10,7 +10,7 @@ import soundfile as sf
 
 from speechllm.audio import load_audio
 from speechllm.data import Utterance
-from speechllm.data.kaldi import KaldiDirError, read_kaldi_dir, write_kaldi_dir
+from speechllm.data.kaldi import KaldiDirError, pipe_audio_name, read_kaldi_dir, write_kaldi_dir
 
 
 def make_wav(path, seconds=1.0, sr=16_000, freq=440.0):
@@ -116,7 +116,7 @@ def test_allowed_pipes_are_decoded_into_files(tmp_path):
     d = tmp_path / "data"
     write_files(d, {"wav.scp": "r1 sox src.wav -t wav - |\n", "text": "r1 piped\n"})
     (utt,) = read_kaldi_dir(d, allow_pipes=True, root=tmp_path, pipe_audio_dir=tmp_path / "decoded")
-    assert utt.audio_path == tmp_path / "decoded" / "r1.flac"
+    assert utt.audio_path.parent == tmp_path / "decoded" and utt.audio_path.name.startswith("r1-")
     assert np.allclose(sf.read(utt.audio_path)[0], sf.read(src)[0], atol=1e-4)
     assert utt.transcript == "piped"
 
@@ -151,3 +151,45 @@ def test_malformed_dirs_name_file_and_line(tmp_path, files, pattern):
 def test_missing_dir(tmp_path):
     with pytest.raises(KaldiDirError, match="no such Kaldi data dir"):
         read_kaldi_dir(tmp_path / "nope")
+
+
+# A pipe command that works without sox: the data dir's own WAV copied to stdout.
+def _cat_pipe(src):
+    return f"cat {src} |"
+
+
+def test_pipe_recording_ids_cannot_escape_the_pipe_audio_folder(tmp_path):
+    src = make_wav(tmp_path / "src.wav", 0.5)
+    d = tmp_path / "data"
+    pipe_dir = tmp_path / "out" / "pipe_audio"
+    write_files(d, {"wav.scp": f"../../escaped {_cat_pipe(src)}\n/abs/name {_cat_pipe(src)}\n"})
+    utts = read_kaldi_dir(d, allow_pipes=True, root=tmp_path, pipe_audio_dir=pipe_dir)
+    assert sorted(u.id for u in utts) == ["../../escaped", "/abs/name"]
+    for u in utts:
+        # Every decoded file lies directly in pipe_audio/, whatever the id says.
+        assert u.audio_path.parent == pipe_dir
+        assert np.allclose(sf.read(u.audio_path)[0], sf.read(src)[0], atol=1e-4)
+    assert not (tmp_path / "escaped.flac").exists() and not (tmp_path / "out" / "escaped.flac").exists()
+    assert sorted(p.parent for p in tmp_path.rglob("*.flac")) == [pipe_dir, pipe_dir]
+    name = pipe_audio_name("cat a.wav", "../../x", tmp_path)
+    assert "/" not in name and not name.startswith(".") and name.endswith(".flac")
+    # Ids that sanitise alike still get their own files.
+    assert pipe_audio_name("c", "a/b", tmp_path) != pipe_audio_name("c", "a_b", tmp_path)
+
+
+def test_a_changed_pipe_command_decodes_again(tmp_path):
+    low = make_wav(tmp_path / "low.wav", 0.5, freq=200)
+    high = make_wav(tmp_path / "high.wav", 0.75, freq=2000)
+    d = tmp_path / "data"
+    pipe_dir = tmp_path / "pipe_audio"
+    write_files(d, {"wav.scp": f"r1 {_cat_pipe(low)}\n"})
+    (first,) = read_kaldi_dir(d, allow_pipes=True, root=tmp_path, pipe_audio_dir=pipe_dir)
+    write_files(d, {"wav.scp": f"r1 {_cat_pipe(high)}\n"})
+    (second,) = read_kaldi_dir(d, allow_pipes=True, root=tmp_path, pipe_audio_dir=pipe_dir)
+    assert first.audio_path != second.audio_path
+    assert len(sf.read(second.audio_path)[0]) == 12_000  # high.wav, not the stale low.wav
+    assert np.allclose(sf.read(second.audio_path)[0], sf.read(high)[0], atol=1e-4)
+    # The same command again reuses its decoded file (the command is not run twice).
+    mtime = second.audio_path.stat().st_mtime_ns
+    (again,) = read_kaldi_dir(d, allow_pipes=True, root=tmp_path, pipe_audio_dir=pipe_dir)
+    assert again.audio_path == second.audio_path and again.audio_path.stat().st_mtime_ns == mtime

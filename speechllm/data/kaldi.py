@@ -8,15 +8,22 @@ files, sorted as Kaldi's ``utils/validate_data_dir.sh`` wants, plus ``spk2utt``.
 output is the audio (``sox x.flac -t wav - |``); running it executes arbitrary shell code taken
 from the data dir, so such entries are refused unless ``allow_pipes=True``. With it, each
 command is run once (``bash -c``, from ``root``) and its output is decoded and saved as a FLAC
-file in ``pipe_audio_dir``, so the manifest points at ordinary files. Relative paths and commands
-are taken from ``root``, the folder Kaldi recipes run from (default: the current folder).
+file in ``pipe_audio_dir``, so the manifest points at ordinary files. That file is named from the
+sanitised recording id and a hash of the command (:func:`pipe_audio_name`): an id cannot place it
+outside the folder, and a changed command is run again rather than answered from a stale file.
+Relative paths and commands are taken from ``root``, the folder Kaldi recipes run from (default:
+the current folder).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+import re
 import subprocess
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -75,12 +82,26 @@ def _parse_float(path: Path, line_no: int, text: str, what: str) -> float:
         raise KaldiDirError(f"{path}:{line_no}: {what} {text!r} is not a number") from None
 
 
+def pipe_audio_name(command: str, rec_id: str, root: Path) -> str:
+    """File name of a pipe's decoded audio: the recording id made safe, plus a hash of the command.
+
+    The id comes from the data dir and may hold ``/``, ``..`` or anything else, so only letters,
+    digits, ``.``, ``_`` and ``-`` are kept (no leading dot) and the name can never leave the
+    pipe-audio folder. The hash covers the command and the folder it runs from, so a changed
+    command (other source file, other options) decodes again instead of reusing a stale file,
+    and two ids that sanitise alike still get different names.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", rec_id).lstrip(".")[:80] or "rec"
+    digest = hashlib.sha256(json.dumps([command, str(root), rec_id]).encode("utf-8")).hexdigest()[:16]
+    return f"{safe}-{digest}.flac"
+
+
 def _decode_pipe(command: str, rec_id: str, root: Path, out_dir: Path, where: str) -> Path:
-    """Run a wav.scp pipe command and store its audio as ``out_dir/<rec_id>.flac``."""
+    """Run a wav.scp pipe command and store its audio in ``out_dir`` (see :func:`pipe_audio_name`)."""
     import soundfile as sf
 
-    target = out_dir / f"{rec_id}.flac"
-    if target.is_file():  # decoded by an earlier run
+    target = out_dir / pipe_audio_name(command, rec_id, root)
+    if target.is_file():  # decoded by an earlier run of this very command
         return target
     proc = subprocess.run(["bash", "-c", command], cwd=root, capture_output=True, check=False)
     if proc.returncode != 0:
@@ -92,9 +113,15 @@ def _decode_pipe(command: str, rec_id: str, root: Path, out_dir: Path, where: st
     except Exception as e:
         raise KaldiDirError(f"{where}: the command's output is not audio soundfile can decode ({e})") from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.flac")
-    sf.write(tmp, data, sr, format="FLAC")
-    os.replace(tmp, target)
+    # A unique temporary name: two readers of the same data dir never write the same file.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".flac", dir=out_dir)
+    os.close(fd)
+    try:
+        sf.write(tmp, data, sr, format="FLAC")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 
