@@ -49,7 +49,7 @@ def test_unknown_key_names_key_file_and_suggests(tmp_path):
         ("train.batch_size=eight", "train.batch_size: expected int"),
         ("model.lora.enabled=maybe", "model.lora.enabled: expected bool"),
         ("train.scheduler=exponential", "train.scheduler: 'exponential' is not one of"),
-        ("data.replay_ratio=1.5", "replay_ratio must be in [0, 1)"),
+        ("data.replay_ratio=1.5", "data.replay_ratio: 1.5 is out of range (allowed: >= 0 and < 1)"),
         ("train", "expected key=value"),
         ("train.lr=[1", "not valid YAML"),
         ("train.lr.x=1", "train.lr: expected float"),
@@ -88,3 +88,114 @@ def test_every_field_has_help():
     assert len(rows) > 40
     undocumented = [key for key, _, _, help_text in rows if not help_text]
     assert undocumented == []
+
+
+# ------------------------------------------------------------------ ranges (issue 14, item 9)
+
+
+@pytest.fixture
+def no_stage_runs(monkeypatch):
+    """Every stage entry point fails loudly: a config error must come before any model loads."""
+    import speechllm.describe.pipeline
+    import speechllm.generate.targets
+    import speechllm.train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a stage started (and would load a model) although the config is invalid")
+
+    monkeypatch.setattr(speechllm.train, "train", refuse)
+    monkeypatch.setattr(speechllm.generate.targets, "generate_targets", refuse)
+    monkeypatch.setattr(speechllm.describe.pipeline, "describe_manifest", refuse)
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("train.grad_accum", "0", "0 is out of range (allowed: >= 1)"),
+        ("train.max_steps", "0", "0 is out of range (allowed: >= 1)"),
+        ("train.max_steps", "-5", "-5 is out of range (allowed: >= 1)"),
+        ("train.epochs", "0", "0 is out of range (allowed: >= 1)"),
+        ("train.warmup_steps", "-1", "-1 is out of range (allowed: >= 0)"),
+        ("train.lr", "-1", "-1.0 is out of range (allowed: > 0)"),
+        ("train.lr", ".nan", "nan is not a finite number"),
+        ("train.lr", "nan", "nan is not a finite number"),
+        ("train.lr", ".inf", "inf is not a finite number"),
+        ("train.batch_size", "0", "0 is out of range (allowed: >= 1)"),
+        ("model.num_queries", "0", "0 is out of range (allowed: >= 1)"),
+        ("model.adapter_dropout", "1.0", "1.0 is out of range (allowed: >= 0 and < 1)"),
+        ("train.betas", "[0.9, 1.5]", "[0.9, 1.5] is out of range (allowed: 2 values, each >= 0 and < 1)"),
+        ("train.betas", "[0.9]", "[0.9] is out of range (allowed: 2 values, each >= 0 and < 1)"),
+        ("train.objectives", "{ce: -1}", "{'ce': -1.0} is out of range (allowed: each >= 0)"),
+        ("data.replay_ratio", "1.5", "1.5 is out of range (allowed: >= 0 and < 1)"),
+        ("data.train_weights", "[1, 0]", "[1.0, 0.0] is out of range (allowed: as many values as data.train (0), each > 0)"),
+        ("generation.top_p", "0", "0.0 is out of range (allowed: > 0 and <= 1)"),
+        ("model.lora.r", "0", "0 is out of range (allowed: >= 1)"),
+        ("model.qformer_context", "full", "'full' is not one of 'valid', 'window'"),
+        ("model.adapter", "transformer", "'transformer' is not one of 'mlp', 'qformer'"),
+    ],
+)
+def test_out_of_range_values_fail_at_load_naming_key_value_range_and_file(
+        tmp_path, capsys, no_stage_runs, key, value, allowed):
+    from speechllm.cli import main
+
+    parts = key.split(".")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("".join(f"{'  ' * i}{p}:\n" for i, p in enumerate(parts[:-1]))
+                      + f"{'  ' * (len(parts) - 1)}{parts[-1]}: {value}\n")
+    assert main(["train", "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{recipe}: {key}: {allowed}" in err, err
+    # The same value as a command-line override names the key too.
+    assert main(["train", f"{key}={value}"]) == 2
+    assert f"{key}: {allowed}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["generate", "in.jsonl", "out.jsonl", "--batch-size", "0"], "generation.batch_size: 0 is out of range (allowed: >= 1)"),
+        (["generate", "in.jsonl", "out.jsonl", "--temperature", "-1"], "generation.temperature: -1.0 is out of range (allowed: >= 0)"),
+        (["describe", "in.jsonl", "out.jsonl", "--set", "vad.threshold=2"], "vad.threshold: 2.0 is out of range (allowed: >= 0 and <= 1)"),
+        (["describe", "in.jsonl", "out.jsonl", "--set", "pitch.floor_hz=600"],
+         "pitch.floor_hz: 600.0 is out of range (allowed: > 0 and < pitch.ceiling_hz (500.0))"),
+        (["describe", "in.jsonl", "out.jsonl", "--set", "speaking_rate.fast_above=2"],
+         "speaking_rate.fast_above: 2.0 is out of range (allowed: >= speaking_rate.slow_below (3.5))"),
+        (["describe", "in.jsonl", "out.jsonl", "--set", "asr_max_new_tokens=0"], "asr_max_new_tokens: 0 is out of range (allowed: >= 1)"),
+    ],
+)
+def test_generation_and_describe_ranges_fail_before_the_stage_runs(capsys, no_stage_runs, argv, fragment):
+    from speechllm.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err and "command-line overrides" in err, err
+
+
+def test_defaults_and_every_recipe_satisfy_the_declared_ranges():
+    from pathlib import Path
+
+    from speechllm.config import check_config
+    from speechllm.describe.config import DescribeConfig
+
+    check_config(RunConfig())
+    check_config(DescribeConfig())
+    for path in sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")):
+        check_config(load_config(RunConfig, path), source=str(path))
+
+
+def test_programmatic_configs_are_checked_too():
+    from speechllm.config import check_config
+
+    cfg = RunConfig()
+    cfg.train.grad_accum = 0
+    with pytest.raises(ConfigError, match=r"<config>: train.grad_accum: 0 is out of range \(allowed: >= 1\)"):
+        check_config(cfg)
+
+
+def test_config_fields_lists_the_allowed_range(capsys):
+    from speechllm.cli import main
+
+    assert main(["config", "fields"]) == 0
+    out = capsys.readouterr().out
+    assert "train.grad_accum" in out and "int >= 1" in out and "float > 0" in out

@@ -2,6 +2,7 @@
 
 from speechllm.config.loader import (
     apply_overrides,
+    check_config,
     dump_yaml,
     from_dict,
     iter_field_help,
@@ -26,6 +27,7 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_config",
     "dump_yaml",
     "from_dict",
     "iter_field_help",

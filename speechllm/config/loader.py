@@ -2,16 +2,20 @@
 
 A config is a (nested) dataclass. :func:`load_config` reads a YAML file, applies overrides such as
 ``train.lr=3e-4 model.lora.enabled=true``, and checks every value against the dataclass field
-types. Unknown keys, wrong types, malformed YAML and missing files raise one
-:class:`~speechllm.errors.ConfigError` that names the key and the file (with a "did you mean"
-suggestion for near-misses). Field help text lives in ``field(metadata={"help": ...})`` so that
-``speechllm config show`` and the docs are generated from one place.
+types and the allowed range declared next to each field (:class:`~speechllm.config.schema.Range`,
+in ``field(metadata={"range": ...})``). Unknown keys, wrong types, out-of-range or non-finite
+numbers, malformed YAML and missing files raise one :class:`~speechllm.errors.ConfigError` that
+names the key, the value and the file (with a "did you mean" suggestion for near-misses), before
+any model is loaded. Field help text lives in ``field(metadata={"help": ...})`` so that
+``speechllm config fields`` and the docs are generated from one place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import math
 import os
 import types
 import typing
@@ -106,15 +110,22 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return int(value)
         fail()
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # PyYAML (YAML 1.1) reads "1e-4" as a string; accept anything float() accepts.
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
+            # PyYAML (YAML 1.1) reads "1e-4" as a string; accept anything float() accepts.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        fail()
+        if number is None:
+            fail()
+        # No setting of the project means anything with NaN or infinity (a NaN learning rate
+        # trains NaN weights; an infinite limit is no limit): refuse them for every float.
+        if not math.isfinite(number):
+            raise ConfigError(f"{source}: {key}: {number!r} is not a finite number")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -156,7 +167,107 @@ def _from_dict(cls: type[T], data: dict[str, Any], source: str, prefix: str = ""
         obj = cls(**kwargs)
     except (ValueError, TypeError) as e:  # __post_init__ validation
         raise ConfigError(f"{source}: {prefix.rstrip('.') or cls.__name__}: {e}") from None
+    # Nested sections given in ``data`` were checked when they were built; the others hold
+    # defaults, which satisfy their ranges (tests/test_config.py checks that).
+    for f in dataclasses.fields(obj):
+        _check_field(obj, f, source, prefix)
     return obj
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _allowed_names(spec: str) -> list[str]:
+    """The strings a ``Range.choices`` spec (``"module:attr.attr"``) allows, sorted."""
+    module_name, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return sorted(obj() if callable(obj) else obj)
+
+
+def _range_text(rng: Any, prefix: str, obj: Any = None, *, each: bool = False) -> str:
+    """``rng`` in words, e.g. ``2 values, each >= 0 and < 1`` or ``> 0 and < pitch.ceiling_hz
+    (500.0)``. With ``obj`` the values of sibling fields that serve as bounds are shown;
+    ``each``: the field holds several numbers (a list or mapping)."""
+
+    def sibling(name: str) -> str:
+        return f"{prefix}{name}" + (f" ({getattr(obj, name)!r})" if obj is not None else "")
+
+    bounds = " and ".join(f"{op} {sibling(b) if isinstance(b, str) else repr(b)}" for op, b in rng.bounds())
+    if rng.length is None:
+        return f"each {bounds}" if each and bounds else bounds
+    if isinstance(rng.length, str):
+        count = f"as many values as {prefix}{rng.length}"
+        if obj is not None:
+            count += f" ({len(getattr(obj, rng.length) or [])})"
+    else:
+        count = f"{rng.length} values"
+    return count + (f", each {bounds}" if bounds else "")
+
+
+def _check_field(obj: Any, f: dataclasses.Field, source: str, prefix: str) -> None:
+    """Check the value of field ``f`` of config ``obj`` against its declared ``Range``: the one
+    range check of every config section (a number, each item of a list, each value of a
+    mapping; a mapping's keys against ``choices``)."""
+    rng = f.metadata.get("range")
+    value = getattr(obj, f.name)
+    if rng is None or value is None:
+        return
+    key = prefix + f.name
+    if rng.choices is not None and value != _field_default(f):
+        names = list(value) if isinstance(value, (dict, list, tuple)) else [value]
+        allowed = _allowed_names(rng.choices)
+        for name in names:
+            if name not in allowed:
+                raise ConfigError(
+                    f"{source}: {key}: {name!r} is not one of {', '.join(repr(a) for a in allowed)}"
+                )
+    if isinstance(value, dict):
+        numbers = list(value.values())
+    elif isinstance(value, (list, tuple)):
+        numbers = list(value)
+    else:
+        numbers = [value]
+    ok = True
+    if rng.length is not None and isinstance(value, (list, tuple)):
+        expected = rng.length if isinstance(rng.length, int) else len(getattr(obj, rng.length) or [])
+        ok = len(value) == expected
+    for op, bound in rng.bounds():
+        limit = getattr(obj, bound) if isinstance(bound, str) else bound
+        if limit is None:
+            continue
+        ok = ok and all(_OPS[op](number, limit) for number in numbers)
+    if not ok:
+        raise ConfigError(
+            f"{source}: {key}: {value!r} is out of range "
+            f"(allowed: {_range_text(rng, prefix, obj, each=isinstance(value, (dict, list, tuple)))})"
+        )
+
+
+_OPS = {
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+}
+
+
+def check_config(cfg: Any, source: str = "<config>", prefix: str = "") -> None:
+    """Check every field of a config (and of its nested sections) against its declared range.
+
+    Loading a config does this already; call it for a config built or changed in Python."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_config(value, source, prefix + f.name + ".")
+        else:
+            _check_field(cfg, f, source, prefix)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>") -> T:
@@ -261,17 +372,22 @@ def save_resolved_config(cfg: Any, out_dir: str | os.PathLike, name: str = "conf
 
 
 def iter_field_help(cls: type, prefix: str = "") -> typing.Iterator[tuple[str, str, Any, str]]:
-    """Yield ``(dotted_key, type_name, default, help)`` for every leaf field of a config class."""
+    """Yield ``(dotted_key, type_name, default, help)`` for every leaf field of a config class;
+    ``type_name`` carries the allowed range (``int >= 1``)."""
     hints = _field_types(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             yield from iter_field_help(tp, prefix + f.name + ".")
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
+        default = _field_default(f)
+        if default is dataclasses.MISSING:
             default = "<required>"
-        yield prefix + f.name, _type_name(tp), default, f.metadata.get("help", "")
+        type_name = _type_name(tp)
+        rng = f.metadata.get("range")
+        if rng is not None and (rng.bounds() or rng.length is not None):
+            origin = get_origin(tp)
+            several = origin in (list, tuple, dict) or any(
+                get_origin(a) in (list, tuple, dict) for a in get_args(tp))
+            type_name += " " + _range_text(rng, prefix, each=several)
+        yield prefix + f.name, type_name, default, f.metadata.get("help", "")

@@ -12,15 +12,57 @@ from typing import Literal
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
+# A bound of a Range: a number, or the name of a sibling field whose value is the bound.
+Bound = int | float | str
 
-def _f(default, help: str, **kw):  # noqa: A002 - 'help' mirrors argparse
-    """A dataclass field with help text (mutable defaults go through default_factory). Every
-    config dataclass of the project uses it, so ``iter_field_help`` documents them all."""
+
+@dataclass(frozen=True)
+class Range:
+    """The values a field accepts, declared next to the field (``_f(..., ge=1)``) and checked by
+    the one generic validator in :mod:`speechllm.config.loader` when a config is loaded.
+
+    ``ge``/``gt``/``le``/``lt`` bound a number; a string bound names a sibling field
+    (``lt="ceiling_hz"``). For a list the bounds apply to each item, for a mapping to each value.
+    ``length`` is the number of items (an int, or a sibling list field's name). ``choices`` is
+    ``"module:attribute"`` naming the allowed strings (a sequence or a function returning one;
+    for a mapping: its keys), imported only when the value is not the field's default, so that
+    loading a config does not import torch.
+    """
+
+    ge: Bound | None = None
+    gt: Bound | None = None
+    le: Bound | None = None
+    lt: Bound | None = None
+    length: int | str | None = None
+    choices: str | None = None
+
+    def bounds(self) -> list[tuple[str, Bound]]:
+        """The ``(operator, bound)`` pairs that are set, lower bounds first."""
+        pairs = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        return [(op, b) for op, b in pairs if b is not None]
+
+    def __str__(self) -> str:
+        """Human form without sibling values, e.g. ``>= 0 and < 1`` (``config fields``)."""
+        text = " and ".join(f"{op} {b}" for op, b in self.bounds())
+        if self.length is not None:
+            text = f"{self.length} values" + (f", each {text}" if text else "")
+        return text
+
+
+def _f(default, help: str, *, ge: Bound | None = None, gt: Bound | None = None,  # noqa: A002 - 'help' mirrors argparse
+       le: Bound | None = None, lt: Bound | None = None, length: int | str | None = None,
+       choices: str | None = None, **kw):
+    """A dataclass field with help text and, optionally, its allowed values (see :class:`Range`;
+    mutable defaults go through default_factory). Every config dataclass of the project uses
+    it, so ``iter_field_help`` documents them all and ``check_config`` checks them all."""
+    metadata: dict = {"help": help}
+    if any(v is not None for v in (ge, gt, le, lt, length, choices)):
+        metadata["range"] = Range(ge=ge, gt=gt, le=le, lt=lt, length=length, choices=choices)
     if isinstance(default, (list, dict)):
         import copy
 
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
 
 
 @dataclass
@@ -28,14 +70,10 @@ class LoraConfig:
     """Optional LoRA on the LLM (DeSTA2.5: r=16 on q, k, v; off by default, as in DeSTA2)."""
 
     enabled: bool = _f(False, "train LoRA adapters on the LLM (through peft)")
-    r: int = _f(16, "LoRA rank")
-    alpha: int = _f(32, "LoRA alpha (scaling = alpha / r)")
-    dropout: float = _f(0.05, "LoRA dropout")
+    r: int = _f(16, "LoRA rank", ge=1)
+    alpha: int = _f(32, "LoRA alpha (scaling = alpha / r)", gt=0)
+    dropout: float = _f(0.05, "LoRA dropout", ge=0, lt=1)
     target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj"], "LLM module names to adapt")
-
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"lora.r must be >= 1, got {self.r}")
 
 
 @dataclass
@@ -46,32 +84,36 @@ class ModelConfig:
     encoder_revision: str | None = _f(None, "hub revision of the encoder (commit or tag)")
     llm: str = _f("offline:smollm2-135m-instruct", "chat LLM: offline:NAME, a local folder, or a hub id")
     llm_revision: str | None = _f(None, "hub revision of the LLM")
-    adapter: str = _f("qformer", "adapter registry name: qformer (DeSTA2) or mlp (frame stacking)")
+    adapter: str = _f("qformer", "adapter registry name: qformer (DeSTA2) or mlp (frame stacking)",
+                      choices="speechllm.models.adapters:adapter_names")
     encoder_layers: list[int] | None = _f(
-        None, "encoder hidden-state indices to tap (0 = embeddings); null = per-size DeSTA2 default"
+        None, "encoder hidden-state indices to tap (0 = embeddings); null = per-size DeSTA2 default",
+        ge=0,
     )
-    num_queries: int = _f(64, "Q-Former: learned queries per tapped layer (per 30 s window)")
-    qformer_layers: int = _f(2, "Q-Former: shared transformer depth (DeSTA2: 2, DeSTA2.5: 6)")
-    qformer_ffn_dim: int = _f(3072, "Q-Former: feed-forward width (BERT default 3072)")
+    num_queries: int = _f(64, "Q-Former: learned queries per tapped layer (per 30 s window)", ge=1)
+    qformer_layers: int = _f(2, "Q-Former: shared transformer depth (DeSTA2: 2, DeSTA2.5: 6)", ge=1)
+    qformer_ffn_dim: int = _f(3072, "Q-Former: feed-forward width (BERT default 3072)", ge=1)
     qformer_context: str = _f(
         "valid",
         "Q-Former cross-attention keys: valid (only the frames of real audio: ~10x fewer FLOPs for "
         "short clips, and a feature cache that stores only those frames) or window (DeSTA2: all 1500 "
         "frames of each 30 s window, padding included; the desta2/desta25 recipes pin it)",
+        choices="speechllm.models.adapters:QFormerAdapter.CONTEXTS",
     )
     frame_norm: str = _f(
         "global",
         "normalise each tapped layer's frames before the adapter: global (per-dimension mean/std over "
         "the real frames of training audio, estimated once when training starts, as Kaldi's global "
         "CMVN; saved with the adapter) or none (DeSTA2; the desta2/desta25 recipes pin it)",
+        choices="speechllm.models.adapters:FRAME_NORMS",
     )
-    frame_norm_rows: int = _f(256, "frame_norm=global: training rows the statistics are estimated from")
-    mlp_stack: int = _f(8, "MLP adapter: encoder frames stacked per output vector")
-    mlp_hidden: int | None = _f(None, "MLP adapter: hidden width; null = LLM width")
+    frame_norm_rows: int = _f(256, "frame_norm=global: training rows the statistics are estimated from", ge=1)
+    mlp_stack: int = _f(8, "MLP adapter: encoder frames stacked per output vector", ge=1)
+    mlp_hidden: int | None = _f(None, "MLP adapter: hidden width; null = LLM width", ge=1)
     transcript_source: Literal["manifest", "whisper", "none"] = _f(
         "manifest", "text after the adapter vectors: manifest transcript, Whisper's own, or none"
     )
-    max_transcript_tokens: int = _f(100, "transcript tokens kept in the audio span (DeSTA2.5: 100)")
+    max_transcript_tokens: int = _f(100, "transcript tokens kept in the audio span (DeSTA2.5: 100)", ge=0)
     asr_language: str | None = _f(
         None, "language of Whisper's own transcript for a multilingual encoder (e.g. en); null: detected per "
         "30 s window (English-only encoders ignore it)")
@@ -79,9 +121,10 @@ class ModelConfig:
     audio_locator: str = _f("<|AUDIO|>", "string in the chat messages that the audio span replaces")
     audio_start: str = _f("<start_audio>", "text placed before each audio span ('' for none)")
     audio_end: str = _f("<end_audio>", "text placed after each audio span ('' for none)")
-    adapter_dropout: float = _f(0.1, "Q-Former dropout during training (BERT default 0.1)")
+    adapter_dropout: float = _f(0.1, "Q-Former dropout during training (BERT default 0.1)", ge=0, lt=1)
     max_audio_seconds: float = _f(
-        300.0, "longest audio accepted; longer raises an error (audio is never silently truncated)"
+        300.0, "longest audio accepted; longer raises an error (audio is never silently truncated)",
+        gt=0,
     )
     chat_template: str | None = _f(None, "Jinja chat template file for LLMs that ship none")
     dtype: Precision = _f("auto", "dtype of the frozen weights (auto: bf16 where fast, else fp32)")
@@ -94,24 +137,22 @@ class DataConfig:
     """Training and validation data."""
 
     train: list[str] = _f([], "training JSONL files (targets.jsonl rows from `speechllm generate`)")
-    train_weights: list[float] | None = _f(None, "sampling weight per training file; null = by size")
+    train_weights: list[float] | None = _f(
+        None, "sampling weight per training file, one per data.train file; null = by size", gt=0, length="train")
     valid: str | None = _f(None, "validation JSONL file")
     replay: list[str] = _f([], "text-only replay JSONL files (from `speechllm generate-replay`)")
-    replay_ratio: float = _f(0.0, "share of text-only replay rows in every batch (~0.05 is usual)")
+    replay_ratio: float = _f(0.0, "share of text-only replay rows in every batch (~0.05 is usual)", ge=0, lt=1)
     max_audio_seconds: float = _f(
-        30.0, "longest training audio; longer rows are skipped and counted as too_long (audio over 30 s runs in 30 s windows)"
+        30.0, "longest training audio; longer rows are skipped and counted as too_long (audio over 30 s runs in 30 s windows)",
+        gt=0,
     )
-    max_length: int = _f(1024, "maximum tokens per example (longer targets are truncated)")
+    max_length: int = _f(1024, "maximum tokens per example (longer targets are truncated)", ge=1)
     bucket_by_length: bool = _f(True, "group examples of similar audio seconds + tokens per batch")
     feature_cache: str | None = _f(None, "folder of cached encoder features (`speechllm cache-features`)")
     build_feature_cache: bool = _f(
         True, "with data.feature_cache set: build or complete the cache before training (main process)"
     )
-    num_workers: int = _f(0, "DataLoader worker processes")
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.replay_ratio < 1.0:
-            raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
+    num_workers: int = _f(0, "DataLoader worker processes", ge=0)
 
 
 @dataclass
@@ -127,24 +168,24 @@ class GenerationConfig:
         "conversation (context distillation); 'builtin:describe' = a note that the wrapped text "
         "describes an audio clip. Helps small LLMs answer from the description")
     chat_template: str | None = _f(None, "Jinja chat template file for LLMs that ship none")
-    max_new_tokens: int = _f(256, "generation length limit; responses cut by it are flagged")
-    temperature: float = _f(0.0, "0 = greedy")
-    top_p: float = _f(1.0, "nucleus sampling mass")
-    top_k: int = _f(0, "top-k sampling (0 = off)")
-    repetition_penalty: float = _f(1.0, "HF repetition penalty (1 = off)")
+    max_new_tokens: int = _f(256, "generation length limit; responses cut by it are flagged", ge=1)
+    temperature: float = _f(0.0, "0 = greedy", ge=0)
+    top_p: float = _f(1.0, "nucleus sampling mass", gt=0, le=1)
+    top_k: int = _f(0, "top-k sampling (0 = off)", ge=0)
+    repetition_penalty: float = _f(1.0, "HF repetition penalty (1 = off)", gt=0)
     batch_size: int = _f(
         64, "rows decoding at once (length-sorted, continuous batching). On a 2-core CPU with SmolLM2-135M, "
-        "64 gave 1.45x the tokens/s of 16 (docs/benchmarks.md)")
+        "64 gave 1.45x the tokens/s of 16 (docs/benchmarks.md)", ge=1)
     dtype: Precision = _f("auto", "LLM dtype (auto: bf16 where the hardware runs it fast)")
-    seed: int = _f(0, "seed for prompt-pool draws and sampling")
+    seed: int = _f(0, "seed for prompt-pool draws and sampling", ge=0, lt=2**32)
     drop_degenerate: bool = _f(False, "drop empty or looping responses instead of keeping and counting them")
     device: str = _f("auto", "where the LLM runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N")
     strict: bool = _f(False, "a row without a description is an error (default: skip it and count it)")
-    samples: int = _f(1, "generate-replay self-output: answers sampled per instruction (K)")
+    samples: int = _f(1, "generate-replay self-output: answers sampled per instruction (K)", ge=1)
     verifier: str | None = _f(
         None, "generate-replay self-output: exact | contains | regex:PATTERN | module:function (null = keep all)"
     )
-    instruction_max_new_tokens: int = _f(128, "generate-replay pseudo: length limit of a sampled instruction")
+    instruction_max_new_tokens: int = _f(128, "generate-replay pseudo: length limit of a sampled instruction", ge=1)
     editor: str | None = _f(None, "generate-replay minimum-change: editor LLM (offline:NAME, folder or hub id)")
     editor_url: str | None = _f(
         None, "generate-replay minimum-change: OpenAI-compatible endpoint base URL (instead of a local editor)"
@@ -152,29 +193,23 @@ class GenerationConfig:
     editor_model: str | None = _f(None, "generate-replay minimum-change: model name sent to the endpoint")
     editor_api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the endpoint's API key")
 
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_new_tokens < 1 or self.samples < 1:
-            raise ValueError("generation.batch_size, max_new_tokens and samples must be >= 1")
-        if self.temperature < 0 or not 0.0 < self.top_p <= 1.0 or self.top_k < 0:
-            raise ValueError("generation: need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
-
 
 @dataclass
 class TrainConfig:
     """Optimisation, objectives, forgetting controls, checkpoints and logging."""
 
     output_dir: str = _f("exp/run", "run folder: checkpoints, logs, resolved config")
-    seed: int = _f(0, "global seed")
-    lr: float = _f(1e-4, "AdamW peak learning rate (DeSTA2: 1e-4)")
-    betas: list[float] = _f([0.9, 0.98], "AdamW betas (DeSTA2: 0.9, 0.98)")
-    weight_decay: float = _f(0.01, "AdamW weight decay")
+    seed: int = _f(0, "global seed", ge=0, lt=2**32)
+    lr: float = _f(1e-4, "AdamW peak learning rate (DeSTA2: 1e-4)", gt=0)
+    betas: list[float] = _f([0.9, 0.98], "AdamW betas (DeSTA2: 0.9, 0.98)", ge=0, lt=1, length=2)
+    weight_decay: float = _f(0.01, "AdamW weight decay", ge=0)
     scheduler: Literal["cosine", "linear", "constant"] = _f("cosine", "decay after warmup")
-    warmup_steps: int = _f(2000, "linear warmup steps (DeSTA2: 2000; DeSTA2.5: 5000)")
-    epochs: int = _f(10, "passes over the training data (DeSTA2: 10)")
-    max_steps: int | None = _f(None, "stop after this many optimiser steps (overrides epochs)")
-    batch_size: int = _f(8, "examples per device per micro-batch (DeSTA2: 8)")
-    grad_accum: int = _f(1, "micro-batches per optimiser step")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
+    warmup_steps: int = _f(2000, "linear warmup steps (DeSTA2: 2000; DeSTA2.5: 5000)", ge=0)
+    epochs: int = _f(10, "passes over the training data (DeSTA2: 10)", ge=1)
+    max_steps: int | None = _f(None, "stop after this many optimiser steps (overrides epochs)", ge=1)
+    batch_size: int = _f(8, "examples per device per micro-batch (DeSTA2: 8)", ge=1)
+    grad_accum: int = _f(1, "micro-batches per optimiser step", ge=1)
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)", ge=0)
     precision: Precision = _f("bf16", "autocast / weight precision")
     gradient_checkpointing: bool = _f(False, "recompute LLM activations in the backward pass")
     compile: bool = _f(False, "torch.compile the adapter and LLM")
@@ -186,21 +221,22 @@ class TrainConfig:
         "matmul + softmax: faster on CPU at these lengths, where the fused backward is slow), "
         "auto (eager on CPU, sdpa on GPU)"
     )
-    objectives: dict[str, float] = _f({"ce": 1.0}, "objective name -> weight: ce, kl, diva")
-    kl_temperature: float = _f(2.0, "temperature of the KL objective (BLSP-KD / Ultravox: 2)")
-    diva_num_align: int = _f(0, "DiVA: audio vectors aligned to transcript embeddings (0 = off)")
-    stm_tau: float | None = _f(None, "selective token masking: drop target tokens with base perplexity > tau (paper: 2.5)")
+    objectives: dict[str, float] = _f({"ce": 1.0}, "objective name -> weight: ce, kl, diva", ge=0,
+                                      choices="speechllm.train.objectives:OBJECTIVES")
+    kl_temperature: float = _f(2.0, "temperature of the KL objective (BLSP-KD / Ultravox: 2)", gt=0)
+    diva_num_align: int = _f(0, "DiVA: audio vectors aligned to transcript embeddings (0 = off)", ge=0)
+    stm_tau: float | None = _f(None, "selective token masking: drop target tokens with base perplexity > tau (paper: 2.5)", gt=0)
     stm_replay: bool = _f(
         False, "apply STM to replay rows too; off by default: replay rows are the base's own answers, and dropping "
         "their unlikely tokens would sharpen the model towards its argmax instead of preserving its distribution")
-    l2sp_alpha: float = _f(0.0, "L2-SP strength alpha/2 * ||w - w0||^2 on trained LLM weights")
-    ewc_lambda: float = _f(0.0, "EWC strength (Fisher normalised to mean 1)")
-    replay_kl_weight: float = _f(0.0, "KL-to-base on replay rows")
-    save_every: int = _f(500, "checkpoint every N optimiser steps")
-    keep_last: int = _f(3, "checkpoints kept")
-    log_every: int = _f(10, "log every N steps")
-    eval_every: int = _f(500, "validation every N steps (0 = only at the end)")
-    num_sample_generations: int = _f(2, "validation examples generated at each evaluation")
+    l2sp_alpha: float = _f(0.0, "L2-SP strength alpha/2 * ||w - w0||^2 on trained LLM weights", ge=0)
+    ewc_lambda: float = _f(0.0, "EWC strength (Fisher normalised to mean 1)", ge=0)
+    replay_kl_weight: float = _f(0.0, "KL-to-base on replay rows", ge=0)
+    save_every: int = _f(500, "checkpoint every N optimiser steps (0 = only when stopping and at the end)", ge=0)
+    keep_last: int = _f(3, "checkpoints kept (0 = all)", ge=0)
+    log_every: int = _f(10, "log every N steps", ge=1)
+    eval_every: int = _f(500, "validation every N steps (0 = only at the end)", ge=0)
+    num_sample_generations: int = _f(2, "validation examples generated at each evaluation", ge=0)
 
 
 @dataclass

@@ -22,8 +22,8 @@ class SpeakingRateBins:
     deliberately slow, above 5.5 hurried.
     """
 
-    slow_below: float = _f(3.5, "syllables/s below this are 'slow'")
-    fast_above: float = _f(5.5, "syllables/s above this are 'fast'")
+    slow_below: float = _f(3.5, "syllables/s below this are 'slow'", gt=0)
+    fast_above: float = _f(5.5, "syllables/s above this are 'fast'", ge="slow_below")
 
 
 @dataclass
@@ -35,14 +35,14 @@ class PitchBins:
     middle band that only flags clearly low or high voices.
     """
 
-    male_low_below: float = _f(100.0, "male median F0 (Hz) below this is 'low'")
-    male_high_above: float = _f(145.0, "male median F0 (Hz) above this is 'high'")
-    female_low_below: float = _f(175.0, "female median F0 (Hz) below this is 'low'")
-    female_high_above: float = _f(240.0, "female median F0 (Hz) above this is 'high'")
-    unknown_low_below: float = _f(100.0, "median F0 (Hz) below this is 'low' when gender is unknown")
-    unknown_high_above: float = _f(240.0, "median F0 (Hz) above this is 'high' when gender is unknown")
-    floor_hz: float = _f(60.0, "lowest F0 searched (Hz)")
-    ceiling_hz: float = _f(500.0, "highest F0 searched (Hz)")
+    male_low_below: float = _f(100.0, "male median F0 (Hz) below this is 'low'", gt=0)
+    male_high_above: float = _f(145.0, "male median F0 (Hz) above this is 'high'", ge="male_low_below")
+    female_low_below: float = _f(175.0, "female median F0 (Hz) below this is 'low'", gt=0)
+    female_high_above: float = _f(240.0, "female median F0 (Hz) above this is 'high'", ge="female_low_below")
+    unknown_low_below: float = _f(100.0, "median F0 (Hz) below this is 'low' when gender is unknown", gt=0)
+    unknown_high_above: float = _f(240.0, "median F0 (Hz) above this is 'high' when gender is unknown", ge="unknown_low_below")
+    floor_hz: float = _f(60.0, "lowest F0 searched (Hz)", gt=0, lt="ceiling_hz")
+    ceiling_hz: float = _f(500.0, "highest F0 searched (Hz)", le=8000)
 
     def thresholds(self, gender: str | None) -> tuple[float, float]:
         """(low_below, high_above) for a gender label ('male', 'female', anything else)."""
@@ -62,8 +62,8 @@ class VolumeBins:
     quieter than that sound distant or faint, recordings near -15 dBFS sound loud.
     """
 
-    quiet_below: float = _f(-35.0, "active RMS level (dBFS) below this is 'quiet'")
-    loud_above: float = _f(-20.0, "active RMS level (dBFS) above this is 'loud'")
+    quiet_below: float = _f(-35.0, "active RMS level (dBFS) below this is 'quiet'", le=0)
+    loud_above: float = _f(-20.0, "active RMS level (dBFS) above this is 'loud'", ge="quiet_below", le=0)
 
 
 @dataclass
@@ -74,18 +74,18 @@ class SnrBins:
     """
 
     low_below: float = _f(10.0, "SNR (dB) below this is 'low' (noisy)")
-    high_above: float = _f(25.0, "SNR (dB) above this is 'high' (clean)")
+    high_above: float = _f(25.0, "SNR (dB) above this is 'high' (clean)", ge="low_below")
 
 
 @dataclass
 class VadConfig:
     """silero-vad settings (its defaults) and the speech/non-speech decision."""
 
-    threshold: float = _f(0.5, "speech probability threshold")
-    min_speech_ms: int = _f(250, "shortest speech segment kept (ms)")
-    min_silence_ms: int = _f(100, "shortest silence that splits segments (ms)")
-    speech_pad_ms: int = _f(30, "padding added around each segment (ms)")
-    min_speech_seconds: float = _f(0.3, "a clip with less detected speech than this is non-speech")
+    threshold: float = _f(0.5, "speech probability threshold", ge=0, le=1)
+    min_speech_ms: int = _f(250, "shortest speech segment kept (ms)", ge=0)
+    min_silence_ms: int = _f(100, "shortest silence that splits segments (ms)", ge=0)
+    speech_pad_ms: int = _f(30, "padding added around each segment (ms)", ge=0)
+    min_speech_seconds: float = _f(0.3, "a clip with less detected speech than this is non-speech", ge=0)
 
 
 @dataclass
@@ -100,12 +100,12 @@ class DescribeConfig:
     snr: SnrBins = field(default_factory=SnrBins, metadata={"help": "SNR bins"})
     vad: VadConfig = field(default_factory=VadConfig, metadata={"help": "voice activity detection"})
     asr_model: str = _f("offline:whisper-tiny.en", "Whisper model for missing transcripts (offline:NAME, folder or hub id)")
-    asr_max_seconds: float = _f(30.0, "audio longer than this is transcribed from its first 30 s only")
-    asr_max_new_tokens: int = _f(160, "most tokens of a generated transcript (30 s of fast speech is ~120)")
+    asr_max_seconds: float = _f(30.0, "audio longer than this is transcribed from its first 30 s only", gt=0)
+    asr_max_new_tokens: int = _f(160, "most tokens of a generated transcript (30 s of fast speech is ~120)", ge=1)
     asr_language: str | None = _f(
         None, "transcript language for a multilingual Whisper (e.g. en); null: detected per clip (English-only "
         "models ignore it)")
-    gender_max_seconds: float = _f(20.0, "seconds of audio given to the gender classifier")
+    gender_max_seconds: float = _f(20.0, "seconds of audio given to the gender classifier", gt=0)
     classifiers: dict[str, str] = _f({}, "attribute -> HF audio-classification model, for the hf-classifier annotator")
     template: str = _f("desta2-v1", "seed-description template id")
     description_attributes: list[str] = _f([], "attributes in the description, in order (empty: the template's default)")
