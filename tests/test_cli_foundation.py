@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -21,6 +23,12 @@ def test_env_json_reports_versions_and_assets(capsys):
     assert info["torch"] and info["transformers"].startswith("5.")
     assert set(info["assets"]) >= {"whisper-tiny.en", "whisper-base", "smollm2-135m-instruct"}
     assert "cpu" in info["devices"]
+    # What a bug report about speed or synthesis needs: the machine and the external tools.
+    assert info["cpu"] and info["cpu_cores"].endswith(f"of {os.cpu_count()}")
+    assert "total" in info["memory_gib"]
+    assert set(info["tools"]) == {"flite", "espeak-ng", "sox"}
+    for name, found in info["tools"].items():
+        assert (found is None) == (shutil.which(name) is None)
 
 
 def test_config_error_is_one_line_and_exit_2(capsys):

@@ -1,4 +1,4 @@
-"""``speechllm env``: what a bug report needs (versions, devices, threads, cache, assets)."""
+"""``speechllm env``: what a bug report needs (versions, machine, devices, threads, tools, cache, assets)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("env", help="print versions, devices, threads, cache dir and installed assets")
+    p = sub.add_parser("env", help="print versions, CPU and memory, devices, threads, TTS/sox tools, cache dir and installed assets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run)
 
@@ -20,10 +20,17 @@ def collect_environment() -> dict:
 
     from speechllm import __version__
 
+    from speechllm.utils.hardware import cpu_counts, cpu_model, external_tools, memory_gib
+
+    cores = cpu_counts()
+    memory = memory_gib()
     info: dict = {
         "speechllm": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_cores": f"{cores['usable']} usable of {cores['logical']}",
+        "memory_gib": f"{memory['total']} total, {memory['available']} available" if memory else None,
     }
     for dist in ("torch", "transformers", "peft", "accelerate", "safetensors", "librosa",
                  "soundfile", "soxr", "numpy", "gguf", "silero-vad", "openai-whisper", "vllm",
@@ -48,6 +55,8 @@ def collect_environment() -> dict:
     except ImportError:
         info["devices"] = []
     info["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS")
+    info["SPEECHLLM_NUM_THREADS"] = os.environ.get("SPEECHLLM_NUM_THREADS")
+    info["tools"] = {name: version for name, version in external_tools().items()}
     from speechllm.assets import cache_dir, list_assets
 
     info["cache_dir"] = str(cache_dir())
@@ -62,7 +71,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     width = max(len(k) for k in info)
     for key, value in info.items():
-        if isinstance(value, dict):
+        if key == "tools":
+            value = "; ".join(f"{k}: {v or 'not found (apt-get install ' + k + ')'}" for k, v in value.items())
+        elif isinstance(value, dict):
             value = ", ".join(f"{k} ({'installed' if v else 'not installed'})" for k, v in value.items())
         elif isinstance(value, list):
             value = ", ".join(value)

@@ -1,4 +1,4 @@
-"""A progress bar that shows rows/s and generated tokens/s."""
+"""Generation progress: rows/s and generated tokens/s, as a bar or as log lines (off a terminal)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import time
 
 
 class GenerationProgress:
-    """tqdm bar over rows, with generated tokens/s in its postfix."""
+    """Progress over rows (:func:`speechllm.utils.progress.progress_bar`), generated tokens/s in its postfix."""
 
     def __init__(self, total: int | None, desc: str, *, enabled: bool = True):
-        from tqdm import tqdm
+        from speechllm.utils.progress import progress_bar
 
         self.start = time.perf_counter()
         self.rows = 0
         self.tokens = 0
-        self.bar = tqdm(total=total, desc=desc, unit="row", disable=not enabled or None,
-                        dynamic_ncols=True, smoothing=0.1)
+        self.bar = progress_bar(total, desc, "row", enabled=enabled)
 
     def update(self, rows: int, tokens: int) -> None:
         self.rows += rows

@@ -622,9 +622,9 @@ class Trainer:
         status = "finished"
         progress = None
         if self.dist.is_main:
-            from tqdm.auto import tqdm
+            from speechllm.utils.progress import progress_bar
 
-            progress = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+            progress = progress_bar(self.total_steps, "train", "step", initial=self.step)
         with _StopFlag() as stop, contextlib.ExitStack() as closing:
             if progress is not None:
                 closing.callback(progress.close)

@@ -1,0 +1,75 @@
+"""Thread choice (``auto`` counts idle cores) and progress lines for logs (stderr not a terminal)."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from speechllm.utils import progress, threads
+
+
+@pytest.mark.parametrize(("cores", "busy", "expected"), [(2, 0.05, 2), (2, 1.0, 1), (2, 1.9, 1),
+                                                         (2, 2.0, 1), (16, 3.4, 13)])
+def test_auto_threads_leave_the_busy_cores_alone(monkeypatch, cores, busy, expected):
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    monkeypatch.setattr(threads, "busy_cores", lambda sample_seconds=0.0: busy)
+    assert threads.auto_num_threads() == expected
+
+
+def test_auto_is_read_from_the_environment_and_exported_as_a_number(monkeypatch):
+    monkeypatch.setattr(threads, "auto_num_threads", lambda: 3)
+    monkeypatch.setenv("SPEECHLLM_NUM_THREADS", "auto")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.resolve_num_threads() == 3
+    assert threads.resolve_num_threads(2) == 2  # an explicit request wins
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)
+    assert threads.set_num_threads("auto") == 3
+    assert os.environ["OMP_NUM_THREADS"] == "3"  # OpenMP takes numbers only
+
+
+def test_busy_cores_measures_this_machine():
+    busy = threads.busy_cores(0.05)
+    assert busy is not None and 0.0 <= busy <= os.cpu_count()
+
+
+def test_cli_accepts_auto_and_rejects_zero(capsys):
+    from speechllm.cli import build_parser
+
+    assert build_parser().parse_args(["--num-threads", "auto", "env"]).num_threads == "auto"
+    assert build_parser().parse_args(["--num-threads", "2", "env"]).num_threads == 2
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--num-threads", "0", "env"])
+    assert "positive integer or 'auto'" in capsys.readouterr().err
+
+
+def test_log_line_progress_prints_count_rate_and_eta(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    bar = progress.LogLineProgress(400, "generate", "row", interval=30, stream=out)
+    clock[0] += 10
+    bar.update(40)  # before the interval: nothing printed
+    assert out.getvalue() == ""
+    clock[0] += 30
+    bar.set_postfix_str("52.0 tok/s")
+    bar.update(60)
+    assert out.getvalue() == "generate: 100/400 row (25%), 2.50 row/s, elapsed 0:40, ETA 2:00, 52.0 tok/s\n"
+    clock[0] += 3700
+    bar.update(300)
+    bar.close()
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("generate: 400/400 row (100%)") and "elapsed 1:02:20" in last and "ETA" not in last
+
+
+def test_progress_bar_off_a_terminal_is_log_lines_and_disabled_is_silent(capsys):
+    bar = progress.progress_bar(3, "describe", "utt")  # pytest captures stderr: not a terminal
+    assert isinstance(bar, progress.LogLineProgress)
+    bar.update(3)
+    bar.close()
+    assert "describe: 3/3 utt (100%)" in capsys.readouterr().err
+    quiet = progress.progress_bar(3, "describe", "utt", enabled=False)
+    quiet.update(3)
+    quiet.close()
+    assert capsys.readouterr().err == ""
