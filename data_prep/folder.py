@@ -11,6 +11,7 @@ the folder is imported with no labels.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from speechllm.data.importers import (
     CorpusError,
     ManifestBuilder,
     PreparedCorpus,
+    is_missing_value,
     normalise_attribute_name,
     register_importer,
     require_corpus_dir,
@@ -38,12 +40,17 @@ _SPECIAL = {
 
 
 def _number(value: str, where: str, column: str) -> float | None:
-    if not value.strip():
+    """A time column's value; blank or a placeholder (``nan``, ``n/a``) is ``None`` (unknown: the
+    duration is then read from the audio header). ``inf`` is refused: no audio lasts forever."""
+    if is_missing_value(value):
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise CorpusError(f"{where}: column {column!r}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise CorpusError(f"{where}: column {column!r}: {value!r} is not a finite number")
+    return number
 
 
 def _id_from(rel: Path) -> str:

@@ -366,3 +366,17 @@ def test_cli_prepare_and_list(tmp_path, capsys):
     assert "nope does not exist" in capsys.readouterr().err
     assert cli_main(["prepare", "librispeech", str(root), str(out), "--mic", "mic2"]) == 2
     assert "--mic does not apply to librispeech" in capsys.readouterr().err
+
+
+def test_folder_csv_nan_duration_is_read_from_the_header_and_inf_is_refused(tmp_path):
+    root = tmp_path / "rec"
+    write_audio(root / "a.wav", seconds=0.5)
+    (root / "labels.csv").write_text("file,duration,offset\na.wav,nan,\n")
+    prepared = prepare_corpus("folder", root, tmp_path / "out")
+    (u,) = prepared.utterances()
+    assert u.duration == pytest.approx(0.5)  # a spreadsheet's "nan" means "no value", as for labels
+    assert "NaN" not in (tmp_path / "out" / "manifest.jsonl").read_text()
+    (root / "labels.csv").write_text("file,duration\na.wav,inf\n")
+    with pytest.raises(CorpusError) as err:
+        prepare_corpus("folder", root)
+    assert str(err.value) == f"{root / 'labels.csv'}:2: column 'duration': 'inf' is not a finite number"

@@ -139,6 +139,8 @@ def test_failing_pipe_names_file_and_line(tmp_path):
         ({"wav.scp": "r1 /a.wav\n", "segments": "u1 r1 2 1\n"}, r"segments:1: end 1.0 is not after"),
         ({"wav.scp": "r1 /a.wav\n", "segments": "u1 r1 x 1\n"}, r"segments:1: start 'x'"),
         ({"wav.scp": "r1 /a.wav\n", "utt2dur": "r1 1.0\nr2 long\n"}, r"utt2dur:2: duration 'long'"),
+        ({"wav.scp": "r1 /a.wav\n", "utt2dur": "r1 nan\n"}, r"utt2dur:1: duration 'nan' is not a finite number"),
+        ({"wav.scp": "r1 /a.wav\n", "segments": "u1 r1 0 inf\n"}, r"segments:1: end 'inf' is not a finite number"),
     ],
 )
 def test_malformed_dirs_name_file_and_line(tmp_path, files, pattern):

@@ -149,3 +149,26 @@ def test_write_manifest_streams_a_generator(tmp_path):
     assert [u.id for u in read_manifest(tmp_path / "m.jsonl")] == ["u0", "u1", "u2"]
     # No temporary file is left behind.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+
+
+@pytest.mark.parametrize("field,value", [("duration", "NaN"), ("duration", "Infinity"), ("offset", "NaN"),
+                                         ("offset", "Infinity"), ("duration", "-Infinity")])
+def test_non_finite_times_are_refused_with_file_line_and_field(tmp_path, field, value):
+    path = tmp_path / "m.jsonl"
+    # Python's json reads NaN and Infinity although JSON has no such values.
+    path.write_text('{"id": "ok", "audio": "a.wav"}\n'
+                    f'{{"id": "x", "audio": "a.wav", "{field}": {value}}}\n', encoding="utf-8")
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path)
+    assert str(err.value) == f"{path}:2: field '{field}': expected a finite number, got {value.lower().replace('infinity', 'inf')}"
+
+
+def test_write_manifest_never_writes_nan(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text("old\n")
+    rows = [Utterance(id="a", audio="a.wav", duration=1.0),
+            Utterance(id="b", audio="b.wav", attributes={"pitch_hz": float("nan")})]
+    with pytest.raises(ManifestError, match=r"m\.jsonl: row 'b': a value is NaN or Infinity"):
+        write_manifest(path, rows)
+    assert path.read_text() == "old\n"  # the old file is untouched and no temporary file is left
+    assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]

@@ -107,3 +107,16 @@ def test_cli_exit_codes_and_json(tmp_path, capsys):
     assert cli_main(["validate", str(tmp_path / "ok" / "m.jsonl")]) == 0
     assert cli_main(["validate", str(tmp_path / "absent.jsonl")]) == 2
     assert "no such manifest" in capsys.readouterr().err
+
+
+def test_non_finite_times_are_schema_problems_not_a_crash(tmp_path):
+    write(tmp_path / "a.wav", noise(0.5))
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": "ok", "audio": "a.wav"}\n{"id": "nan", "audio": "a.wav", "duration": NaN}\n'
+                    '{"id": "inf", "audio": "a.wav", "offset": Infinity}\n', encoding="utf-8")
+    report = validate_manifest(path, progress=False)
+    assert dict(report.counts) == {"schema": 2}
+    assert report.examples["schema"] == [
+        f"{path}:2: field 'duration': expected a finite number, got nan",
+        f"{path}:3: field 'offset': expected a finite number, got inf",
+    ]

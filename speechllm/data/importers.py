@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import os
 import re
 from collections import Counter, defaultdict
@@ -67,12 +68,21 @@ def normalise_gender(value: Any) -> str | None:
     return _GENDER.get(text.lower(), text.lower())
 
 
+#: Spreadsheet placeholders for "no value" (pandas writes ``nan``): blanks, not values.
+MISSING_VALUES = frozenset({"-", "?", "nan", "n/a", "na", "none", "null"})
+
+
+def is_missing_value(text: str) -> bool:
+    """Whether a label-file cell means "no value": blank or a placeholder in :data:`MISSING_VALUES`."""
+    text = text.strip()
+    return not text or text.lower() in MISSING_VALUES
+
+
 def normalise_value(name: str, value: Any) -> Any:
     """Make a label value uniform: strip strings, blanks -> ``None``, gender words, integer ages."""
     if isinstance(value, str):
         value = value.strip()
-        # Spreadsheet placeholders for "no label" are blanks, not values.
-        if not value or value.lower() in ("-", "?", "nan", "n/a", "na", "none", "null"):
+        if is_missing_value(value):
             return None
     if name == "gender":
         return normalise_gender(value)
@@ -194,6 +204,12 @@ class ManifestBuilder:
         if id in self._ids:
             self.skip("duplicate_id", id)
             return None
+        if duration is not None and not (math.isfinite(duration) and duration > 0):
+            # A corpus's own duration that is NaN, infinite or not positive is no duration at
+            # all: read the header instead of writing a row every later stage would refuse.
+            duration = None
+        if not math.isfinite(offset) or offset < 0:
+            raise CorpusError(f"{self.corpus}: utterance {id!r}: offset {offset!r} is not a finite number >= 0")
         if duration is not None and not Path(audio).is_file():
             # The corpus gave the duration, so the header was not read: check the file exists.
             self.skip("missing", str(audio))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -77,9 +78,12 @@ def _read_map_allow_empty(path: Path) -> dict[str, str]:
 
 def _parse_float(path: Path, line_no: int, text: str, what: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise KaldiDirError(f"{path}:{line_no}: {what} {text!r} is not a number") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf"; no time can be either
+        raise KaldiDirError(f"{path}:{line_no}: {what} {text!r} is not a finite number")
+    return value
 
 
 def pipe_audio_name(command: str, rec_id: str, root: Path) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -50,6 +51,36 @@ CORE_FIELDS = ("id", "audio", "offset", "duration", "speaker", "transcript", "co
 
 class ManifestError(SpeechLLMError):
     """A manifest row that breaks the schema; the message names file, line and field."""
+
+
+def read_times(row: dict[str, Any], where: str) -> tuple[float, float | None]:
+    """``(offset, duration)`` of a row, checked: finite numbers, ``offset >= 0``, ``duration > 0``.
+
+    Python's ``json`` reads ``NaN`` and ``Infinity`` although JSON has no such values; they would
+    pass a ``< 0`` test and crash every reader of the audio later, so they are refused here with
+    ``where`` (``file:line``) and the field. Shared by manifests and training rows.
+    """
+
+    def bad(fieldname: str, why: str) -> ManifestError:
+        return ManifestError(f"{where}: field '{fieldname}': {why}")
+
+    offset = row.get("offset", 0.0) or 0.0
+    if not isinstance(offset, (int, float)) or isinstance(offset, bool):
+        raise bad("offset", f"expected a number >= 0, got {offset!r}")
+    if not math.isfinite(offset):
+        raise bad("offset", f"expected a finite number, got {offset!r}")
+    if offset < 0:
+        raise bad("offset", f"expected a number >= 0, got {offset!r}")
+    duration = row.get("duration")
+    if duration is None:
+        return float(offset), None
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool):
+        raise bad("duration", f"expected a number > 0, got {duration!r}")
+    if not math.isfinite(duration):
+        raise bad("duration", f"expected a finite number, got {duration!r}")
+    if duration <= 0:
+        raise bad("duration", f"expected a number > 0, got {duration!r}")
+    return float(offset), float(duration)
 
 
 @dataclass
@@ -132,14 +163,7 @@ class Utterance:
         audio = row.get("audio")
         if audio is not None and (not isinstance(audio, str) or not audio):
             raise bad("audio", f"expected a path string, got {audio!r}")
-        offset = row.get("offset", 0.0) or 0.0
-        if not isinstance(offset, (int, float)) or isinstance(offset, bool) or offset < 0:
-            raise bad("offset", f"expected a number >= 0, got {offset!r}")
-        duration = row.get("duration")
-        if duration is not None and (
-            not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration <= 0
-        ):
-            raise bad("duration", f"expected a number > 0, got {duration!r}")
+        offset, duration = read_times(row, where)
         for key in ("speaker", "transcript", "corpus", "split"):
             value = row.get(key)
             if value is not None and not isinstance(value, str):
@@ -160,8 +184,8 @@ class Utterance:
         return cls(
             id=str(row["id"]),
             audio=audio,
-            offset=float(offset),
-            duration=float(duration) if duration is not None else None,
+            offset=offset,
+            duration=duration,
             speaker=str(speaker) if speaker is not None else None,
             transcript=row.get("transcript"),
             corpus=row.get("corpus"),
@@ -211,7 +235,15 @@ def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for utt in utterances:
-                f.write(json.dumps(utt.to_dict(base), ensure_ascii=False) + "\n")
+                try:
+                    # allow_nan=False: NaN/Infinity are not JSON and crash every later reader.
+                    line = json.dumps(utt.to_dict(base), ensure_ascii=False, allow_nan=False)
+                except ValueError:
+                    raise ManifestError(
+                        f"{path}: row {utt.id!r}: a value is NaN or Infinity, which JSON cannot hold; "
+                        "fix the value (or leave the field out) before writing"
+                    ) from None
+                f.write(line + "\n")
                 count += 1
             f.flush()
             os.fsync(f.fileno())

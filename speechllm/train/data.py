@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from speechllm.data.manifest import ManifestError, read_times
 from speechllm.errors import SpeechLLMError
 from speechllm.models.chat_layout import (
     IGNORE_INDEX,
@@ -74,6 +75,11 @@ def _check_row(row: Any, where: str, *, replay: bool) -> None:
         raise TrainingDataError(
             f"{where}: no 'audio'; text-only rows belong in data.replay, not data.train"
         )
+    if not replay:
+        try:
+            read_times(row, where)  # the manifest's own check: NaN/Infinity/negative times
+        except ManifestError as e:
+            raise TrainingDataError(str(e)) from None
 
 
 class RowIndex:
