@@ -24,7 +24,6 @@ import math
 import os
 import re
 import subprocess
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -116,16 +115,11 @@ def _decode_pipe(command: str, rec_id: str, root: Path, out_dir: Path, where: st
         data, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
     except Exception as e:
         raise KaldiDirError(f"{where}: the command's output is not audio soundfile can decode ({e})") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from speechllm.utils.fs import atomic_open
+
     # A unique temporary name: two readers of the same data dir never write the same file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".flac", dir=out_dir)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, sr, format="FLAC")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(target, "wb", suffix=".flac") as f:
+        sf.write(f, data, sr, format="FLAC")
     return target
 
 

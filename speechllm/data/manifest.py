@@ -15,11 +15,9 @@ add fields (``description``, ``response``, ...); unknown fields are kept through
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,29 +225,22 @@ def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> 
     """Write rows atomically (temporary file, then rename), streaming: a generator of a million
     rows is never held in memory. Audio paths become relative to the manifest's folder when they
     lie under it, absolute otherwise. Returns the row count."""
+    from speechllm.utils.fs import atomic_open
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for utt in utterances:
-                try:
-                    # allow_nan=False: NaN/Infinity are not JSON and crash every later reader.
-                    line = json.dumps(utt.to_dict(base), ensure_ascii=False, allow_nan=False)
-                except ValueError:
-                    raise ManifestError(
-                        f"{path}: row {utt.id!r}: a value is NaN or Infinity, which JSON cannot hold; "
-                        "fix the value (or leave the field out) before writing"
-                    ) from None
-                f.write(line + "\n")
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as f:
+        for utt in utterances:
+            try:
+                # allow_nan=False: NaN/Infinity are not JSON and crash every later reader.
+                line = json.dumps(utt.to_dict(base), ensure_ascii=False, allow_nan=False)
+            except ValueError:
+                raise ManifestError(
+                    f"{path}: row {utt.id!r}: a value is NaN or Infinity, which JSON cannot hold; "
+                    "fix the value (or leave the field out) before writing"
+                ) from None
+            f.write(line + "\n")
+            count += 1
     return count

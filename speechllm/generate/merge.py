@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,21 +102,13 @@ def merge_shards(
 
 def _concatenate(shards: list[Path], output: Path) -> None:
     """Stream the shards' lines into ``output`` through a temporary file and a rename."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for shard in shards:
-                with open(shard, "rb") as f:
-                    for line in f:
-                        if line.strip():
-                            out.write(line if line.endswith(b"\n") else line + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from speechllm.utils.fs import atomic_open
+
+    with atomic_open(output, "wb") as out:
+        for shard in shards:
+            with open(shard, "rb") as f:
+                for line in f:
+                    if line.strip():
+                        out.write(line if line.endswith(b"\n") else line + b"\n")
 
 
