@@ -4,14 +4,23 @@ Each module in :data:`COMMAND_MODULES` exposes ``register(subparsers)``, which a
 sets ``func`` to a function taking the parsed arguments. Command modules import heavy libraries
 (torch, transformers) inside that function, so ``speechllm --help`` stays fast. Errors the user can
 fix (:class:`~speechllm.errors.SpeechLLMError`) are printed on one line with a non-zero exit.
+Storage faults (disk full, quota, read-only or blocked output folders; see
+:func:`storage_fault`) are printed on one line naming the file and what to do, with exit code
+:data:`OS_ERROR_EXIT_CODE`; every stage writes atomically or resumably, so rerunning the same
+command after freeing space continues where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import io
 import logging
+import os
+import re
 import sys
+import traceback
 from collections.abc import Sequence
 
 from speechllm import __version__
@@ -44,6 +53,83 @@ def _thread_count(value: str) -> int | str:
     if value.isdigit() and int(value) > 0:
         return int(value)
     raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
+
+
+# sysexits.h EX_IOERR: scripts can tell "the disk is full / the folder is not writable" (free
+# space or choose another folder, then rerun) from a bad input or config (exit 2).
+OS_ERROR_EXIT_CODE = 74
+
+# errno -> (words, what to do). Only these are storage faults; any other OSError (a network
+# error, a bug) keeps its traceback.
+_STORAGE_ERRORS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on device", "free space on that disk or choose an output folder on another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free space within your quota or choose an output folder elsewhere"),
+    errno.EFBIG: ("file too large for this file system", "choose an output folder on another file system"),
+    errno.EROFS: ("read-only file system", "choose a writable output folder"),
+    errno.EACCES: ("permission denied", "choose a folder you can write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a folder you can write to, or fix its permissions"),
+    errno.ENOENT: ("no such file or folder", "check the path (and that its parent folder exists)"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path or move that file"),
+    errno.EEXIST: ("a file is in the way", "a folder or a new file was expected there: choose another path or move it"),
+    errno.EISDIR: ("is a folder, not a file", "give a file path"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
+    errno.EIO: ("input/output error", "check the disk (dmesg) and rerun"),
+    errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) or use fewer --jobs"),
+}
+# Libraries written in Rust (safetensors, tokenizers) report an I/O error as "... (os error 28)".
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+# Local variable names that hold a file path as a plain string (safetensors' save_file(filename)).
+_PATH_NAMES = ("path", "filename", "file", "filepath", "output", "out", "dest")
+
+
+def storage_fault(exc: BaseException) -> tuple[int, str | None] | None:
+    """``(errno, file)`` when ``exc`` (or an exception it was raised from) is a storage fault
+    (:data:`_STORAGE_ERRORS`), else ``None``. ``file`` is the error's own file name or, when the
+    error has none (``write()`` on a full disk), the innermost file or path in the traceback."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = None
+        if isinstance(current, OSError) and current.errno in _STORAGE_ERRORS:
+            code = current.errno
+            if current.filename is not None:
+                return code, os.fsdecode(current.filename)
+        else:
+            match = _RUST_OS_ERROR.search(str(current))
+            if match and int(match.group(1)) in _STORAGE_ERRORS:
+                code = int(match.group(1))
+        if code is not None:
+            return code, _path_in_traceback(current.__traceback__)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _path_in_traceback(tb) -> str | None:
+    """The file the failing code was writing, read from the frames' local variables (innermost
+    first): a file object's name, a path object, an object's ``.path``, or a string variable
+    named like a path."""
+    for frame, _ in reversed(list(traceback.walk_tb(tb))):
+        for name, value in frame.f_locals.items():
+            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str):
+                return value.name
+            if isinstance(value, os.PathLike):
+                return os.fspath(value)
+            if isinstance(value, str) and name in _PATH_NAMES and value:
+                return value
+            try:
+                attr = getattr(value, "path", None)
+            except Exception:  # noqa: BLE001 - a property of an unknown object may raise anything
+                attr = None
+            if isinstance(attr, os.PathLike):
+                return os.fspath(attr)
+    return None
+
+
+def _storage_message(code: int, path: str | None) -> str:
+    words, todo = _STORAGE_ERRORS[code]
+    where = f"{path}: " if path else "(file unknown): "
+    return f"{where}{words} ({errno.errorcode.get(code, code)}): {todo}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"speechllm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        fault = storage_fault(e)
+        if fault is None:
+            raise
+        print(f"speechllm {args.command}: error: {_storage_message(*fault)}", file=sys.stderr)
+        return OS_ERROR_EXIT_CODE
     return int(result or 0)
 
 
