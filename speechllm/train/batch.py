@@ -107,7 +107,7 @@ class BatchBuilder:
         model = self.model
         examples: list[Example] = []
         for item in items:
-            problem = (self.feature_cache.problem(item.id)
+            problem = (self.feature_cache.problem(item.id, item.audio_key)
                        if self.feature_cache is not None and isinstance(item, Example) and not item.replay else None)
             if problem is not None:
                 item = Skipped(item.id, *problem)

@@ -11,6 +11,7 @@ millions of rows costs a few bytes each in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -83,18 +84,42 @@ def _check_row(row: Any, where: str, *, replay: bool) -> None:
 
 
 class RowIndex:
-    """Byte offsets and bucketing costs of every row in ``paths``; rows are read on demand."""
+    """Byte offsets and bucketing costs of every row in ``paths``; rows are read on demand.
+
+    Audio rows must have unique ids across all ``paths``: the feature cache, the skip report and
+    resumed runs know a row by its id, so a repeated id would hand one row's audio features to
+    the other. Replay rows (text only) may share ids: several replay files are often generated
+    from one instruction set.
+    """
 
     def __init__(self, paths: list[str | os.PathLike], *, replay: bool = False):
         self.paths = [Path(p) for p in paths]
         self.replay = replay
         self.refs: list[RowRef] = []
         self.ids: list[str] = []
+        # id -> row number, only while scanning (a duplicate's message names the first place).
+        self._first_row: dict[str, int] | None = None if replay else {}
         for source, path in enumerate(self.paths):
             if not path.is_file():
                 kind = "data.replay" if replay else "data.train"
                 raise TrainingDataError(f"{path}: no such file (named in {kind})")
             self._scan(source, path)
+        self._first_row = None
+
+    def where(self, i: int) -> str:
+        """``file:line`` of row ``i``."""
+        return f"{self.paths[self.refs[i].source]}:{self.refs[i].line}"
+
+    def _check_unique(self, rid: str, where: str) -> None:
+        if self._first_row is None:
+            return
+        first = self._first_row.setdefault(rid, len(self.ids))
+        if first != len(self.ids):
+            raise TrainingDataError(
+                f"{where}: duplicate id {rid!r} (first at {self.where(first)}); training rows need unique "
+                "ids (the feature cache and the skip report key rows by id): rename one or drop the "
+                "repeated row"
+            )
 
     def _scan(self, source: int, path: Path) -> None:
         offset = 0
@@ -111,9 +136,11 @@ class RowIndex:
                         continue  # a torn last line from an interrupted writer: not a row yet
                     raise TrainingDataError(f"{where}: invalid JSON ({e.msg})") from None
                 _check_row(row, where, replay=self.replay)
+                rid = str(row.get("id", f"{path.name}:{line_no}"))
+                self._check_unique(rid, where)
                 seconds = 0.0 if self.replay else float(row.get("duration") or 1.0)
                 self.refs.append(RowRef(source, start, line_no, seconds, _text_length(row)))
-                self.ids.append(str(row.get("id", f"{path.name}:{line_no}")))
+                self.ids.append(rid)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -136,6 +163,26 @@ class RowIndex:
         return row
 
 
+def audio_source_key(row: dict[str, Any]) -> str:
+    """A short hash of what a row's audio is: its resolved path, offset and duration, and the
+    file's size and modification time (``row["audio"]`` as :meth:`RowIndex.read` returns it).
+
+    The feature cache stores it with each id's features, so a row whose audio changed (another
+    file, another segment, or the same file rewritten) is encoded again instead of being given
+    the old audio's features. Size and mtime stand in for a content hash: one ``stat``, not a
+    read of the file.
+    """
+    path = os.path.abspath(str(row["audio"]))
+    try:
+        st = os.stat(path)
+        stamp: list[int] | None = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        stamp = None  # a missing file has no features; its key changes once it appears
+    duration = row.get("duration")
+    payload = [path, float(row.get("offset") or 0.0), None if duration is None else float(duration), stamp]
+    return hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()[:16]
+
+
 @dataclass
 class Example:
     """One training example before the audio span is laid out.
@@ -154,6 +201,8 @@ class Example:
     replay: bool = False
     seconds: float = 0.0
     num_samples: int = 0
+    #: :func:`audio_source_key` of an audio row (the feature cache checks it), None for replay.
+    audio_key: str | None = None
 
 
 @dataclass
@@ -263,7 +312,7 @@ class TrainingDataset:
             transcript = ""  # the manifest has none: an empty transcript, never a silent ASR run
         num_samples = len(wave) if wave is not None else int(round(seconds * SAMPLE_RATE))
         return Example(id=rid, chat=chat, wave=wave, transcript=transcript, text_chat=text_chat,
-                       seconds=seconds, num_samples=num_samples)
+                       seconds=seconds, num_samples=num_samples, audio_key=audio_source_key(row))
 
 
 def response_token_count(chat: RenderedChat) -> int:

@@ -5,8 +5,14 @@ Layout of a cache folder::
 
     cache_key.json     what the features depend on (encoder identity, taps, dtype, audio
                        settings, transcript source) and its hash
-    index.json         id -> {shard, windows, valid_frames, num_samples, transcript}
+    index.json         id -> {audio_key, shard, taps, windows, valid_frames, num_samples, transcript}
     shard-00000.safetensors ...   "<id>/<tap index>" -> (windows, frames, d_model) fp16
+
+``audio_key`` (:func:`speechllm.train.data.audio_source_key`) says which audio an id's features
+came from: path, offset, duration, file size and mtime. A build re-encodes an id whose row now
+names other audio (or whose file was rewritten), and training skips and counts such a row as
+``stale_features`` until the cache is rebuilt, so one audio's features never reach another's row.
+An id given two different audios by the files of one build is an error naming both lines.
 
 ``frames`` is 1500 (the whole 30 s window) when the adapter reads Whisper's padded frames
 (DeSTA2's Q-Former, ``qformer_context: window``), else only the longest real length among the
@@ -34,7 +40,7 @@ log = logging.getLogger(__name__)
 KEY_FILE = "cache_key.json"
 INDEX_FILE = "index.json"
 ROWS_PER_SHARD = 256
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: entries carry audio_key and taps
 
 
 class FeatureCacheError(SpeechLLMError):
@@ -70,7 +76,7 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
     from safetensors.torch import save_file
 
     from speechllm.audio import AudioError, load_audio
-    from speechllm.train.data import RowIndex
+    from speechllm.train.data import audio_source_key
     from speechllm.utils.fs import atomic_write_text
 
     out = Path(out_dir)
@@ -87,8 +93,10 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
             stale.unlink(missing_ok=True)
         atomic_write_text(out / KEY_FILE, json.dumps(key, indent=2) + "\n")
     keep_padding = _reads_padding(model)
-    rows = RowIndex(rows_files)
-    todo = [i for i, rid in enumerate(rows.ids) if rid not in index]
+    rows = _rows_of(rows_files)
+    # One pass over the rows for their audio keys: an id is encoded again when its audio changed.
+    keys = [audio_source_key(rows.read(i)) for i in range(len(rows))]
+    todo = [i for i, (rid, k) in enumerate(zip(rows.ids, keys)) if index.get(rid, {}).get("audio_key") != k]
     counts: dict[str, int] = {"cached": 0}
     shard_no = len({v["shard"] for v in index.values() if "shard" in v})
     for start in range(0, len(todo), rows_per_shard):
@@ -106,24 +114,26 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
                 except AudioError as e:
                     counts[e.kind] = counts.get(e.kind, 0) + 1
                     # Recorded, so that training skips and counts the row like a bad file.
-                    entries[str(row["id"])] = {"error": e.kind, "message": str(e)}
+                    entries[str(row["id"])] = {"audio_key": keys[i], "error": e.kind, "message": str(e)}
                     continue
                 waves.append(wave)
-                metas.append(row)
+                metas.append((row, keys[i]))
             if not waves:
                 continue
-            given = [r.get("transcript") if model.config.transcript_source == "manifest" else None for r in metas]
+            given = [r.get("transcript") if model.config.transcript_source == "manifest" else None for r, _ in metas]
             need_asr = model.config.transcript_source == "whisper"
             encoded = model.encoder.encode(waves, need_final=need_asr)
             texts = model.transcripts_for(waves, encoded, given) if need_asr else [t or "" for t in given]
             w = 0
-            for row, wave, text, n in zip(metas, waves, texts, encoded.windows_per_audio):
+            for (row, key), wave, text, n in zip(metas, waves, texts, encoded.windows_per_audio):
                 rid = str(row["id"])
                 frames = None if keep_padding else max(encoded.valid_frames[w:w + n])
                 for j, tap in enumerate(encoded.taps):
                     tensors[f"{rid}/{j}"] = tap[w:w + n, :frames].to("cpu", torch.float16).contiguous()
-                entries[rid] = {"shard": shard, "windows": n, "valid_frames": encoded.valid_frames[w:w + n],
-                                "num_samples": len(wave), "transcript": text}
+                # A rebuilt id points at its new shard; the old shard's copy is never read again.
+                entries[rid] = {"audio_key": key, "shard": shard, "taps": len(encoded.taps), "windows": n,
+                                "valid_frames": encoded.valid_frames[w:w + n], "num_samples": len(wave),
+                                "transcript": text}
                 w += n
                 counts["cached"] += 1
         if tensors:
@@ -137,6 +147,18 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
     if not (out / INDEX_FILE).exists():
         atomic_write_text(out / INDEX_FILE, json.dumps(index))
     return counts
+
+
+def _rows_of(rows_files: list[str]):
+    """The rows of a build: each file once (``data.valid`` may name a training file), every id
+    with one audio. An id that two files give different audio raises, naming both lines."""
+    from speechllm.train.data import RowIndex, TrainingDataError
+
+    files = list(dict.fromkeys(str(Path(f).resolve()) for f in rows_files))
+    try:
+        return RowIndex(files)
+    except TrainingDataError as e:
+        raise FeatureCacheError(str(e)) from None
 
 
 class FeatureCache:
@@ -165,11 +187,15 @@ class FeatureCache:
         index = json.loads((folder / INDEX_FILE).read_text())
         return cls(folder, index, model.encoder.dtype)
 
-    def problem(self, rid: str) -> tuple[str, str] | None:
-        """``(kind, message)`` when ``rid`` has no usable features (bad audio, not cached)."""
+    def problem(self, rid: str, audio_key: str | None = None) -> tuple[str, str] | None:
+        """``(kind, message)`` when ``rid`` has no usable features (bad audio, not cached, or
+        cached from other audio than ``audio_key``, the row's :func:`audio_source_key`)."""
         entry = self.index.get(rid)
         if entry is None:
             return "not_cached", f"no features in {self.folder}; re-run `speechllm cache-features`"
+        if audio_key is not None and entry.get("audio_key") != audio_key:
+            return "stale_features", (f"the row's audio (file, segment or contents) changed since its features "
+                                      f"were cached in {self.folder}; re-run `speechllm cache-features`")
         if "error" in entry:
             return entry["error"], entry.get("message", "")
         return None
@@ -194,7 +220,7 @@ class FeatureCache:
             if e["shard"] not in self._open:
                 self._open[e["shard"]] = safe_open(str(self.folder / e["shard"]), framework="pt")
             f = self._open[e["shard"]]
-            n_taps = sum(1 for k in f.keys() if k.startswith(f"{rid}/"))
+            n_taps = int(e["taps"])  # not counted from key names: "a/" also prefixes id "a/b"'s
             if taps is None:
                 taps = [[] for _ in range(n_taps)]
             for j in range(n_taps):

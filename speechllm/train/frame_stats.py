@@ -45,7 +45,7 @@ def fit_frame_norm(model, dataset, *, feature_cache=None, max_rows: int = 256) -
         item = dataset[i]
         if isinstance(item, Skipped):
             continue
-        if feature_cache is not None and feature_cache.problem(item.id) is not None:
+        if feature_cache is not None and feature_cache.problem(item.id, item.audio_key) is not None:
             continue
         pending.append(item)
         rows_used += 1
