@@ -51,11 +51,23 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [row for _, row in iter_jsonl(path)]
 
 
+def dump_row(row: dict[str, Any], path: str | os.PathLike, key: str = "id") -> str:
+    """One JSONL line (with its newline). NaN and Infinity are not JSON and crash later readers,
+    so a row holding one raises :class:`JsonlFormatError` naming the file and the row's id."""
+    try:
+        return json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError:
+        raise JsonlFormatError(
+            f"{path}: row {str(row.get(key, '?'))!r}: a value is NaN or Infinity, which JSON cannot hold; "
+            "fix the value (or leave the field out) before writing"
+        ) from None
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows to ``path`` atomically (temporary file, then rename). Returns the row count."""
     from speechllm.utils.fs import atomic_write_text
 
-    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in rows]
+    lines = [dump_row(r, path) for r in rows]
     atomic_write_text(path, "".join(lines))
     return len(lines)
 
@@ -121,7 +133,7 @@ class ResumableJsonlWriter:
         rid = str(row[self.key])
         if rid in self.done_ids:
             raise ValueError(f"{self.path}: id {rid!r} already written")
-        data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        data = dump_row(row, self.path, self.key).encode("utf-8")
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)
