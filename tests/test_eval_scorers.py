@@ -207,3 +207,45 @@ def test_unknown_constraint_and_none_kwargs():
     assert check_constraint("language:response_language", "hi", {"language": "en"}) is None
     # IFEval data carries None for unused kwargs: they are dropped.
     assert check_constraint("punctuation:no_comma", "ok", {"num_words": None}) is True
+
+
+def test_wilson_interval_equals_scipys():
+    from scipy.stats import binomtest
+
+    from speechllm.eval.scoring import wilson_interval
+
+    for k, n in ((15, 18), (0, 17), (17, 17), (2, 17), (500, 1000)):
+        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx([ref.low, ref.high], abs=1e-6)
+    assert wilson_interval(0, 0) is None
+
+
+def test_label_categories_carry_interval_chance_and_majority_baselines():
+    from speechllm.eval.items import BenchItem
+    from speechllm.eval.scoring import aggregate, score_item
+
+    options = ["male", "female"]
+    refs = ["male"] * 11 + ["female"] * 7
+    answers = ["male"] * 18  # always the majority answer
+    rows = [score_item(BenchItem(id=f"g{i}", kind="label", category="gender", instruction="?",
+                                 reference=r, choices=options), a)
+            for i, (r, a) in enumerate(zip(refs, answers, strict=True))]
+    cat = aggregate(rows)["by_category"]["gender"]
+    assert cat["value"] == pytest.approx(11 / 18) == pytest.approx(cat["majority"])
+    assert cat["majority_answer"] == "male" and cat["chance"] == pytest.approx(0.5)
+    lo, hi = cat["ci95"]
+    assert lo < 11 / 18 < hi and hi - lo > 0.3  # n = 18: a wide interval
+
+
+def test_wer_bootstrap_interval_brackets_the_corpus_wer_and_is_seeded():
+    from speechllm.eval.items import BenchItem
+    from speechllm.eval.scoring import aggregate, score_item
+
+    refs = ["the cat sat on the mat", "a b c d", "hello world", "one two three four five"]
+    hyps = ["the cat sat on a mat", "a b c d", "hello there world", "one two"]
+    rows = [score_item(BenchItem(id=str(i), kind="asr", category="asr", instruction="?", reference=r), h)
+            for i, (r, h) in enumerate(zip(refs, hyps, strict=True))]
+    first = aggregate(rows)["by_category"]["asr"]
+    lo, hi = first["ci95"]
+    assert lo <= first["wer"] <= hi and lo < hi
+    assert aggregate(rows)["by_category"]["asr"]["ci95"] == [lo, hi]

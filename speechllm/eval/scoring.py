@@ -16,6 +16,12 @@ instruction               prompt_accuracy         all constraints followed; inst
 refusal                   refusal_rate            keyword scorer
 ========================  ======================  =========================================
 
+Rates (accuracy, prompt accuracy, refusal rate) carry a 95% Wilson interval (``ci95``); WER a
+95% bootstrap interval over items (1000 resamples, seed 0). Label and multiple-choice categories
+carry their baselines: ``chance`` (the mean of 1 / number of options over the items, when the items
+list options) and ``majority`` (the share of items whose reference is the most common one: what
+always giving that answer scores), so a small-n score can be read against both.
+
 The **target score** of a run (the y axis of the learning-vs-forgetting plot) is the mean over
 categories of the primary metric mapped to [0, 1], higher better: accuracy as is, 1 - min(WER, 1),
 judge score / 10, prompt accuracy, refusal rate.
@@ -23,7 +29,7 @@ judge score / 10, prompt accuracy, refusal rate.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -54,9 +60,60 @@ PRIMARY_METRIC = {
 }
 
 
+BOOTSTRAP_RESAMPLES = 1000
+Z_95 = 1.959964
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> list[float] | None:
+    """The Wilson score interval of a binomial proportion (95% by default); None for n = 0.
+    Unlike the normal approximation it stays inside [0, 1] and is honest at small n."""
+    if n <= 0:
+        return None
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def bootstrap_wer_interval(rows: Sequence[dict[str, Any]], resamples: int = BOOTSTRAP_RESAMPLES,
+                           seed: int = 0) -> list[float] | None:
+    """95% percentile-bootstrap interval of the corpus WER, resampling items."""
+    import numpy as np
+
+    errors = np.array([r["word_errors"] for r in rows], dtype=np.float64)
+    words = np.array([r["words"] for r in rows], dtype=np.float64)
+    if len(rows) < 2 or words.sum() == 0:
+        return None
+    picks = np.random.default_rng(seed).integers(0, len(rows), size=(resamples, len(rows)))
+    totals = words[picks].sum(axis=1)
+    rates = errors[picks].sum(axis=1) / np.where(totals > 0, totals, np.nan)
+    lo, hi = np.nanpercentile(rates, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def _baselines(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Chance and majority-answer baselines of label / multiple-choice rows."""
+    out: dict[str, Any] = {}
+    options = [r.get("n_choices") for r in rows]
+    if rows and all(options):
+        out["chance"] = sum(1.0 / k for k in options) / len(rows)
+    refs = [str(r["reference"]).strip().lower() for r in rows if r.get("reference") is not None]
+    if refs and len(refs) == len(rows):
+        counts = Counter(refs)
+        answer, count = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        out["majority"] = count / len(rows)
+        out["majority_answer"] = answer
+    return out
+
+
 def score_item(item: BenchItem, response: str) -> dict[str, Any]:
     """A score row for one answer. ``correct`` is a bool for every kind but asr and open."""
     row: dict[str, Any] = {"id": item.id, "kind": item.kind, "category": item.category}
+    if item.reference is not None:
+        row["reference"] = item.reference
+    if item.choices:
+        row["n_choices"] = len(item.choices)
     for key, value in item.metadata.items():
         if isinstance(value, (str, int, float, bool)) and key not in ("source",):
             row.setdefault("meta", {})[key] = value
@@ -105,7 +162,10 @@ def _kind_metrics(kind: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     n = len(rows)
     out: dict[str, Any] = {"n": n}
     if kind in (KIND_LABEL, KIND_CHOICE):
-        out["accuracy"] = sum(bool(r.get("correct")) for r in rows) / n if n else None
+        right = sum(bool(r.get("correct")) for r in rows)
+        out["accuracy"] = right / n if n else None
+        out["ci95"] = wilson_interval(right, n)
+        out.update(_baselines(rows))
         if kind == KIND_LABEL and any("hedged" in r for r in rows):
             out["hedged"] = sum(bool(r.get("hedged")) for r in rows)
         if kind == KIND_CHOICE:
@@ -115,6 +175,7 @@ def _kind_metrics(kind: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         chars = sum(r["chars"] for r in rows)
         out["wer"] = sum(r["word_errors"] for r in rows) / words if words else None
         out["cer"] = sum(r["char_errors"] for r in rows) / chars if chars else None
+        out["ci95"] = bootstrap_wer_interval(rows)
     elif kind == KIND_OPEN:
         scored = [r["score"] for r in rows if r.get("score") is not None]
         out["judge_score"] = sum(scored) / len(scored) if scored else None
@@ -123,12 +184,16 @@ def _kind_metrics(kind: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out["unscored"] = n - len(scored)
     elif kind == KIND_INSTRUCTION:
         judged = [r for r in rows if r.get("correct") is not None]
-        out["prompt_accuracy"] = sum(bool(r["correct"]) for r in judged) / len(judged) if judged else None
+        followed = sum(bool(r["correct"]) for r in judged)
+        out["prompt_accuracy"] = followed / len(judged) if judged else None
+        out["ci95"] = wilson_interval(followed, len(judged))
         checks = [c["followed"] for r in rows for c in r.get("constraints", []) if c["followed"] is not None]
         out["instruction_accuracy"] = sum(checks) / len(checks) if checks else None
         out["unsupported_constraints"] = sum(int(r.get("unsupported", 0)) for r in rows)
     elif kind == KIND_REFUSAL:
-        out["refusal_rate"] = sum(bool(r.get("refused")) for r in rows) / n if n else None
+        refused = sum(bool(r.get("refused")) for r in rows)
+        out["refusal_rate"] = refused / n if n else None
+        out["ci95"] = wilson_interval(refused, n)
     return out
 
 
