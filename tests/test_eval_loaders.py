@@ -4,6 +4,8 @@ bad input (unknown names, malformed files with file:line)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +207,13 @@ def test_builtin_benchmark(tmp_path):
     n = write_builtin(manifest, out)
     loaded = load_benchmark(f"builtin:{out}").items
     assert len(loaded) == n == len(items) and loaded[0] == items[0]
+    # Paths are stored relative to the file, so the folder can move: the copy loads the same audio.
+    stored = json.loads(out.read_text().splitlines()[0])["audios"]
+    assert stored and not any(os.path.isabs(a) for a in stored)
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("moved"))
+    first = load_benchmark(f"builtin:{moved / 'builtin.jsonl'}").items[0]
+    assert first.audios == [str(moved / Path(a).relative_to(tmp_path)) for a in items[0].audios]
 
 
 def test_seed_description_prefers_manifest_description():

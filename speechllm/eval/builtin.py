@@ -163,7 +163,19 @@ def build_builtin_items(manifest: str | os.PathLike, *, split: str | None = None
 
 
 def write_builtin(manifest: str | os.PathLike, out: str | os.PathLike, **kwargs: Any) -> int:
-    """Build the built-in benchmark and write it as our JSONL (audio paths absolute). Returns
-    the item count."""
+    """Build the built-in benchmark and write it as our JSONL. Returns the item count.
+
+    Audio paths are written relative to the output's folder (the reader resolves them against
+    it), so a data folder can be moved or shared without rewriting the file."""
+    from speechllm.utils.fs import refuse_same_file
+
+    refuse_same_file(manifest, out)
     items = build_builtin_items(manifest, **kwargs)
-    return write_jsonl(Path(out), (i.to_dict() for i in items))
+    base = Path(out).resolve().parent
+
+    def portable(item: BenchItem) -> dict[str, Any]:
+        row = item.to_dict()
+        row["audios"] = [os.path.relpath(Path(a).resolve(), base) for a in row.get("audios") or []]
+        return row
+
+    return write_jsonl(Path(out), (portable(i) for i in items))
