@@ -16,6 +16,7 @@ from speechllm.audio import (
     EmptyAudioError,
     MissingAudioError,
     NonFiniteAudioError,
+    TruncatedAudioError,
     UnreadableAudioError,
     audio_info,
     load_audio,
@@ -174,7 +175,7 @@ def test_too_long_is_refused_from_the_header(tmp_path):
 def test_error_kinds_are_distinct_and_user_fixable():
     kinds = [cls.kind for cls in (MissingAudioError, UnreadableAudioError, EmptyAudioError,
                                   NonFiniteAudioError, AllZeroAudioError, AudioTooShortError,
-                                  AudioTooLongError)]
+                                  AudioTooLongError, TruncatedAudioError)]
     assert tuple(kinds) == AUDIO_ERROR_KINDS and len(set(kinds)) == len(kinds)
     assert issubclass(AudioError, SpeechLLMError)
 
@@ -184,3 +185,45 @@ def test_resample_identity_and_length():
     assert resample(x, 16_000) is x or np.array_equal(resample(x, 16_000), x)
     y = resample(x, 16_000, 8_000)
     assert y.dtype == np.float32 and len(y) == 8000
+
+
+def _cut(path, keep_fraction):
+    """A copy of ``path`` cut short (a copy interrupted mid-file), header untouched."""
+    data = path.read_bytes()
+    cut = path.with_name("cut_" + path.name)
+    cut.write_bytes(data[:int(len(data) * keep_fraction)])
+    return cut
+
+
+def test_truncated_wav_is_refused_where_the_header_promises_more(tmp_path):
+    full = tmp_path / "two.wav"
+    sf.write(full, tone(300, 16_000, 2.0), 16_000)  # 16-bit: 64,000 data bytes after a 44-byte header
+    cut = _cut(full, 0.5)
+    # libsndfile quietly reports the shorter length; the RIFF header still promises 2 s.
+    assert sf.info(str(cut)).frames < 16_000
+    info = audio_info(cut)
+    assert info.header_frames == 32_000 and info.frames < 16_000 and info.truncated
+    assert not audio_info(full).truncated and audio_info(full).header_frames is None
+    with pytest.raises(TruncatedAudioError) as err:
+        load_audio(cut)
+    assert err.value.kind == "truncated"
+    assert str(err.value) == (f"{cut}: truncated: the header promises 2.000s but the file holds only "
+                              f"{info.frames / 16_000:.3f}s (an interrupted copy or download?); copy or "
+                              "convert the file again")
+    # A segment inside the part that is there is fine; one reaching into the missing part is not.
+    assert len(load_audio(cut, offset=0.1, duration=0.5)) == 8_000
+    with pytest.raises(TruncatedAudioError):
+        load_audio(cut, offset=0.5, duration=1.0)
+    with pytest.raises(TruncatedAudioError):
+        load_audio(cut, offset=1.5)
+
+
+def test_truncated_mp3_is_refused_when_it_decodes_shorter_than_its_header(tmp_path):
+    full = tmp_path / "two.mp3"
+    sf.write(full, tone(300, 16_000, 2.0), 16_000, format="MP3")
+    assert len(load_audio(full)) == 32_000
+    cut = _cut(full, 0.5)
+    with pytest.raises(TruncatedAudioError, match=r"truncated: the header promises 2\.000s but only .* could be decoded"):
+        load_audio(cut)
+    with pytest.raises(TruncatedAudioError):
+        load_audio(cut, offset=1.5, duration=0.25)  # past what decodes, inside what the header says

@@ -380,3 +380,13 @@ def test_folder_csv_nan_duration_is_read_from_the_header_and_inf_is_refused(tmp_
     with pytest.raises(CorpusError) as err:
         prepare_corpus("folder", root)
     assert str(err.value) == f"{root / 'labels.csv'}:2: column 'duration': 'inf' is not a finite number"
+
+
+def test_folder_import_skips_and_counts_a_truncated_wav(tmp_path):
+    root = tmp_path / "rec"
+    write_audio(root / "good.wav", seconds=0.5)
+    data = write_audio(root / "cut.wav", seconds=1.0).read_bytes()
+    (root / "cut.wav").write_bytes(data[:len(data) // 2])  # an interrupted copy: header says 1 s
+    prepared = prepare_corpus("folder", root)
+    assert [u.id for u in prepared.utterances()] == ["good"]
+    assert prepared.summary()["skipped"] == {"truncated": {"count": 1, "examples": [str(root / "cut.wav")]}}

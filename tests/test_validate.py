@@ -120,3 +120,27 @@ def test_non_finite_times_are_schema_problems_not_a_crash(tmp_path):
         f"{path}:2: field 'duration': expected a finite number, got nan",
         f"{path}:3: field 'offset': expected a finite number, got inf",
     ]
+
+
+def test_truncated_files_are_counted_as_truncated(tmp_path):
+    a = tmp_path / "audio"
+    full_wav = write(a / "full.wav", noise(2.0))
+    sf.write(a / "full.mp3", noise(2.0).astype(np.float32), 16_000, format="MP3")
+    for name in ("full.wav", "full.mp3"):
+        data = (a / name).read_bytes()
+        (a / name.replace("full", "cut")).write_bytes(data[:len(data) // 2])
+    rows = [
+        {"id": "ok", "audio": "audio/full.wav", "duration": 2.0},
+        # The manifest's duration agrees with the header: the file, not the row, is wrong.
+        {"id": "cut_wav", "audio": "audio/cut.wav", "duration": 2.0},
+        {"id": "cut_wav_whole", "audio": "audio/cut.wav"},
+        {"id": "cut_mp3", "audio": "audio/cut.mp3"},
+        # A segment inside the part of the file that is there is usable.
+        {"id": "cut_wav_head", "audio": "audio/cut.wav", "offset": 0.1, "duration": 0.5},
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = validate_manifest(path, progress=False)
+    assert dict(report.counts) == {"truncated": 3}
+    assert report.examples["truncated"] == ["cut_wav", "cut_wav_whole", "cut_mp3"]
+    assert "truncated" in PROBLEM_KINDS and full_wav.is_file()

@@ -59,6 +59,14 @@ class AudioTooLongError(AudioError):
     kind = "too_long"
 
 
+class TruncatedAudioError(AudioError):
+    """The file holds less audio than its header promises (an interrupted copy or download), and
+    the span asked for reaches into the missing part. Such a row is skipped, never kept at its
+    shorter length: its transcript and labels describe audio that is not there."""
+
+    kind = "truncated"
+
+
 #: Every error kind, in the order a report lists them.
 AUDIO_ERROR_KINDS: tuple[str, ...] = (
     MissingAudioError.kind,
@@ -68,20 +76,40 @@ AUDIO_ERROR_KINDS: tuple[str, ...] = (
     AllZeroAudioError.kind,
     AudioTooShortError.kind,
     AudioTooLongError.kind,
+    TruncatedAudioError.kind,
 )
+
+#: How much shorter than its header a file may decode before it counts as truncated (codec
+#: padding, rounding). Compressed formats' lengths can be estimates, so they also get 1 %.
+TRUNCATION_TOLERANCE_SECONDS = 0.05
+_ESTIMATED_LENGTH_SLACK = 0.01
+#: WAV data sizes at or above this are placeholders of streaming writers (ffmpeg writes
+#: 0xFFFFFFFF, others 0x7FFFF000 or so), not promises.
+_WAV_STREAMING_SIZE = 0x7FFF0000
 
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """Header facts of an audio file (no decoding)."""
+    """Header facts of an audio file (no decoding).
+
+    ``frames`` is what libsndfile can read. ``header_frames`` is set only when the header
+    promises more than that (a WAV whose ``data`` chunk runs past the end of the file, which
+    libsndfile silently shortens); ``None`` when they agree or the header states no length.
+    """
 
     sample_rate: int
     channels: int
     frames: int
+    header_frames: int | None = None
 
     @property
     def duration(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the header promises more audio than the file holds."""
+        return self.header_frames is not None and self.header_frames > self.frames
 
 
 def _open(path: str | os.PathLike):
@@ -100,10 +128,57 @@ def _open(path: str | os.PathLike):
         raise UnreadableAudioError(path, f"cannot decode ({e})") from None
 
 
+def _wav_header_frames(path: str | os.PathLike, frames: int) -> int | None:
+    """Frames a RIFF/WAVE header's ``data`` chunk promises, when more than ``frames`` (the file
+    was cut short); ``None`` otherwise. Walks the chunk headers only (a few small reads)."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None  # RF64/BW64 (sizes in a ds64 chunk) and anything else: no claim made
+        block_align = 0
+        for _ in range(64):  # a WAV has a handful of chunks before its data
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                if not block_align or size >= _WAV_STREAMING_SIZE:
+                    return None
+                promised = size // block_align
+                return promised if promised > frames else None
+            if cid == b"fmt ":
+                body = f.read(size + (size & 1))
+                if len(body) >= 14:
+                    block_align = struct.unpack("<H", body[12:14])[0]
+            else:
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    return None
+
+
+def _header_frames(path: str | os.PathLike, f) -> int | None:
+    """What the header promises beyond ``f.frames`` (see :class:`AudioInfo`)."""
+    if f.format in ("WAV", "WAVEX"):
+        return _wav_header_frames(path, f.frames)
+    return None
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
-    """Sample rate, channels and frame count from the file header."""
+    """Sample rate, channels and frame count from the file header (``header_frames`` when the
+    header promises more than the file holds)."""
     with _open(path) as f:
-        return AudioInfo(sample_rate=f.samplerate, channels=f.channels, frames=f.frames)
+        return AudioInfo(sample_rate=f.samplerate, channels=f.channels, frames=f.frames,
+                         header_frames=_header_frames(path, f))
+
+
+def _truncated(path: str | os.PathLike, promised: int, got: int, sr: int, decoded: bool) -> TruncatedAudioError:
+    what = "could be decoded" if decoded else "the file holds"
+    held = f"only {got / sr:.3f}s {what}" if decoded else f"{what} only {got / sr:.3f}s"
+    return TruncatedAudioError(
+        path, f"truncated: the header promises {promised / sr:.3f}s but {held} (an interrupted copy or "
+        "download?); copy or convert the file again"
+    )
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -131,16 +206,26 @@ def load_audio(
 
     Only the segment is decoded (the file is seeked, not read whole). Channels are averaged and
     the result is resampled to ``sample_rate``. Raises a typed :class:`AudioError` for a missing,
-    unreadable or empty file, a segment starting past the end, and (with ``check``) NaN/Inf
-    samples, all-zero audio, audio shorter than ``min_seconds`` or longer than ``max_seconds``.
-    A segment that runs past the end of the file is cut at the end, as a reader of a long
-    recording with rounded times would expect.
+    unreadable or empty file, a segment starting past the end, a file cut short
+    (:class:`TruncatedAudioError`: its header promises more than it holds or decodes to, and the
+    span asked for reaches into the missing part), and (with ``check``) NaN/Inf samples, all-zero
+    audio, audio shorter than ``min_seconds`` or longer than ``max_seconds``. A segment that runs
+    past the end of an intact file is cut at the end, as a reader of a long recording with
+    rounded times would expect.
     """
     if duration is not None and duration <= 0:
         raise EmptyAudioError(path, f"segment duration {duration}s is not positive")
     with _open(path) as f:
         sr = f.samplerate
         start = int(round(offset * sr))
+        tolerance = int(TRUNCATION_TOLERANCE_SECONDS * sr)
+        # What the header promises: a cut WAV's data chunk size (libsndfile reports the shorter,
+        # real length as f.frames), else f.frames itself (an MP3's Xing/LAME length, which a cut
+        # file no longer decodes to; checked after reading).
+        promised = _header_frames(path, f) or f.frames
+        wanted_end = promised if duration is None else min(start + int(round(duration * sr)), promised)
+        if promised > f.frames and wanted_end > f.frames + tolerance:
+            raise _truncated(path, promised, f.frames, sr, decoded=False)
         if offset < 0 or start >= f.frames and f.frames > 0:
             raise EmptyAudioError(path, f"offset {offset:.3f}s is outside the file ({f.frames / sr:.3f}s)")
         if check and max_seconds is not None:
@@ -156,6 +241,11 @@ def load_audio(
             data = f.read(frames=frames, dtype="float32", always_2d=True)
         except Exception as e:
             raise UnreadableAudioError(path, f"cannot decode ({e})") from None
+        if f.format not in ("WAV", "WAVEX"):
+            # Compressed lengths may be estimates: allow 1 % besides the fixed tolerance.
+            tolerance = max(tolerance, int(_ESTIMATED_LENGTH_SLACK * promised))
+        if wanted_end - start > len(data) + tolerance:
+            raise _truncated(path, promised, start + len(data), sr, decoded=True)
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if wave.size == 0:
         raise EmptyAudioError(path, "no samples")

@@ -223,6 +223,9 @@ class ManifestBuilder:
             if info.frames == 0:
                 self.skip("empty", str(audio))
                 return None
+            if info.truncated:  # the whole file is wanted and part of it is missing
+                self.skip("truncated", str(audio))
+                return None
             duration = max(info.duration - offset, 0.0) or None
         utt = Utterance(
             id=id,

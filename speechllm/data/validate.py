@@ -96,7 +96,9 @@ def check_utterance_audio(utt: Utterance, *, min_seconds: float = MIN_SECONDS,
     assert path is not None
     try:
         info = audio_info(path)
-        if utt.duration is not None and utt.offset + utt.duration > info.duration + SEGMENT_END_TOLERANCE:
+        # A cut-short file is reported as truncated (by load_audio), not as a wrong segment.
+        if (not info.truncated and utt.duration is not None
+                and utt.offset + utt.duration > info.duration + SEGMENT_END_TOLERANCE):
             return "segment_out_of_range", 0.0
         wave = load_audio(path, offset=utt.offset, duration=utt.duration, sample_rate=info.sample_rate,
                           min_seconds=min_seconds, max_seconds=max_seconds)
@@ -118,7 +120,8 @@ def validate_manifest(
 
     Row checks: valid JSON object, the manifest schema, unique ids, an ``audio`` path. Audio
     checks (``check_audio``): missing, unreadable, empty, NaN/Inf, all-zero, shorter than
-    ``min_seconds``, longer than ``max_seconds``, a segment running past the file's end.
+    ``min_seconds``, longer than ``max_seconds``, truncated (the file holds or decodes to less
+    than its header promises), a segment running past the file's end.
     """
     path = Path(path)
     if not path.is_file():
