@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "describe",
         help="measure/predict attributes (duration, VAD, volume, SNR, gender, pitch, ASR, rate) and render seed descriptions",
         description="Reads IN.jsonl, writes OUT.jsonl (resumable: re-run the same command after an "
-        "interruption). Rows whose audio cannot be used go to OUT.jsonl.skipped.jsonl with the reason.",
+        "interruption; OUT.describe.yaml records the settings, and a rerun with other settings is refused). "
+        "Rows whose audio cannot be used go to OUT.jsonl.skipped.jsonl with the reason.",
     )
     p.add_argument("input", metavar="IN.jsonl", nargs="?", help="input manifest")
     p.add_argument("output", metavar="OUT.jsonl", nargs="?", help="output manifest (appended to when it exists, see --restart)")
@@ -30,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config field, e.g. --set pitch.male_high_above=160; repeatable")
     p.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--shard", default=None, metavar="i/N", help="process only shard i of N (0-based, by id hash)")
-    p.add_argument("--restart", action="store_true", help="discard OUT.jsonl and start over instead of resuming")
+    p.add_argument("--restart", action="store_true",
+                   help="discard OUT.jsonl and start over instead of resuming (needed to change the "
+                   "settings of an existing OUT.jsonl)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--list", action="store_true", help="list the annotators and exit")
     p.set_defaults(func=_run)
@@ -73,7 +76,6 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from pathlib import Path
 
-    from speechllm.config import save_resolved_config
     from speechllm.errors import SpeechLLMError
 
     if not args.input or not args.output:
@@ -87,11 +89,10 @@ def _run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     build_annotators(list(cfg.annotators), cfg)  # unknown names fail before anything is written
     get_template(cfg.template)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, out.parent, name=f"{out.stem}.describe.yaml")
+    # describe_manifest writes the resolved config (OUT.describe.yaml) once it has checked that
+    # it matches the one an existing OUT.jsonl was described with.
     summary = describe_manifest(
-        args.input, out, cfg, jobs=args.jobs, shard=shard, resume=not args.restart,
+        args.input, Path(args.output), cfg, jobs=args.jobs, shard=shard, resume=not args.restart,
         progress=not args.no_progress,
     )
     for line in summary.lines():

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "answers text only. A prompt without the audio locator (<|AUDIO|> by default) gets one "
             "locator per audio prepended; more locators than audios is an error. Batch: "
             "--manifest in.jsonl --output out.jsonl (rows: id, audio, prompt|messages, system, "
-            "transcript; resumable: a rerun skips ids already in the output)."
+            "transcript; resumable: a rerun skips ids already in the output, and is refused when its model "
+            "or sampling options differ from the ones recorded in <output>.settings.json)."
         ),
     )
     p.add_argument("--model", required=True, help="checkpoint folder (from `speechllm init-model` or training)")
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
     from speechllm.errors import SpeechLLMError
     from speechllm.infer import (
@@ -59,6 +61,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.manifest and not args.output:
         raise SpeechLLMError("--manifest needs --output (the JSONL file replies are appended to)")
+    if args.manifest:  # before the (slow) model load
+        from speechllm.utils.fs import refuse_same_file
+
+        refuse_same_file(args.manifest, args.output)
     if not args.manifest and args.prompt is None and not args.audio:
         raise SpeechLLMError("give --prompt and/or --audio (or --manifest with --output)")
     if args.transcript is not None and len(args.transcript) != len(args.audio):
@@ -78,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     if args.manifest:
         summary = run_manifest(model, args.manifest, args.output, options, default_prompt=args.prompt,
-                               default_system=args.system, limit=args.limit)
+                               default_system=args.system, limit=args.limit,
+                               settings={"model": str(Path(args.model).resolve()), "dtype": args.dtype})
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors.items())) or "none"
         print(f"infer: {summary.written} written, {summary.skipped_done} already done, errors: {errors}; "
               f"{summary.seconds:.1f}s -> {args.output}", file=sys.stderr)

@@ -77,6 +77,10 @@ def split_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = sorted(set(mapping.values())) if mapping is not None else list(SPLITS)
+    from speechllm.utils.fs import refuse_same_file
+
+    for name in names:  # before writing any: a split file must not replace the manifest it came from
+        refuse_same_file(manifest, out / f"{name}.jsonl")
     counts = {}
     for name in names:
         counts[name] = write_manifest(out / f"{name}.jsonl", buckets.get(name, []))

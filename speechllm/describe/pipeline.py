@@ -3,7 +3,8 @@
 Per row the audio is decoded once and shared by every annotator (:class:`AudioClip`); models are
 loaded once per process. Rows go through a pool of ``jobs`` worker processes in input order; the
 parent writes each finished row through :class:`ResumableJsonlWriter`, so a killed run restarts
-where it stopped and every id ends up in the output exactly once. Rows whose audio cannot be used
+where it stopped and every id ends up in the output exactly once (a resume with another config,
+or a second process writing the same output, is refused). Rows whose audio cannot be used
 are written to ``OUT.skipped.jsonl`` with the error kind (never dropped silently) and count as done
 on resume: delete that file to retry them.
 """
@@ -161,6 +162,12 @@ def _count_pending(in_path: Path, done: set[str], shard: tuple[int, int]) -> int
     return n
 
 
+def settings_record_path(out_path: str | os.PathLike) -> Path:
+    """``OUT.jsonl`` -> ``OUT.describe.yaml``: the resolved config the rows were described with."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.describe.yaml")
+
+
 def describe_manifest(
     in_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -175,12 +182,19 @@ def describe_manifest(
     """Describe the rows of ``in_path`` (those of shard ``i/N``) into ``out_path``.
 
     Audio paths in the output are relative to its folder when the audio lies under it, absolute
-    otherwise. Returns a :class:`DescribeSummary`.
+    otherwise. The resolved config is written to ``OUT.describe.yaml``; resuming an output
+    described with another config raises :class:`~speechllm.utils.jsonl.SettingsChangedError`,
+    and an output that is the input raises :class:`~speechllm.utils.fs.SameFileError`. Returns a
+    :class:`DescribeSummary`.
     """
     from tqdm import tqdm
 
+    from speechllm.config import to_dict
+    from speechllm.utils.fs import refuse_same_file
+
     config = config or DescribeConfig()
     in_path, out_path = Path(in_path), Path(out_path)
+    refuse_same_file(in_path, out_path)
     out_base = out_path.resolve().parent
     skipped_path = out_path.with_name(out_path.name + ".skipped.jsonl")
     get_template(config.template)  # fail before any work on a bad template id
@@ -188,7 +202,10 @@ def describe_manifest(
 
     summary = DescribeSummary()
     start = time.perf_counter()
-    with ResumableJsonlWriter(out_path, resume=resume) as writer, \
+    # The resolved config is the settings record: written beside the output, and a resume with
+    # another config (annotators, thresholds, template, ASR model) is refused before any work.
+    with ResumableJsonlWriter(out_path, resume=resume, settings=to_dict(config),
+                              settings_path=settings_record_path(out_path)) as writer, \
             ResumableJsonlWriter(skipped_path, resume=resume) as skipped_writer:
         if writer.torn_bytes:
             log.warning("%s: removed a torn last line (%d bytes) left by an interrupted run",

@@ -238,6 +238,10 @@ def generate_replay(
     else:
         if instructions is None:
             raise ReplayError(f"{kind} replay needs instructions (--instructions FILE: .jsonl or one a line)")
+        if isinstance(instructions, (str, os.PathLike)):
+            from speechllm.utils.fs import refuse_same_file
+
+            refuse_same_file(instructions, output_path)
         items = read_instructions(instructions) if isinstance(instructions, (str, os.PathLike)) else [
             {"answer": None, **dict(it), "id": str(it["id"])} for it in instructions]
         if kind == "paraphrase":

@@ -29,7 +29,14 @@ from speechllm.generate.prompts import (
     training_messages,
 )
 from speechllm.generate.quality import degeneracy
-from speechllm.utils.jsonl import ResumableJsonlWriter, iter_jsonl, parse_shard, shard_of
+from speechllm.utils.fs import refuse_same_file
+from speechllm.utils.jsonl import (
+    ResumableJsonlWriter,
+    check_same_settings,
+    iter_jsonl,
+    parse_shard,
+    shard_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +175,7 @@ def generate_targets(
     cfg = config or RunConfig()
     gen = cfg.generation
     input_path, output_path = Path(input_path), Path(output_path)
-    if input_path.resolve() == output_path.resolve():
-        raise SpeechLLMError(f"{output_path}: the output must differ from the input")
+    refuse_same_file(input_path, output_path)
     shard_spec = parse_shard(shard)
     instructions = instruction_source(gen.instruction, gen.prompt_pool, gen.seed)  # bad pool: fail before loading
     params = SamplingParams.from_config(gen)
@@ -237,13 +243,7 @@ def _check_resumable(output_path: Path, settings: dict[str, Any]) -> None:
         stored = json.loads(first).get("generator") or {}
     except (json.JSONDecodeError, AttributeError):
         return  # a torn or foreign first line: the writer reports it
-    changed = [k for k, v in settings.items() if k in stored and stored[k] != v]
-    if changed:
-        detail = "; ".join(f"{k}: {stored[k]!r} in the file, {settings[k]!r} now" for k in changed[:3])
-        raise SpeechLLMError(
-            f"{output_path}: its rows were generated with other settings ({detail}); continuing would mix "
-            "two configurations. Write to a new file, or delete this one (and its sidecars) to start over"
-        )
+    check_same_settings(output_path, stored, settings)
 
 
 def _run(backend, rows, cfg: RunConfig, instructions, params: SamplingParams, generator_info,

@@ -187,12 +187,19 @@ class ManifestSummary:
 
 def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
                  options: GenerationOptions, *, progress: bool = True, default_prompt: str | None = None,
-                 default_system: str | None = None, limit: int | None = None) -> ManifestSummary:
+                 default_system: str | None = None, limit: int | None = None,
+                 settings: dict[str, Any] | None = None) -> ManifestSummary:
     """Answer every row of ``manifest`` into ``output`` (resumable; see the module docstring).
     Rows without ``prompt``/``messages`` (e.g. a plain data manifest) get ``default_prompt`` and
-    ``default_system``. ``limit`` answers only the first N rows."""
+    ``default_system``. ``limit`` answers only the first N rows. The sampling options, default
+    prompts and ``settings`` (e.g. the model folder) are recorded in ``<output>.settings.json``;
+    resuming with other ones, or writing into the manifest itself, is refused."""
+    from dataclasses import asdict
+
+    from speechllm.utils.fs import refuse_same_file
     from speechllm.utils.jsonl import ResumableJsonlWriter, iter_jsonl
 
+    refuse_same_file(manifest, output)
     manifest = Path(manifest)
     base_dir = manifest.parent
     summary = ManifestSummary()
@@ -213,7 +220,9 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
         from tqdm import tqdm
 
         bar = tqdm(total=len(rows), unit="row", desc="infer", dynamic_ncols=True)
-    with ResumableJsonlWriter(output) as writer:
+    record = {"options": asdict(options), "default_prompt": default_prompt, "default_system": default_system,
+              **(settings or {})}
+    with ResumableJsonlWriter(output, settings=record) as writer:
         for line_no, row in rows:
             rid = str(row["id"])
             if bar is not None:

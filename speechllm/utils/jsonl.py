@@ -5,6 +5,14 @@ Every long job (describe, generate, infer, eval) writes one JSON object per line
 as it is finished, so a job killed with SIGKILL loses at most the row in flight. On restart the
 writer cuts a torn final line, reads the ids already written, and the job skips them: every id
 ends up in the file exactly once.
+
+One process writes an output at a time: the writer holds an exclusive ``flock`` on the file for
+as long as it is open, and a second writer is refused at once (two appenders would each think
+the other's ids are still to do and write them again). The kernel drops the lock when its
+process dies, so a killed run never blocks the rerun.
+
+A writer given ``settings`` records them beside the output and refuses to append to rows written
+with other settings (:func:`check_same_settings`): resuming must not mix two configurations.
 """
 
 from __future__ import annotations
@@ -12,15 +20,67 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from speechllm.errors import SpeechLLMError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no advisory locks, one writer is trusted
+    fcntl = None  # type: ignore[assignment]
+
 
 class JsonlFormatError(SpeechLLMError):
     """A line of a JSONL file that is not a JSON object."""
+
+
+class OutputLockedError(SpeechLLMError):
+    """Another process is writing the same output file."""
+
+
+class SettingsChangedError(SpeechLLMError):
+    """An output whose rows were written with other settings than the ones asked for now."""
+
+
+def _settings_diff(stored: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ. Keys absent from ``stored`` are not compared: a file
+    written before a setting existed was written with that setting's default behaviour."""
+    changed = []
+    for key, value in current.items():
+        if key not in stored:
+            continue
+        old = stored[key]
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            changed += _settings_diff(old, value, f"{prefix}{key}.")
+        elif old != value:
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
+def _lookup(settings: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = settings
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def check_same_settings(output_path: str | os.PathLike, stored: Mapping[str, Any],
+                        current: Mapping[str, Any]) -> None:
+    """Refuse to continue ``output_path`` when the settings its rows were written with
+    (``stored``) differ from ``current``: a resumed run would mix rows of two configurations in
+    one file, and a finished one would silently keep the old rows. Raises
+    :class:`SettingsChangedError` naming the first differing settings."""
+    changed = _settings_diff(stored, current)
+    if changed:
+        detail = "; ".join(f"{k}: {_lookup(stored, k)!r} in the file, {_lookup(current, k)!r} now"
+                           for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise SettingsChangedError(
+            f"{output_path}: its rows were written with other settings ({detail}{more}); continuing would "
+            "mix two configurations. Write to a new file, or delete this one (and its sidecars) to start over"
+        )
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -101,6 +161,36 @@ def repair_torn_tail(path: str | os.PathLike) -> int:
         return size
 
 
+def _lock_exclusively(fd: int, path: Path) -> None:
+    """Take the exclusive advisory lock on an open output, or refuse at once (never wait: a
+    second writer that waited would then redo the first one's rows)."""
+    if fcntl is None:  # pragma: no cover
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OutputLockedError(
+            f"{path}: another process is writing this file; wait for it to finish, or write to another file"
+        ) from None
+
+
+def _parse_settings(path: Path, text: str) -> Any:
+    """Settings text as stored in ``path`` (YAML for ``.yaml``/``.yml``, else JSON)."""
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text)
+    return json.loads(text)
+
+
+def _dump_settings(path: Path, settings: Mapping[str, Any]) -> str:
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_dump(dict(settings), sort_keys=False, allow_unicode=True)
+    return json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
+
+
 class ResumableJsonlWriter:
     """Append-only JSONL writer that knows which ids are already in the file.
 
@@ -109,23 +199,62 @@ class ResumableJsonlWriter:
     ...         if row["id"] in w.done_ids:
     ...             continue
     ...         w.write({**row, "response": ...})
+
+    The file is locked against other writers while the writer is open (:class:`OutputLockedError`).
+    ``settings`` (JSON-able) are recorded in ``settings_path`` (default ``<file>.settings.json``;
+    a ``.yaml`` path is written as YAML) and checked on resume (:class:`SettingsChangedError`).
     """
 
-    def __init__(self, path: str | os.PathLike, key: str = "id", *, resume: bool = True):
+    def __init__(self, path: str | os.PathLike, key: str = "id", *, resume: bool = True,
+                 settings: Mapping[str, Any] | None = None, settings_path: str | os.PathLike | None = None):
         self.path = Path(path)
         self.key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done_ids: set[str] = set()
         self.torn_bytes = 0
-        if resume and self.path.exists():
-            self.torn_bytes = repair_torn_tail(self.path)
-            for _, row in iter_jsonl(self.path):
-                if key in row:
-                    self.done_ids.add(str(row[key]))
-        elif not resume and self.path.exists():
-            self.path.unlink()
         self.written = 0
+        # Open (never truncate) and lock before reading or cutting anything: the lock is what
+        # keeps a second process from reading ids that the first one is still appending.
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _lock_exclusively(self._fd, self.path)
+            if resume:
+                self.torn_bytes = repair_torn_tail(self.path)
+                for _, row in iter_jsonl(self.path):
+                    if key in row:
+                        self.done_ids.add(str(row[key]))
+            else:
+                os.ftruncate(self._fd, 0)
+            if settings is not None:
+                self._record_settings(settings, settings_path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _record_settings(self, settings: Mapping[str, Any], settings_path: str | os.PathLike | None) -> None:
+        from speechllm.utils.fs import atomic_write_text
+
+        record = Path(settings_path) if settings_path is not None else \
+            self.path.with_name(self.path.name + ".settings.json")
+        text = _dump_settings(record, settings)
+        if os.path.getsize(self.path) > 0:
+            if not record.is_file():
+                raise SettingsChangedError(
+                    f"{self.path}: has rows but no record of the settings they were written with "
+                    f"({record}), so resuming could mix two configurations; write to a new file, or "
+                    "delete this one to start over")
+            # Compare what the record will hold (after its format's round trip: tuples become
+            # lists, and so on) with what it holds.
+            try:
+                stored = _parse_settings(record, record.read_text(encoding="utf-8"))
+            except Exception:  # JSON or YAML syntax: reported below as not a record
+                stored = None
+            if not isinstance(stored, Mapping):
+                raise SettingsChangedError(
+                    f"{record}: not a settings record (expected a mapping); delete {self.path} and this "
+                    "file to start over, or write to a new file")
+            check_same_settings(self.path, stored, _parse_settings(record, text))
+        atomic_write_text(record, text)
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row in a single write, so a kill leaves either the whole line or a torn
@@ -142,6 +271,7 @@ class ResumableJsonlWriter:
         self.written += 1
 
     def close(self) -> None:
+        """Flush to disk and release the file (and its lock)."""
         if self._fd >= 0:
             os.fsync(self._fd)
             os.close(self._fd)
