@@ -19,6 +19,7 @@ from speechllm.data.importers import (
     register_importer,
     require_corpus_dir,
 )
+from speechllm.utils.textfile import utf8_lines
 
 # Accent codes of the early English releases, made readable.
 OLD_ACCENTS = {
@@ -49,7 +50,7 @@ def _read_tsv(path: Path) -> Iterator[dict[str, str]]:
     """Rows of a Common Voice TSV, lazily. Quotes are text, not CSV quoting (QUOTE_NONE)."""
     csv.field_size_limit(2**31 - 1)  # long sentences; sys.maxsize overflows on some platforms
     with open(path, encoding="utf-8", newline="") as f:
-        yield from csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        yield from csv.DictReader(utf8_lines(f, path), delimiter="\t", quoting=csv.QUOTE_NONE)
 
 
 @register_importer("commonvoice", labels="transcript, speaker (client_id), age, gender, accent, language",

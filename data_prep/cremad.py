@@ -14,6 +14,7 @@ from speechllm.data.importers import (
     register_importer,
     require_corpus_dir,
 )
+from speechllm.utils.textfile import utf8_lines
 
 EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fearful", "HAP": "happy", "NEU": "neutral",
             "SAD": "sad"}
@@ -40,7 +41,7 @@ def read_demographics(path: Path) -> dict[str, dict[str, str]]:
     if not path.is_file():
         return actors
     with open(path, encoding="utf-8-sig", newline="") as f:
-        for row in csv.DictReader(f):
+        for row in csv.DictReader(utf8_lines(f, path)):
             actor = (row.get("ActorID") or "").strip()
             if actor:
                 actors[actor] = {"age": row.get("Age", ""), "gender": row.get("Sex", "")}

@@ -25,6 +25,7 @@ from speechllm.data.importers import (
     register_importer,
     require_corpus_dir,
 )
+from speechllm.utils.textfile import not_utf8_error, utf8_lines
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 LABEL_FILES = ("labels.csv", "labels.tsv", "metadata.csv", "metadata.tsv")
@@ -80,10 +81,13 @@ def prepare_folder(corpus_dir: str | os.PathLike, output_dir: str | os.PathLike 
     if not labels_path.is_file():
         raise CorpusError(f"folder: labels file {labels_path} does not exist")
     with open(labels_path, encoding="utf-8-sig", newline="") as f:
-        head = f.read(4096)
+        try:
+            head = f.read(4096)
+        except UnicodeDecodeError:
+            raise not_utf8_error(labels_path) from None
         f.seek(0)
         delimiter = "\t" if labels_path.suffix.lower() == ".tsv" or ("\t" in head and "," not in head) else ","
-        reader = csv.DictReader(f, delimiter=delimiter)
+        reader = csv.DictReader(utf8_lines(f, labels_path), delimiter=delimiter)
         columns = {normalise_attribute_name(c): c for c in (reader.fieldnames or [])}
         audio_col = next((columns[c] for c in _AUDIO_COLS if c in columns), None)
         if audio_col is None:

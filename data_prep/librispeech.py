@@ -14,6 +14,7 @@ from speechllm.data.importers import (
     register_importer,
     require_corpus_dir,
 )
+from speechllm.utils.textfile import not_utf8_error
 
 
 def read_speakers_txt(path: Path) -> dict[str, str]:
@@ -56,7 +57,11 @@ def prepare_librispeech(corpus_dir: str | os.PathLike, output_dir: str | os.Path
     builder = ManifestBuilder("librispeech")
     for subset in subsets:
         for trans in sorted(subset.glob("*/*/*.trans.txt")):
-            for line in trans.read_text(encoding="utf-8").splitlines():
+            try:
+                text = trans.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise not_utf8_error(trans) from None
+            for line in text.splitlines():
                 if not line.strip():
                     continue
                 utt_id, _, text = line.strip().partition(" ")

@@ -121,3 +121,82 @@ def test_feature_cache_rebuilds_rows_whose_audio_changed_under_the_same_id(tiny_
         build_cache(model, [str(first), str(other)], cache_dir)
     # The same file named twice (data.valid = a training file) is read once.
     assert build_cache(model, [str(first), str(first)], cache_dir)["cached"] == 1  # utt1 back to a/
+
+
+# --------------------------------------------------------------------------- item 14: not UTF-8
+
+LATIN1_ROW = '{"id": "b", "audio": "a.wav", "transcript": "caf\xe9"}'.encode("latin-1")
+
+
+def _expected(path, line, position, byte="0xe9"):
+    return (f"{path}:{line}: not UTF-8 text (byte {byte} at position {position}); re-encode the file as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}")
+
+
+def test_latin1_manifest_names_the_file_and_line(tmp_path):
+    from speechllm.data import read_manifest
+    from speechllm.utils.jsonl import read_jsonl
+
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"id": "a", "audio": "a.wav"}\n' + LATIN1_ROW + b"\n")
+    for read in (read_manifest, read_jsonl):
+        with pytest.raises(SpeechLLMError) as err:
+            read(path)
+        assert str(err.value) == _expected(path, 2, LATIN1_ROW.index(b'\xe9') + 1)
+
+
+def test_latin1_row_is_a_counted_schema_problem_in_validate(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from speechllm.data.validate import validate_manifest
+
+    sf.write(tmp_path / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(8000), 16000)
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"id": "a", "audio": "a.wav"}\n' + LATIN1_ROW + b'\n{"id": "c", "audio": "a.wav"}\n')
+    report = validate_manifest(path, progress=False)
+    assert report.rows == 3 and dict(report.counts) == {"schema": 1}
+    assert report.examples["schema"] == [_expected(path, 2, LATIN1_ROW.index(b'\xe9') + 1)]
+
+
+def test_latin1_training_row_names_the_file_and_line(tmp_path):
+    path = tmp_path / "targets.jsonl"
+    row = json.dumps(_row("a", transcript="caf\u00e9"), ensure_ascii=False).encode("latin-1")
+    path.write_bytes(json.dumps(_row("z")).encode() + b"\n" + row + b"\n")
+    with pytest.raises(SpeechLLMError) as err:
+        RowIndex([path])
+    assert str(err.value) == _expected(path, 2, row.index(b"\xe9") + 1)
+
+
+def test_latin1_kaldi_table_names_the_file_and_line(tmp_path):
+    from speechllm.data.kaldi import read_kaldi_dir
+
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "wav.scp").write_text("r1 /x.wav\n")
+    (d / "text").write_bytes("r1 caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(SpeechLLMError) as err:
+        read_kaldi_dir(d)
+    assert str(err.value) == _expected(d / "text", 1, 7)
+
+
+def test_latin1_label_files_name_the_file_and_line(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from data_prep.commonvoice import _read_tsv
+    from speechllm.cli import main as cli_main
+
+    root = tmp_path / "rec"
+    root.mkdir()
+    sf.write(root / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(8000), 16000)
+    labels = root / "labels.csv"
+    labels.write_bytes("file,speaker\na.wav,Ren\xe9e\n".encode("latin-1"))
+    assert cli_main(["prepare", "folder", str(root), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(_expected(labels, 2, 10)) and "Traceback" not in err and len(err.splitlines()) == 1
+    tsv = tmp_path / "validated.tsv"
+    tsv.write_bytes("path\tsentence\nx.mp3\tok\ny.mp3\tna\xefve\n".encode("latin-1"))
+    with pytest.raises(SpeechLLMError) as exc:
+        list(_read_tsv(tsv))
+    assert str(exc.value) == _expected(tsv, 3, 9, byte="0xef")

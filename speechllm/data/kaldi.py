@@ -30,6 +30,7 @@ from pathlib import Path
 
 from speechllm.data.manifest import PROVENANCE_CORPUS, Utterance
 from speechllm.errors import SpeechLLMError
+from speechllm.utils.textfile import utf8_lines
 
 # utt2* files that are not attributes of the utterance.
 _NOT_ATTRIBUTES = {"utt2spk", "utt2dur", "utt2num_frames", "utt2uniq", "utt2warp", "utt2category"}
@@ -44,7 +45,7 @@ class KaldiDirError(SpeechLLMError):
 def _read_table(path: Path, min_fields: int = 2) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_no, [key, rest])`` of a Kaldi table: key, whitespace, the rest of the line."""
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+        for line_no, line in enumerate(utf8_lines(f, path), start=1):
             line = line.strip()
             if not line:
                 continue

@@ -17,6 +17,7 @@ from typing import Any
 from speechllm.audio.io import AUDIO_ERROR_KINDS, MIN_SECONDS, AudioError, audio_info, load_audio
 from speechllm.data.manifest import ManifestError, Utterance
 from speechllm.errors import SpeechLLMError
+from speechllm.utils.textfile import not_utf8_error
 
 #: Problem kinds, in report order: row-level, then audio (the :class:`AudioError` kinds).
 PROBLEM_KINDS: tuple[str, ...] = (
@@ -134,16 +135,20 @@ def validate_manifest(
         from tqdm import tqdm
 
         bar = tqdm(total=_count_lines(path), desc=f"validate {path.name}", unit="row", disable=None)
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    # Bytes, decoded line by line: a line that is not UTF-8 is one counted problem, not the end.
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
             if bar is not None:
                 bar.update(1)
-            if not line.strip():
+            if not raw.strip():
                 continue
             report.rows += 1
             where = f"{path}:{line_no}"
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                report.add("schema", str(not_utf8_error(path, line_no, e)))
+                continue
             except json.JSONDecodeError as e:
                 report.add("schema", f"{where} (not valid JSON: {e.msg})")
                 continue

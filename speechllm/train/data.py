@@ -29,6 +29,7 @@ from speechllm.models.chat_layout import (
     render_chat,
     substitute_audio_text,
 )
+from speechllm.utils.textfile import not_utf8_error
 
 CHARS_PER_TOKEN = 4.0  # bucketing estimate only; exact lengths come from the tokenizer
 
@@ -131,6 +132,8 @@ class RowIndex:
                 where = f"{path}:{line_no}"
                 try:
                     row = json.loads(raw)
+                except UnicodeDecodeError as e:
+                    raise not_utf8_error(path, line_no, e) from None
                 except json.JSONDecodeError as e:
                     if not raw.endswith(b"\n"):
                         continue  # a torn last line from an interrupted writer: not a row yet

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from speechllm.errors import SpeechLLMError
+from speechllm.utils.textfile import utf8_lines
 
 try:
     import fcntl
@@ -92,7 +93,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise JsonlFormatError(f"{path}: no such file")
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+        for line_no, line in enumerate(utf8_lines(f, path), start=1):
             if not line.strip():
                 continue
             try:
