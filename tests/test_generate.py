@@ -171,6 +171,37 @@ def test_context_prompt_is_seen_by_the_generator_but_not_stored(tmp_path, chatty
         assert got["generator"]["context_prompt"] == "Answer briefly.\n" + note
 
 
+def test_output_rows_are_in_input_order_although_they_finish_out_of_order(tmp_path, chatty_backend):
+    """The contract users join on: targets.jsonl lists rows in the input's order. Decoding sorts
+    by prompt length and rows finish at different steps, so without the re-ordering the file
+    lists them in finishing order (seen: utt001 before utt000)."""
+    from speechllm.generate import generate_targets
+
+    src = tmp_path / "described.jsonl"
+    rows = write_described(src, 11)  # transcripts of 1-3 sentences: prompts of different lengths
+    out = tmp_path / "targets.jsonl"
+    generate_targets(src, out, config(batch_size=2), backend=chatty_backend, progress=False)
+    assert [r["id"] for r in read_jsonl(out)] == [r["id"] for r in rows]
+
+
+def test_in_input_order_yields_each_position_once_as_soon_as_possible():
+    from speechllm.generate.targets import in_input_order
+
+    arrivals = [(2, "c"), (0, "a"), (3, "d"), (1, "b"), (4, "e")]
+    seen_at = []
+    def tracked():
+        for n, item in enumerate(arrivals):
+            seen_at.append(n)
+            yield item
+    released = []
+    for position, value in in_input_order(tracked()):
+        released.append((position, value, seen_at[-1]))
+    # 0 is released on the 2nd arrival, 1 on the 4th (with 2 and 3 waiting behind it), 4 last.
+    assert released == [(0, "a", 1), (1, "b", 3), (2, "c", 3), (3, "d", 3), (4, "e", 4)]
+    with pytest.raises(RuntimeError, match="without position 0"):
+        list(in_input_order(iter([(1, "b")])))
+
+
 def test_prompt_pool_draw_is_per_id_and_seeded():
     src = instruction_source(DESTA2_INSTRUCTION, "builtin:attributes", seed=3)
     draws = [src.instruction_for(f"id{i}") for i in range(40)]

@@ -14,9 +14,10 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from speechllm.config import RunConfig
 from speechllm.errors import SpeechLLMError
@@ -39,6 +40,7 @@ from speechllm.utils.jsonl import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Rows gathered, length-sorted and cut into batches at a time (in batches).
 SORT_WINDOW_BATCHES = 32
@@ -246,6 +248,23 @@ def _check_resumable(output_path: Path, settings: dict[str, Any]) -> None:
     check_same_settings(output_path, stored, settings)
 
 
+def in_input_order(finished: Iterable[tuple[int, T]]) -> Iterator[tuple[int, T]]:
+    """Re-order ``(position, value)`` pairs that arrive in any order into positions 0, 1, 2, ...
+
+    Each value is yielded as soon as all earlier positions have been; positions must be a
+    permutation of ``range(n)``.
+    """
+    waiting: dict[int, T] = {}
+    next_position = 0
+    for position, value in finished:
+        waiting[position] = value
+        while next_position in waiting:
+            yield next_position, waiting.pop(next_position)
+            next_position += 1
+    if waiting:
+        raise RuntimeError(f"positions {sorted(waiting)[:5]} arrived without position {next_position}")
+
+
 def _run(backend, rows, cfg: RunConfig, instructions, params: SamplingParams, generator_info,
          writer, dropped_writer, summary: GenerateSummary, bar: GenerationProgress) -> None:
     gen = cfg.generation
@@ -262,13 +281,16 @@ def _run(backend, rows, cfg: RunConfig, instructions, params: SamplingParams, ge
             items.append((backend.count_tokens(prompt), row, messages, prompt))
         # Longest first: similar lengths decode together (little padding), and a prompt too long
         # for the memory fails at once rather than hours in. The backend keeps batch_size rows
-        # decoding, refilling the batch as rows finish; rows are written as they finish.
-        items.sort(key=lambda it: -it[0])
-        seeds = [row_seed(gen.seed, str(row["id"])) for _, row, _, _ in items]
-        stream = backend.generate_stream([prompt for *_, prompt in items], params, seeds=seeds,
+        # decoding, refilling the batch as rows finish.
+        decode_order = sorted(range(len(items)), key=lambda i: -items[i][0])
+        seeds = [row_seed(gen.seed, str(items[i][1]["id"])) for i in decode_order]
+        stream = backend.generate_stream([items[i][3] for i in decode_order], params, seeds=seeds,
                                          batch_size=gen.batch_size)
-        for index, completion in stream:
-            _, row, messages, prompt = items[index]
+        finished = ((decode_order[index], completion) for index, completion in stream)
+        # Rows are written in input order (the contract users join on): each finished row waits
+        # until every earlier row of its window is written, so a kill loses at most one window.
+        for position, completion in in_input_order(finished):
+            _, row, messages, prompt = items[position]
             flag = degeneracy(completion.text)
             out = {**row, "prompt": prompt, "messages": messages, "response": completion.text,
                    "finish_reason": completion.finish_reason, "degenerate": flag,
