@@ -44,9 +44,30 @@ def test_infer_real_models_transcribe_and_answer(real_checkpoint, real_audio_dir
 
 
 def test_single_request_cli_prints_a_reply(real_checkpoint, real_audio_dir, capsys):
-    rc = main(["infer", "--model", str(real_checkpoint), "--audio",
-               str(real_audio_dir / "3436-172162-0000.ogg"), "--prompt", "Describe the audio.",
-               "--max-new-tokens", "16", "--timings"])
+    clip = real_audio_dir / "3436-172162-0000.ogg"
+    rc = main(["infer", "--model", str(real_checkpoint), "--audio", str(clip), "--prompt", "Describe the audio.",
+               "--max-new-tokens", "16", "--timings", "--show-transcript"])
     captured = capsys.readouterr()
     assert rc == 0 and captured.out.strip()
     assert "rtf=" in captured.err
+    # The transcript the model heard (Whisper's, after VAD) is shown, with the clip's key phrase.
+    heard = next(line for line in captured.err.splitlines() if line.startswith("transcript (heard) "))
+    assert str(clip) in heard and "the adventure of the cart" in heard.lower()
+
+
+def test_manifest_gold_transcripts_can_be_ignored_so_the_model_hears_its_own(real_checkpoint, real_audio_dir,
+                                                                             tmp_path):
+    """A data manifest's gold transcript flatters the result; the recipe's stage 6 ignores it."""
+    manifest = tmp_path / "data.jsonl"
+    manifest.write_text(json.dumps({"id": "r", "audio": str(real_audio_dir / "5703-47212-0000.ogg"),
+                                    "transcript": "GOLD TEXT NOBODY SAID"}) + "\n")
+    for flag, expected_source in (([], "manifest"), (["--ignore-manifest-transcripts"], "model")):
+        out = tmp_path / f"out-{expected_source}.jsonl"
+        assert main(["infer", "--model", str(real_checkpoint), "--manifest", str(manifest), "--output", str(out),
+                     "--prompt", "Hi", "--max-new-tokens", "2", *flag]) == 0
+        row = json.loads(out.read_text())
+        assert row["transcript_source"] == expected_source
+        if expected_source == "manifest":
+            assert row["transcripts"] == ["GOLD TEXT NOBODY SAID"]
+        else:
+            assert "scarlet smoke stack" in row["transcripts"][0].lower()

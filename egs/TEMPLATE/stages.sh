@@ -237,12 +237,18 @@ if run_stage 6 && ! skip_if_done 6; then
   mkdir -p "$exp/infer"
   speechllm-infer --model "$model_dir" --manifest "$data/$test_split.jsonl" \
     --output "$exp/infer/$test_split.jsonl" --prompt "$infer_prompt" --max-new-tokens 64 \
-    $( [ "$infer_limit" -gt 0 ] && echo --limit "$infer_limit" )
+    --ignore-manifest-transcripts $( [ "$infer_limit" -gt 0 ] && echo --limit "$infer_limit" )
+  # The model hears its own Whisper transcript (as deployed), not the manifest's gold one; the
+  # transcript it heard is recorded in each row ("transcripts") and in clips.log.
   for clip in $infer_clips; do
     [ -f "$clip" ] || { log "infer clip $clip not found: skipped"; continue; }
-    log "speechllm-infer $(basename "$clip"): $(speechllm-infer --model "$model_dir" --audio "$clip" \
-      --prompt "$infer_prompt" --max-new-tokens 64 2>/dev/null | tr '\n' ' ')"
+    reply=$(speechllm-infer --model "$model_dir" --audio "$clip" --prompt "$infer_prompt" \
+      --max-new-tokens 64 --show-transcript 2>"$exp/infer/.clip.err" | tr '\n' ' ') || {
+      log "speechllm-infer $(basename "$clip") failed: $(tail -1 "$exp/infer/.clip.err")"; continue; }
+    heard=$(sed -n "s/^transcript (heard) [^:]*: //p" "$exp/infer/.clip.err")
+    log "speechllm-infer $(basename "$clip"): heard ${heard:-''} -> $reply"
   done | tee "$exp/infer/clips.log"
+  rm -f "$exp/infer/.clip.err"
   mark_done 6
 fi
 

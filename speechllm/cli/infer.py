@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off; with --temperature > 0)")
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="HF repetition penalty (1 = off)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling")
+    p.add_argument("--ignore-manifest-transcripts", action="store_true",
+                   help="batch mode: ignore rows' 'transcript' fields, so the model hears its own ASR "
+                   "transcript as in deployment (a data manifest's gold transcript flatters the result)")
+    p.add_argument("--show-transcript", action="store_true",
+                   help="print the transcript that entered the audio span (Whisper's, or --transcript) to stderr")
     p.add_argument("--stream", action="store_true", help="print the reply as it is generated")
     p.add_argument("--timings", action="store_true",
                    help="print load/encoder/ASR/first-token times, tokens/s and real-time factor to stderr")
@@ -85,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.manifest:
         summary = run_manifest(model, args.manifest, args.output, options, default_prompt=args.prompt,
                                default_system=args.system, limit=args.limit,
-                               settings={"model": str(Path(args.model).resolve()), "dtype": args.dtype})
+                               settings={"model": str(Path(args.model).resolve()), "dtype": args.dtype},
+                               use_manifest_transcripts=not args.ignore_manifest_transcripts)
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors.items())) or "none"
         print(f"infer: {summary.written} written, {summary.skipped_done} already done, errors: {errors}; "
               f"{summary.seconds:.1f}s -> {args.output}", file=sys.stderr)
@@ -93,6 +99,10 @@ def _run(args: argparse.Namespace) -> int:
     request = InferRequest(messages=build_messages(args.prompt, args.system), audio_paths=list(args.audio),
                            transcripts=args.transcript, waves=waves)
     result = run_request(model, request, options, stream=args.stream)
+    if args.show_transcript:
+        source = "given" if args.transcript is not None else "heard"
+        for path, text in zip(args.audio, result.transcripts):
+            print(f"transcript ({source}) {path}: {text!r}", file=sys.stderr)
     if not args.stream:
         print(result.response)
     if args.timings:

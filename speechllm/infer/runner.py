@@ -147,7 +147,7 @@ def run_request(model, request: InferRequest, options: GenerationOptions, *, str
 
 
 def _row_request(row: dict[str, Any], base_dir: Path, where: str, default_prompt: str | None = None,
-                 default_system: str | None = None) -> InferRequest:
+                 default_system: str | None = None, use_manifest_transcripts: bool = True) -> InferRequest:
     audio = row.get("audio")
     if audio is None:
         paths: list[str] = []
@@ -167,7 +167,7 @@ def _row_request(row: dict[str, Any], base_dir: Path, where: str, default_prompt
         if prompt is not None and not isinstance(prompt, str):
             raise ManifestRowError(f"{where}: field 'prompt': expected a string")
         messages = build_messages(prompt, row.get("system", default_system))
-    transcripts = row.get("transcript")
+    transcripts = row.get("transcript") if use_manifest_transcripts else None
     if transcripts is not None:
         transcripts = [transcripts] if isinstance(transcripts, str) else list(transcripts)
         if len(transcripts) != len(paths):
@@ -188,12 +188,17 @@ class ManifestSummary:
 def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
                  options: GenerationOptions, *, progress: bool = True, default_prompt: str | None = None,
                  default_system: str | None = None, limit: int | None = None,
-                 settings: dict[str, Any] | None = None) -> ManifestSummary:
+                 settings: dict[str, Any] | None = None,
+                 use_manifest_transcripts: bool = True) -> ManifestSummary:
     """Answer every row of ``manifest`` into ``output`` (resumable; see the module docstring).
     Rows without ``prompt``/``messages`` (e.g. a plain data manifest) get ``default_prompt`` and
     ``default_system``. ``limit`` answers only the first N rows. The sampling options, default
     prompts and ``settings`` (e.g. the model folder) are recorded in ``<output>.settings.json``;
-    resuming with other ones, or writing into the manifest itself, is refused."""
+    resuming with other ones, or writing into the manifest itself, is refused.
+    ``use_manifest_transcripts=False`` ignores rows' ``transcript`` fields, so that the model hears
+    its own ASR transcript as it would in deployment (a data manifest's gold transcript flatters
+    the result); each output row records ``transcripts`` (what entered the audio span) and
+    ``transcript_source`` (``manifest`` or ``model``)."""
     from dataclasses import asdict
 
     from speechllm.utils.fs import refuse_same_file
@@ -215,24 +220,22 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
         if str(rid) in seen:
             raise ManifestRowError(f"{manifest}:{line_no}: duplicate id {rid!r}")
         seen.add(str(rid))
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from speechllm.utils.progress import progress_bar
 
-        bar = tqdm(total=len(rows), unit="row", desc="infer", dynamic_ncols=True)
+    bar = progress_bar(len(rows), "infer", "row", enabled=progress)
     record = {"options": asdict(options), "default_prompt": default_prompt, "default_system": default_system,
-              **(settings or {})}
+              "use_manifest_transcripts": use_manifest_transcripts, **(settings or {})}
     with ResumableJsonlWriter(output, settings=record) as writer:
         for line_no, row in rows:
             rid = str(row["id"])
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if rid in writer.done_ids:
                 summary.skipped_done += 1
                 continue
             where = f"{manifest}:{line_no} (id {rid})"
             try:
-                request = _row_request(row, base_dir, where, default_prompt, default_system)
+                request = _row_request(row, base_dir, where, default_prompt, default_system,
+                                       use_manifest_transcripts)
                 result = run_request(model, request, options)
             except SpeechLLMError as e:
                 kind = getattr(e, "kind", type(e).__name__)
@@ -243,10 +246,11 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
             out = dict(row)
             if not {"messages", "prompt", "instruction"} & row.keys() and default_prompt is not None:
                 out["prompt"] = default_prompt  # record the defaulted prompt with the reply
-            writer.write({**out, "response": result.response, "transcripts": result.transcripts})
+            source = "manifest" if request.transcripts is not None else "model"
+            writer.write({**out, "response": result.response, "transcripts": result.transcripts,
+                          "transcript_source": source})
             summary.written += 1
-    if bar is not None:
-        bar.close()
+    bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary
 
