@@ -53,7 +53,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += [f"## {name}", "", f"source: `{bench.get('source')}`; items {bench.get('items')}, "
                 f"answered {bench.get('answered')}; target score {_fmt(bench.get('target_score'))}", ""]
         for reason, info in (bench.get("skipped") or {}).items():
-            out.append(f"- skipped ({reason}): {info['count']} items, e.g. {', '.join(info['ids'][:5])}")
+            line = f"- skipped ({reason}): {info['count']} items, e.g. {', '.join(info['ids'][:5])}"
+            if info.get("example_error"):
+                line += f" (first error: {info['example_error']})"
+            out.append(line)
+        if bench.get("skipped"):
+            out.append(f"- every skipped item, with its error: `{name}/skipped.jsonl`")
         if bench.get("judge"):
             out.append(f"- judge: `{json.dumps(bench['judge'])}` (swap: {bench.get('judge_swap')})")
         out.append("")

@@ -6,7 +6,13 @@ Files under ``OUT/<benchmark>/``:
   :class:`~speechllm.utils.jsonl.ResumableJsonlWriter`: a killed run continues where it stopped;
 - ``judgments.jsonl``: judge verdicts for open-ended items (resumable too);
 - ``scores.jsonl``: one score row per item (rewritten from the two files above on every run);
-- ``missing_audio.txt``: items skipped because an audio file does not exist.
+- ``missing_audio.txt``: items skipped because an audio file does not exist;
+- ``skipped.jsonl``: every item not answered, with the reason (missing, unreadable or too long
+  audio, a prompt that does not fit the chat layout, ...) and the error.
+
+A failure that concerns one item (:data:`ITEM_ERRORS`) never ends the run: the batch is retried
+item by item, the bad item is counted and listed under ``skipped`` in the report, and a rerun
+tries it again (it is not written to ``predictions.jsonl``).
 """
 
 from __future__ import annotations
@@ -24,9 +30,23 @@ from speechllm.eval.judge import Judge, judge_answers
 from speechllm.eval.loaders import Benchmark
 from speechllm.eval.predictors import Predictor, make_request
 from speechllm.eval.scoring import aggregate, score_item
+from speechllm.models.chat_layout import ChatLayoutError
+from speechllm.utils.fs import refuse_same_file
 from speechllm.utils.jsonl import ResumableJsonlWriter, iter_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
+
+#: Errors raised by one item's audio (unreadable, too long for the model, ...) or by its prompt
+#: (more audio locators than audios, ...): that item is skipped and counted, the run goes on.
+ITEM_ERRORS: tuple[type[Exception], ...] = (AudioError, ChatLayoutError)
+
+
+def skip_reason(error: Exception) -> str:
+    """The report's name for why an item was skipped: ``<kind>_audio`` for an audio error
+    (``unreadable_audio``, ``too_long_audio``, ...), ``bad_prompt_layout`` for a layout error."""
+    if isinstance(error, AudioError):
+        return f"{error.kind}_audio"
+    return "bad_prompt_layout"
 
 
 def split_runnable(items: Sequence[BenchItem], needs_audio: bool) -> tuple[list[BenchItem], dict[str, list]]:
@@ -52,7 +72,8 @@ def predict_resumable(predictor: Predictor, items: Sequence[BenchItem], path: Pa
                       batch_size: int = 8, resume: bool = True, progress: bool = True,
                       desc: str = "predict", failed: list[dict[str, str]] | None = None) -> dict[str, str]:
     """Answer every item not yet in ``path``; returns ``{id: response}`` for the answered items.
-    Items whose audio cannot be decoded are appended to ``failed`` (id, kind, message)."""
+    Items that fail on their own (:data:`ITEM_ERRORS`) are appended to ``failed`` (id, reason,
+    error message) instead of ending the run."""
     from tqdm.auto import tqdm
 
     failed = failed if failed is not None else []
@@ -79,20 +100,20 @@ def predict_resumable(predictor: Predictor, items: Sequence[BenchItem], path: Pa
 
 
 def _predict_batch(predictor: Predictor, batch: Sequence[BenchItem], failed: list[dict[str, str]]):
-    """(item, request, response) for a batch; on an audio error the batch is retried item by
-    item so that only the bad items are dropped (and counted)."""
+    """(item, request, response) for a batch; on an item error the batch is retried item by
+    item so that only the bad items are dropped (and counted in ``failed``), whatever the batch
+    size, a batch of one included."""
     requests = [make_request(i) for i in batch]
     try:
         responses = predictor.predict(requests)
-    except AudioError:
+    except ITEM_ERRORS as e:
         if len(batch) == 1:
-            raise
+            log.debug("%s: skipped (%s)", batch[0].id, e)
+            failed.append({"id": batch[0].id, "reason": skip_reason(e), "error": str(e)})
+            return []
         out = []
         for item in batch:
-            try:
-                out.extend(_predict_batch(predictor, [item], failed))
-            except AudioError as e:
-                failed.append({"id": item.id, "kind": e.kind, "error": str(e)})
+            out.extend(_predict_batch(predictor, [item], failed))
         return out
     if len(responses) != len(batch):
         raise RuntimeError(f"predictor returned {len(responses)} answers for {len(batch)} requests")
@@ -136,11 +157,32 @@ def _check_same_model(out: Path, predictor: Predictor, resume: bool) -> None:
     marker.write_text(json.dumps(desc, indent=2) + "\n", encoding="utf-8")
 
 
+def _skip_section(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A skip reason in the report: the count, the first 50 ids, and the first error message."""
+    section: dict[str, Any] = {"count": len(entries), "ids": [s["id"] for s in entries[:50]]}
+    if entries[0].get("error"):
+        section["example_error"] = entries[0]["error"]
+    return section
+
+
+def _write_skipped(path: Path, skipped: dict[str, list]) -> None:
+    """Every skipped item of this run, one row each (id, reason, error or paths); no file when
+    nothing was skipped (a stale list from an earlier run is removed)."""
+    rows = [{"id": s["id"], "reason": reason, **{k: v for k, v in s.items() if k not in ("id", "reason")}}
+            for reason, entries in skipped.items() for s in entries]
+    if rows:
+        write_jsonl(path, rows)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def run_benchmark(predictor: Predictor, bench: Benchmark, out_dir: str | Path, *, batch_size: int = 8,
                   judge: Judge | None = None, judge_swap: bool = False, resume: bool = True,
                   limit: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Predict, score and aggregate one benchmark; returns its report section."""
     out = Path(out_dir) / bench.name
+    for written in ("predictions.jsonl", "judgments.jsonl", "scores.jsonl", "skipped.jsonl"):
+        refuse_same_file(bench.source, out / written)
     out.mkdir(parents=True, exist_ok=True)
     _check_same_model(out, predictor, resume)
     items = bench.items[:limit] if limit else list(bench.items)
@@ -156,9 +198,12 @@ def run_benchmark(predictor: Predictor, bench: Benchmark, out_dir: str | Path, *
     start = time.monotonic()
     responses = predict_resumable(predictor, runnable, out / "predictions.jsonl", batch_size=batch_size,
                                   resume=resume, progress=progress, desc=bench.name, failed=failed)
+    for fail in failed:
+        skipped.setdefault(fail["reason"], []).append(fail)
     if failed:
-        skipped["unreadable_audio"] = failed
-        log.warning("%s: %d items skipped, audio unreadable (e.g. %s)", bench.name, len(failed), failed[0]["error"])
+        log.warning("%s: %d items skipped by their own error (e.g. %s: %s); listed in %s", bench.name,
+                    len(failed), failed[0]["id"], failed[0]["error"], out / "skipped.jsonl")
+    _write_skipped(out / "skipped.jsonl", skipped)
     runnable = [i for i in runnable if i.id in responses]
     verdicts = judge_open_items(judge, runnable, responses, out / "judgments.jsonl", swap=judge_swap,
                                 resume=resume)
@@ -178,7 +223,7 @@ def run_benchmark(predictor: Predictor, bench: Benchmark, out_dir: str | Path, *
         "source": bench.source,
         "items": len(items),
         "answered": len(rows),
-        "skipped": {k: {"count": len(v), "ids": [s["id"] for s in v[:50]]} for k, v in skipped.items() if v},
+        "skipped": {k: _skip_section(v) for k, v in skipped.items() if v},
         "seconds": round(seconds, 2),
         "judge": (judge.describe() if judge is not None else None) if has_open else None,
         "judge_swap": judge_swap if has_open and judge is not None else None,

@@ -25,6 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+# Audio longer than ``ModelConfig.max_audio_seconds`` (never truncated silently) raises the audio
+# family's own error (kind ``too_long``), so every job that counts and skips bad audio skips it.
+from speechllm.audio.io import AudioTooLongError
 from speechllm.errors import SpeechLLMError
 
 if TYPE_CHECKING:
@@ -43,10 +46,6 @@ Message = dict[str, Any]
 
 class ChatLayoutError(SpeechLLMError):
     """Messages and audios that do not fit together (e.g. more locators than audios)."""
-
-
-class AudioTooLongError(SpeechLLMError):
-    """Audio longer than ``ModelConfig.max_audio_seconds`` (never truncated silently)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,7 +113,7 @@ def check_audio_length(num_samples: int, config: ModelConfig, *, where: str = "a
     seconds = num_samples / SAMPLE_RATE
     if seconds > config.max_audio_seconds + 1e-9:
         raise AudioTooLongError(
-            f"{where}: {seconds:.1f}s is longer than model.max_audio_seconds="
+            where, f"{seconds:.1f}s is longer than model.max_audio_seconds="
             f"{config.max_audio_seconds:g}s; cut the audio or raise model.max_audio_seconds "
             "(long audio is processed in 30 s windows, never truncated)"
         )
