@@ -430,10 +430,10 @@ def build_synthetic_corpus(
 
 def _render_all(specs: list[UtteranceSpec], wav_dir: Path, *, jobs: int,
                 progress: bool) -> list[Utterance]:
-    from tqdm import tqdm
+    from speechllm.utils.progress import progress_bar
 
     work = [(s, str(wav_dir)) for s in specs]
-    bar = tqdm(total=len(work), desc="synth", unit="utt", disable=not progress)
+    bar = progress_bar(len(work), "synth", "utt", enabled=progress)
     results: list[Utterance] = []
     try:
         if jobs <= 1:

@@ -187,10 +187,9 @@ def describe_manifest(
     and an output that is the input raises :class:`~speechllm.utils.fs.SameFileError`. Returns a
     :class:`DescribeSummary`.
     """
-    from tqdm import tqdm
-
     from speechllm.config import to_dict
     from speechllm.utils.fs import refuse_same_file
+    from speechllm.utils.progress import progress_bar
 
     config = config or DescribeConfig()
     in_path, out_path = Path(in_path), Path(out_path)
@@ -213,7 +212,7 @@ def describe_manifest(
         done = writer.done_ids | skipped_writer.done_ids
         pending = _count_pending(in_path, done, shard) if progress else None
         rows = _pending_rows(in_path, done, shard, summary)
-        bar = tqdm(total=pending, desc="describe", unit="utt", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(pending, "describe", "utt", enabled=progress)
 
         def handle(result: dict[str, Any]) -> None:
             if "skipped" in result:
@@ -229,8 +228,8 @@ def describe_manifest(
             elapsed = time.perf_counter() - start
             bar.update()
             if summary.audio_seconds and elapsed > 0:
-                bar.set_postfix(xRT=f"{summary.audio_seconds / elapsed:.0f}",
-                                RTF=f"{elapsed / summary.audio_seconds:.4f}", refresh=False)
+                bar.set_postfix_str(f"xRT={summary.audio_seconds / elapsed:.0f}, "
+                                    f"RTF={elapsed / summary.audio_seconds:.4f}", refresh=False)
 
         try:
             if jobs <= 1:

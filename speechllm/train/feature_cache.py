@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,13 @@ def _reads_padding(model) -> bool:
 
 
 def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size: int = 8,
-                rows_per_shard: int = ROWS_PER_SHARD) -> dict[str, int]:
+                rows_per_shard: int = ROWS_PER_SHARD, progress: bool = True) -> dict[str, int]:
     """Encode every audio row of ``rows_files`` into ``out_dir`` (skipping ids already cached with
-    the same key). Returns counts: cached, skipped (bad audio, by kind)."""
+    the same key). Returns counts: cached, skipped (bad audio, by kind). Progress (rows, audio
+    seconds per second) goes to a bar on a terminal, else to a log line every 30 s."""
     from safetensors.torch import save_file
 
-    from speechllm.audio import AudioError, load_audio
+    from speechllm.audio import SAMPLE_RATE, AudioError, load_audio
     from speechllm.train.data import audio_source_key
     from speechllm.utils.fs import atomic_write_text
 
@@ -99,6 +101,10 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
     todo = [i for i, (rid, k) in enumerate(zip(rows.ids, keys)) if index.get(rid, {}).get("audio_key") != k]
     counts: dict[str, int] = {"cached": 0}
     shard_no = len({v["shard"] for v in index.values() if "shard" in v})
+    from speechllm.utils.progress import progress_bar
+
+    bar = progress_bar(len(todo), "cache-features", "row", enabled=progress)
+    audio_seconds, start_time = 0.0, time.perf_counter()
     for start in range(0, len(todo), rows_per_shard):
         tensors: dict[str, torch.Tensor] = {}
         shard = f"shard-{shard_no:05d}.safetensors"
@@ -136,6 +142,9 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
                                 "transcript": text}
                 w += n
                 counts["cached"] += 1
+                audio_seconds += len(wave) / SAMPLE_RATE
+            bar.update(len(chunk[b:b + batch_size]))
+            bar.set_postfix_str(f"{audio_seconds / max(time.perf_counter() - start_time, 1e-9):.1f} audio-s/s")
         if tensors:
             tmp = out / f".{shard}.tmp"
             save_file(tensors, str(tmp))
@@ -144,6 +153,7 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
         if entries:
             index.update(entries)
             atomic_write_text(out / INDEX_FILE, json.dumps(index))
+    bar.close()
     if not (out / INDEX_FILE).exists():
         atomic_write_text(out / INDEX_FILE, json.dumps(index))
     return counts
