@@ -108,7 +108,8 @@ def test_generate_into_a_read_only_folder(tmp_path, capsys, monkeypatch):
     assert f"{out.parent}" in line and "read-only file system (EROFS)" in line and "choose a writable" in line
 
 
-def _train_args(tiny_llm_dir, tiny_whisper_dir, train_file, out_dir, *extra) -> list[str]:
+def train_args(tiny_llm_dir, tiny_whisper_dir, train_file, out_dir, *extra) -> list[str]:
+    """``speechllm train`` arguments of a tiny fp32 CPU run (as train_fixtures.tiny_run_config)."""
     return ["train", f"model.encoder={tiny_whisper_dir}", f"model.llm={tiny_llm_dir}", "model.dtype=fp32",
             "model.num_queries=8", "model.qformer_layers=1", "model.qformer_ffn_dim=64", "model.use_vad=false",
             f"data.train=[{train_file}]", "data.max_length=256", f"train.output_dir={out_dir}",
@@ -122,7 +123,7 @@ def test_train_output_dir_below_a_file(tiny_llm_dir, tiny_whisper_dir, tmp_path,
     train_file = write_rows(tmp_path / "data", 4)
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
-    code = main(_train_args(tiny_llm_dir, tiny_whisper_dir, train_file, blocker / "run", "train.max_steps=2"))
+    code = main(train_args(tiny_llm_dir, tiny_whisper_dir, train_file, blocker / "run", "train.max_steps=2"))
     assert code == OS_ERROR_EXIT_CODE
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("speechllm train: error: ") and str(blocker) in line
@@ -138,7 +139,7 @@ def test_train_disk_full_while_checkpointing_keeps_the_last_checkpoint(tiny_llm_
 
     train_file = write_rows(tmp_path / "data", 4)
     run = tmp_path / "run"
-    args = _train_args(tiny_llm_dir, tiny_whisper_dir, train_file, run, "train.max_steps=4", "train.save_every=2")
+    args = train_args(tiny_llm_dir, tiny_whisper_dir, train_file, run, "train.max_steps=4", "train.save_every=2")
     real_save = safetensors.torch.save_file
     adapter_saves = []
 

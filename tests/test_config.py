@@ -164,8 +164,11 @@ def test_out_of_range_values_fail_at_load_naming_key_value_range_and_file(
         (["describe", "in.jsonl", "out.jsonl", "--set", "asr_max_new_tokens=0"], "asr_max_new_tokens: 0 is out of range (allowed: >= 1)"),
     ],
 )
-def test_generation_and_describe_ranges_fail_before_the_stage_runs(capsys, no_stage_runs, argv, fragment):
+def test_generation_and_describe_ranges_fail_before_the_stage_runs(tmp_path, monkeypatch, capsys, no_stage_runs,
+                                                                   argv, fragment):
     from speechllm.cli import main
+
+    monkeypatch.chdir(tmp_path)  # nothing may be written, but if it were, not into the checkout
 
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -258,6 +258,16 @@ _OPS = {
 }
 
 
+def iter_config_fields(cfg: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any, dataclasses.Field]]:
+    """Yield ``(dotted_key, value, field)`` for every leaf field of a config object."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from iter_config_fields(value, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, value, f
+
+
 def check_config(cfg: Any, source: str = "<config>", prefix: str = "") -> None:
     """Check every field of a config (and of its nested sections) against its declared range.
 

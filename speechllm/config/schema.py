@@ -51,11 +51,17 @@ class Range:
 
 def _f(default, help: str, *, ge: Bound | None = None, gt: Bound | None = None,  # noqa: A002 - 'help' mirrors argparse
        le: Bound | None = None, lt: Bound | None = None, length: int | str | None = None,
-       choices: str | None = None, **kw):
+       choices: str | None = None, on_resume: str | None = None, **kw):
     """A dataclass field with help text and, optionally, its allowed values (see :class:`Range`;
     mutable defaults go through default_factory). Every config dataclass of the project uses
-    it, so ``iter_field_help`` documents them all and ``check_config`` checks them all."""
+    it, so ``iter_field_help`` documents them all and ``check_config`` checks them all.
+
+    ``on_resume`` (model, data and train fields): why the field may differ from the checkpoint's
+    when a run is resumed; ``train --resume`` refuses a change of any field without it
+    (:mod:`speechllm.train.resume_settings`, docs/training.md)."""
     metadata: dict = {"help": help}
+    if on_resume is not None:
+        metadata["on_resume"] = on_resume
     if any(v is not None for v in (ge, gt, le, lt, length, choices)):
         metadata["range"] = Range(ge=ge, gt=gt, le=le, lt=lt, length=length, choices=choices)
     if isinstance(default, (list, dict)):
@@ -63,6 +69,13 @@ def _f(default, help: str, *, ge: Bound | None = None, gt: Bound | None = None, 
 
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata, **kw)
     return field(default=default, metadata=metadata, **kw)
+
+
+# Why a setting may change when a run is resumed (``_f(on_resume=...)``; docs/training.md lists them).
+_RESUME_BOOKKEEPING = "when to save, log or validate, not what is learned"
+_RESUME_SAME_MATHS = "a speed or memory lever with the same loss and gradients (a run moving to another machine)"
+_RESUME_LENGTH = ("extends or shortens the run; the learning-rate schedule is recomputed over the new total, "
+                  "so the rate from the resumed step on follows the new schedule")
 
 
 @dataclass
@@ -139,7 +152,8 @@ class DataConfig:
     train: list[str] = _f([], "training JSONL files (targets.jsonl rows from `speechllm generate`)")
     train_weights: list[float] | None = _f(
         None, "sampling weight per training file, one per data.train file; null = by size", gt=0, length="train")
-    valid: str | None = _f(None, "validation JSONL file")
+    valid: str | None = _f(None, "validation JSONL file",
+                           on_resume="read only by validation, which never changes the weights")
     replay: list[str] = _f([], "text-only replay JSONL files (from `speechllm generate-replay`)")
     replay_ratio: float = _f(0.0, "share of text-only replay rows in every batch (~0.05 is usual)", ge=0, lt=1)
     max_audio_seconds: float = _f(
@@ -148,11 +162,16 @@ class DataConfig:
     )
     max_length: int = _f(1024, "maximum tokens per example (longer targets are truncated)", ge=1)
     bucket_by_length: bool = _f(True, "group examples of similar audio seconds + tokens per batch")
-    feature_cache: str | None = _f(None, "folder of cached encoder features (`speechllm cache-features`)")
+    feature_cache: str | None = _f(
+        None, "folder of cached encoder features (`speechllm cache-features`)",
+        on_resume="where the frozen encoder's features are cached; a cache is checked against the encoder when opened")
     build_feature_cache: bool = _f(
-        True, "with data.feature_cache set: build or complete the cache before training (main process)"
+        True, "with data.feature_cache set: build or complete the cache before training (main process)",
+        on_resume="whether a missing cache is built first; the features are the same",
     )
-    num_workers: int = _f(0, "DataLoader worker processes", ge=0)
+    num_workers: int = _f(
+        0, "DataLoader worker processes", ge=0,
+        on_resume="loader processes only; the rows and their order come from the sampler state in the checkpoint")
 
 
 @dataclass
@@ -198,28 +217,34 @@ class GenerationConfig:
 class TrainConfig:
     """Optimisation, objectives, forgetting controls, checkpoints and logging."""
 
-    output_dir: str = _f("exp/run", "run folder: checkpoints, logs, resolved config")
+    output_dir: str = _f(
+        "exp/run", "run folder: checkpoints, logs, resolved config",
+        on_resume="a run folder may be moved or copied; --resume PATH may continue another folder's checkpoint")
     seed: int = _f(0, "global seed", ge=0, lt=2**32)
     lr: float = _f(1e-4, "AdamW peak learning rate (DeSTA2: 1e-4)", gt=0)
     betas: list[float] = _f([0.9, 0.98], "AdamW betas (DeSTA2: 0.9, 0.98)", ge=0, lt=1, length=2)
     weight_decay: float = _f(0.01, "AdamW weight decay", ge=0)
     scheduler: Literal["cosine", "linear", "constant"] = _f("cosine", "decay after warmup")
     warmup_steps: int = _f(2000, "linear warmup steps (DeSTA2: 2000; DeSTA2.5: 5000)", ge=0)
-    epochs: int = _f(10, "passes over the training data (DeSTA2: 10)", ge=1)
-    max_steps: int | None = _f(None, "stop after this many optimiser steps (overrides epochs)", ge=1)
+    epochs: int = _f(10, "passes over the training data (DeSTA2: 10)", ge=1, on_resume=_RESUME_LENGTH)
+    max_steps: int | None = _f(None, "stop after this many optimiser steps (overrides epochs)", ge=1,
+                               on_resume=_RESUME_LENGTH)
     batch_size: int = _f(8, "examples per device per micro-batch (DeSTA2: 8)", ge=1)
     grad_accum: int = _f(1, "micro-batches per optimiser step", ge=1)
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)", ge=0)
     precision: Precision = _f("bf16", "autocast / weight precision")
-    gradient_checkpointing: bool = _f(False, "recompute LLM activations in the backward pass")
-    compile: bool = _f(False, "torch.compile the adapter and LLM")
+    gradient_checkpointing: bool = _f(False, "recompute LLM activations in the backward pass",
+                                      on_resume=_RESUME_SAME_MATHS)
+    compile: bool = _f(False, "torch.compile the adapter and LLM", on_resume=_RESUME_SAME_MATHS)
     reuse_prefix_kv: bool = _f(
         True, "run the chat prefix all rows share (system prompt, user header) through the frozen LLM once "
-        "and start each forward after it; used only when no LLM weight trains and without gradient checkpointing")
+        "and start each forward after it; used only when no LLM weight trains and without gradient checkpointing",
+        on_resume=_RESUME_SAME_MATHS)
     attention: Literal["auto", "sdpa", "eager"] = _f(
         "auto", "attention kernels while training: sdpa (torch's fused kernels), eager (plain "
         "matmul + softmax: faster on CPU at these lengths, where the fused backward is slow), "
-        "auto (eager on CPU, sdpa on GPU)"
+        "auto (eager on CPU, sdpa on GPU)",
+        on_resume=_RESUME_SAME_MATHS,
     )
     objectives: dict[str, float] = _f({"ce": 1.0}, "objective name -> weight: ce, kl, diva", ge=0,
                                       choices="speechllm.train.objectives:OBJECTIVES")
@@ -232,11 +257,14 @@ class TrainConfig:
     l2sp_alpha: float = _f(0.0, "L2-SP strength alpha/2 * ||w - w0||^2 on trained LLM weights", ge=0)
     ewc_lambda: float = _f(0.0, "EWC strength (Fisher normalised to mean 1)", ge=0)
     replay_kl_weight: float = _f(0.0, "KL-to-base on replay rows", ge=0)
-    save_every: int = _f(500, "checkpoint every N optimiser steps (0 = only when stopping and at the end)", ge=0)
-    keep_last: int = _f(3, "checkpoints kept (0 = all)", ge=0)
-    log_every: int = _f(10, "log every N steps", ge=1)
-    eval_every: int = _f(500, "validation every N steps (0 = only at the end)", ge=0)
-    num_sample_generations: int = _f(2, "validation examples generated at each evaluation", ge=0)
+    save_every: int = _f(500, "checkpoint every N optimiser steps (0 = only when stopping and at the end)", ge=0,
+                         on_resume=_RESUME_BOOKKEEPING)
+    keep_last: int = _f(3, "checkpoints kept (0 = all)", ge=0, on_resume=_RESUME_BOOKKEEPING)
+    log_every: int = _f(10, "log every N steps", ge=1, on_resume=_RESUME_BOOKKEEPING)
+    eval_every: int = _f(500, "validation every N steps (0 = only at the end)", ge=0,
+                         on_resume=_RESUME_BOOKKEEPING)
+    num_sample_generations: int = _f(2, "validation examples generated at each evaluation", ge=0,
+                                     on_resume=_RESUME_BOOKKEEPING)
 
 
 @dataclass

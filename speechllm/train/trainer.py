@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from speechllm.config import RunConfig
+from speechllm.config import RunConfig, save_resolved_config
 from speechllm.errors import ConfigError, SpeechLLMError
 from speechllm.train import checkpointing as ckpt
 from speechllm.train import objectives as obj
+from speechllm.train import resume_settings
 from speechllm.train.batch import BatchBuilder, TrainBatch
 from speechllm.train.data import RowIndex, TrainingDataset, collate_examples
 from speechllm.train.distributed import (
@@ -292,6 +293,8 @@ class Trainer:
             state["rng"] = rngs
             state["world_size"] = self.dist.world_size
             path = ckpt.save_checkpoint(self.out_dir, self.step, self.model, state, self.tc.keep_last, name=name)
+            # The settings this state belongs to: `--resume` compares the next command's with them.
+            save_resolved_config(self.cfg, path, name=resume_settings.CONFIG_FILE)
             log.info("saved %s", path)
         barrier(self.dist)
         return path
@@ -606,10 +609,14 @@ class Trainer:
 
     def run(self, *, resume: str | None = None, stop_at_step: int | None = None) -> TrainResult:
         """Train until ``total_steps`` (or ``stop_at_step``, or a signal); save and return."""
-        self._open_run_folder()
         folder = ckpt.resolve_resume(self.out_dir, resume)
+        # Refuse changed settings before config.yaml is rewritten with them.
+        changes = resume_settings.check_resume_settings(self.cfg, folder) if folder is not None else {}
+        self._open_run_folder()
         if folder is not None:
             self.load(folder)
+            if self.dist.is_main:
+                resume_settings.record_resume_changes(self.out_dir, folder, self.step, changes)
         elif resume is None and self.step == 0 and ckpt.list_checkpoints(self.out_dir) and self.dist.is_main:
             log.warning("%s already holds checkpoints; starting from step 0 (use --resume auto to continue)",
                         self.out_dir)
@@ -681,4 +688,11 @@ def _peak_memory_mb(device: str) -> float:
 def train(config: RunConfig, *, resume: str | None = None, stop_at_step: int | None = None,
           model=None) -> TrainResult:
     """Train per ``config`` (see :class:`Trainer`)."""
+    if resume is not None:
+        # Check the resume's settings before the models load (minutes for an 8B LLM); the run
+        # resumes from this very folder.
+        folder = ckpt.resolve_resume(config.train.output_dir, resume)
+        if folder is not None:
+            resume_settings.check_resume_settings(config, folder)
+            resume = str(folder)
     return Trainer(config, model=model).run(resume=resume, stop_at_step=stop_at_step)
