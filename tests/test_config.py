@@ -202,3 +202,23 @@ def test_config_fields_lists_the_allowed_range(capsys):
     assert main(["config", "fields"]) == 0
     out = capsys.readouterr().out
     assert "train.grad_accum" in out and "int >= 1" in out and "float > 0" in out
+
+
+@pytest.mark.parametrize("flag, value, fragment", [
+    ("--batch-size", "0", "argument --batch-size: 0 is out of range (allowed: >= 1)"),
+    ("--max-new-tokens", "-3", "argument --max-new-tokens: -3 is out of range (allowed: >= 1)"),
+    ("--limit", "0", "argument --limit: 0 is out of range (allowed: >= 1)"),
+    ("--batch-size", "two", "argument --batch-size: expected int, got 'two'"),
+])
+def test_eval_number_options_are_range_checked_before_anything_runs(capsys, monkeypatch, flag, value, fragment):
+    import speechllm.eval.harness
+    from speechllm.cli import main
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("evaluation started although an option is out of range")
+
+    monkeypatch.setattr(speechllm.eval.harness, "evaluate", refuse)
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--model", "m", "--bench", "b.jsonl", "--out", "o", flag, value])
+    assert e.value.code == 2
+    assert fragment in capsys.readouterr().err

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from speechllm.config import range_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -32,10 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-root", default=None, help="folder the benchmark's relative audio paths are under (default: beside its file)")
     p.add_argument("--retention-prompts", default=None, help="held-out text prompts (.jsonl with 'prompt', or one a line); default: built-in")
     p.add_argument("--harmful-prompts", default=None, help="harmful requests for the refusal rate; default: built-in mild sample")
-    p.add_argument("--batch-size", type=int, default=8, help="items per generation batch")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="answer length limit")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of each benchmark")
-    p.add_argument("--seed", type=int, default=0, help="random seed (recorded in the report)")
+    p.add_argument("--batch-size", type=range_arg(int, ge=1), default=8, help="items per generation batch")
+    p.add_argument("--max-new-tokens", type=range_arg(int, ge=1), default=128, help="answer length limit")
+    p.add_argument("--limit", type=range_arg(int, ge=1), default=None,
+                   help="evaluate only the first N items of each benchmark")
+    p.add_argument("--seed", type=range_arg(int, ge=0, lt=2**32), default=0, help="random seed (recorded in the report)")
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing predictions.jsonl")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
@@ -45,11 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("manifest", help="manifest JSONL of the synthetic corpus (held-out split)")
     b.add_argument("output", help="benchmark JSONL to write")
     b.add_argument("--split", default=None, help="manifest split to use (default: test/heldout/eval rows, else all)")
-    b.add_argument("--seed", dest="build_seed", type=int, default=0, help="seed for distractors and constraints")
+    b.add_argument("--seed", dest="build_seed", type=range_arg(int, ge=0, lt=2**32), default=0,
+                   help="seed for distractors and constraints")
     b.add_argument("--style", default="choice", choices=["choice", "short"],
                    help="choice: gender/accent/pitch as multiple choice (MMAU style); short: one-word "
                    "answers, scored strictly (small models follow it better)")
-    b.add_argument("--constraints-per-utterance", type=int, default=1, help="constraint-following items per utterance")
+    b.add_argument("--constraints-per-utterance", type=range_arg(int, ge=0), default=1,
+                   help="constraint-following items per utterance")
     b.set_defaults(func=_build_builtin)
 
     c = esub.add_parser("compare", help="put evaluation runs side by side (+ learning-vs-forgetting plot)")

@@ -8,6 +8,7 @@ from speechllm.config.loader import (
     iter_config_fields,
     iter_field_help,
     load_config,
+    range_arg,
     save_resolved_config,
     to_dict,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "iter_config_fields",
     "iter_field_help",
     "load_config",
+    "range_arg",
     "save_resolved_config",
     "to_dict",
 ]

@@ -258,6 +258,31 @@ _OPS = {
 }
 
 
+def range_arg(tp: type, *, ge: Any = None, gt: Any = None, le: Any = None, lt: Any = None) -> typing.Callable[[str], Any]:
+    """An argparse ``type=`` for a number option that is not a config field (``eval --batch-size``):
+    parses ``tp`` and checks it against the same kind of range as the config fields, so argparse
+    answers ``argument --batch-size: 0 is out of range (allowed: >= 1)`` before anything runs."""
+    import argparse
+
+    from speechllm.config.schema import Range
+
+    rng = Range(ge=ge, gt=gt, le=le, lt=lt)
+
+    def parse(text: str) -> Any:
+        try:
+            value = tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {tp.__name__}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a finite number")
+        if not all(_OPS[op](value, bound) for op, bound in rng.bounds()):
+            raise argparse.ArgumentTypeError(f"{value!r} is out of range (allowed: {_range_text(rng, '')})")
+        return value
+
+    parse.__name__ = tp.__name__  # argparse names the type in its own messages
+    return parse
+
+
 def iter_config_fields(cfg: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any, dataclasses.Field]]:
     """Yield ``(dotted_key, value, field)`` for every leaf field of a config object."""
     for f in dataclasses.fields(cfg):
