@@ -340,7 +340,7 @@ def test_non_finite_loss_stops_with_step_ids_and_last_good_checkpoint(tiny_llm_d
     with pytest.raises(TrainingDivergedError, match=r"step 2: .*not finite.*batch ids.*utt") as info:
         trainer.run(resume=None)
     assert "last-good-step-00000001" in str(info.value)
-    assert (tmp_path / "nan" / "checkpoints" / "last-good-step-00000001" / "trainer_state.pt").is_file()
+    assert (tmp_path / "nan" / "checkpoints" / "last-good-step-00000001" / "trainer_state.json").is_file()
 
 
 def test_cli_sigterm_saves_and_exits_cleanly(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):

@@ -61,6 +61,24 @@ def content_sha256(path: str | os.PathLike) -> str | None:
     return h.hexdigest()
 
 
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a complete safetensors file (missing, empty, truncated), or None.
+    Reads the header only; safetensors checks that the data it describes is all there."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        return "missing"
+    if p.stat().st_size == 0:
+        return "empty"
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        return f"unreadable or truncated ({e})"
+    return None
+
+
 def describe_base(ref: str, revision: str | None, resolved: str, hf_config: Any) -> dict[str, Any]:
     """How a checkpoint names a frozen base: the reference as given, where it resolved to, the
     hub revision asked for, the commit HF loaded (when known) and a content hash of local files."""
@@ -138,15 +156,18 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
             f"{cfg_path}: format version {meta['format_version']} is newer than this speechllm "
             f"understands ({FORMAT_VERSION}); upgrade speechllm"
         )
-    if not (folder / ADAPTER_FILE).is_file():
+    problem = safetensors_problem(folder / ADAPTER_FILE)
+    if problem is not None:
         raise CheckpointError(
-            f"{folder / ADAPTER_FILE}: missing; the checkpoint is incomplete (copy the whole folder, "
+            f"{folder / ADAPTER_FILE}: {problem}; the checkpoint is incomplete (copy the whole folder, "
             "or re-save it)"
         )
-    if "lora" in meta.get("trained", []) and not (folder / LORA_DIR / "adapter_model.safetensors").is_file():
+    lora_file = folder / LORA_DIR / "adapter_model.safetensors"
+    problem = safetensors_problem(lora_file) if "lora" in meta.get("trained", []) else None
+    if problem is not None:
         raise CheckpointError(
-            f"{folder / LORA_DIR / 'adapter_model.safetensors'}: missing, but the config says LoRA "
-            "was trained; copy the lora/ folder with the checkpoint"
+            f"{lora_file}: {problem}, but the config says LoRA was trained; copy the lora/ folder with "
+            "the checkpoint"
         )
     return meta
 

@@ -314,6 +314,8 @@ class Trainer:
         self.stm_counts = state.get("stm_counts", [0, 0])
         self.fisher = state.get("fisher")
         self.step = int(state["step"])
+        if self.dist.is_main:  # the steps after the checkpoint run again: list them once
+            ckpt.truncate_run_logs(self.out_dir, self.step)
         ckpt.set_rng_state(state["rng"][self.dist.rank])
         log.info("resumed from %s at step %d", folder, self.step)
 
