@@ -141,7 +141,9 @@ class ModelConfig:
     )
     chat_template: str | None = _f(None, "Jinja chat template file for LLMs that ship none")
     dtype: Precision = _f("auto", "dtype of the frozen weights (auto: bf16 where fast, else fp32)")
-    trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you ask)")
+    trust_remote_code: bool = _f(
+        False, "a request only: models' own code (auto_map) runs only with --trust-remote-code or "
+        "SPEECHLLM_TRUST_REMOTE_CODE=1 from the person running the command; true in a file without them is refused")
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 

@@ -161,7 +161,12 @@ def load_backend(
     """Load backend ``name`` (``hf`` or ``vllm``) with LLM ``llm`` (``offline:NAME``, folder, hub id).
 
     ``chat_template`` is a Jinja file used when the LLM ships no template (or to replace it).
+    ``trust_remote_code`` is the config's request; only the user can allow it (``utils.remote_code``).
     """
+    from speechllm.utils.remote_code import CONFIG_SOURCE
+    from speechllm.utils.remote_code import trust_remote_code as allowed_remote_code
+
+    trust_remote_code = allowed_remote_code(trust_remote_code, source=CONFIG_SOURCE, model=llm)
     if name == "hf":
         from speechllm.generate.hf_backend import HFBackend
 

@@ -96,6 +96,13 @@ class HFBackend(TokenizerPrompts):
                 trust_remote_code=trust_remote_code)
         except OSError as e:
             raise ModelResolutionError(f"cannot load LLM {llm!r} ({e})") from None
+        except ValueError as e:  # the folder's auto_map needs its own code, which is not allowed
+            from speechllm.utils.remote_code import refused_remote_code
+
+            refused = refused_remote_code(e, llm)
+            if refused is None:
+                raise
+            raise refused from None
         if chat_template:
             self.tokenizer.chat_template = read_chat_template(chat_template)
         if not getattr(self.tokenizer, "chat_template", None):

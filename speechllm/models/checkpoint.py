@@ -217,6 +217,10 @@ def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=No
     if meta.get("format_version", 0) < 2:
         for key, value in _FORMAT_1_MODEL.items():
             model_meta.setdefault(key, value)
+    if model_meta.get("trust_remote_code"):  # a file may ask; only the user can allow it
+        from speechllm.utils.remote_code import trust_remote_code
+
+        trust_remote_code(True, source=str(folder / CONFIG_FILE), model=str(llm or model_meta.get("llm")))
     try:
         config = from_dict(ModelConfig, model_meta, source=str(folder / CONFIG_FILE))
     except ConfigError as e:

@@ -137,11 +137,13 @@ class SpeechLLM(nn.Module):
     def _load_frozen(cls, config: ModelConfig, *, device: str, dtype, seed: int,
                      encoder_ref: str | None = None, llm_ref: str | None = None) -> SpeechLLM:
         from speechllm.models.checkpoint import describe_base
+        from speechllm.utils.remote_code import CONFIG_SOURCE, trust_remote_code
 
         torch_dtype = resolve_dtype(dtype if dtype is not None else config.dtype, device)
         whisper, extractor, wtok, enc_resolved = load_whisper(
             encoder_ref or config.encoder, revision=config.encoder_revision, dtype=torch_dtype,
-            trust_remote_code=config.trust_remote_code,
+            trust_remote_code=trust_remote_code(config.trust_remote_code, source=CONFIG_SOURCE,
+                                                model=encoder_ref or config.encoder),
         )
         if config.transcript_source == "none":
             whisper.model.decoder = None  # the decoder is never used; free its memory
@@ -446,15 +448,21 @@ def load_llm(config: ModelConfig, ref: str, torch_dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from speechllm.assets import resolve_model
+    from speechllm.utils.remote_code import CONFIG_SOURCE, refused_remote_code, trust_remote_code
 
     resolved = resolve_model(ref)
+    trust = trust_remote_code(config.trust_remote_code, source=CONFIG_SOURCE, model=ref)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved, revision=config.llm_revision,
-                                                  trust_remote_code=config.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(resolved, revision=config.llm_revision, trust_remote_code=trust)
         llm = AutoModelForCausalLM.from_pretrained(resolved, revision=config.llm_revision, dtype=torch_dtype,
-                                                   trust_remote_code=config.trust_remote_code)
+                                                   trust_remote_code=trust)
     except OSError as e:
         raise ModelResolutionError(f"cannot load LLM {ref!r} ({e})") from None
+    except ValueError as e:  # HF: the folder's auto_map needs its own code, which is not allowed
+        refused = refused_remote_code(e, ref)
+        if refused is None:
+            raise
+        raise refused from None
     if config.chat_template:
         from pathlib import Path
 
