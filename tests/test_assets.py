@@ -91,6 +91,9 @@ def test_resolve_model_forms(tmp_path, monkeypatch):
     with pytest.raises(AssetError, match="speechllm assets install smollm2-135m-instruct"):
         resolve_model("offline:smollm2-135m-instruct")
     assert resolve_model(str(tmp_path)) == str(tmp_path.resolve())
+    # A hub id passes through when online (offline, it must be in the hub cache: test_model_resolution).
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     with pytest.raises(ModelResolutionError, match="does not exist"):
         resolve_model(str(tmp_path / "no-such-model"))

@@ -151,12 +151,58 @@ def install_asset(name: str, *, force: bool = False) -> Path:
     return asset.path
 
 
+_TRUE = ("1", "ON", "YES", "TRUE")
+
+
+def hub_offline_variable() -> str | None:
+    """The variable (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``) that forbids hub look-ups,
+    if one is set; read at call time, as the user's shell has it now."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().upper() in _TRUE:
+            return name
+    return None
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache (``$HF_HUB_CACHE``, else ``huggingface_hub``'s default)."""
+    env = os.environ.get("HF_HUB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the hub cache holds a snapshot of model ``repo_id`` (no network)."""
+    snapshots = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def _path_reason(ref: str) -> str | None:
+    """Why ``ref`` (which names no existing folder) reads as a local path, not a hub id; None
+    when it may be a hub id (``name`` or ``owner/name`` whose owner is no folder here)."""
+    if ref.startswith(("/", "./", "../", "~", ".\\")) or ref in (".", ".."):
+        return ""  # plainly a path: nothing to explain
+    if "\\" in ref or ref.count("/") > 1:
+        return "a hub id has one slash"
+    first = ref.split("/", 1)[0]
+    if "/" in ref and Path(first).is_dir():
+        return f"{first}/ is a folder here, so this is a path, not a hub id"
+    return None
+
+
 def resolve_model(ref: str) -> str:
-    """Turn a model reference into something ``from_pretrained`` accepts.
+    """Turn a model reference into something ``from_pretrained`` accepts: the one resolver every
+    loader (LLM, Whisper, ASR annotator, classifiers, generation backends) calls.
 
     ``offline:NAME`` resolves to the installed asset folder (error with the install command if
-    absent); an existing local path is returned as an absolute path; anything else is taken as a
-    hub id and returned unchanged (it needs network access, or a warm HF cache).
+    absent); an existing local folder is returned as an absolute path. A reference that names no
+    folder but reads as a path (starts with ``/``, ``./``, ``../`` or ``~``, has more than one
+    slash, or its first part is a folder here, as in ``exp/nosuchmodel``) is "no such folder",
+    before any network look-up. Anything else is a hub id, returned unchanged; with
+    ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` set it must already be in the hub cache, else an
+    error says how to get the model (the hub is never asked).
     """
     if ref.startswith(OFFLINE_PREFIX):
         return str(asset_path(ref[len(OFFLINE_PREFIX):]))
@@ -165,8 +211,20 @@ def resolve_model(ref: str) -> str:
         if not path.is_dir():
             raise ModelResolutionError(f"model {ref!r} is a file; expected a model folder")
         return str(path.resolve())
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+    why = _path_reason(ref)
+    if why is not None:
         raise ModelResolutionError(
-            f"model folder {ref!r} does not exist (use offline:NAME for offline assets, or a hub id)"
+            f"model {ref!r}: no such folder ({path.absolute()} does not exist{', and ' + why if why else ''}); "
+            "give an existing model folder, offline:NAME for an offline model (`speechllm assets list`), "
+            "or a hub id owner/name"
+        )
+    offline = hub_offline_variable()
+    if offline and not in_hub_cache(ref):
+        hint = f"did you mean offline:{ref}? " if ref in _ASSETS else ""
+        raise ModelResolutionError(
+            f"model {ref!r} is neither a local folder nor in the offline Hugging Face cache ({hub_cache_dir()}), "
+            f"and {offline}={os.environ[offline].strip()} forbids asking the hub; {hint}build an offline model with "
+            f"`speechllm assets install NAME` and pass offline:NAME (`speechllm assets list`), or download "
+            f"{ref} once while online"
         )
     return ref
