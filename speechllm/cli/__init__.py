@@ -45,6 +45,11 @@ COMMAND_MODULES: list[str] = [
     "init-model",
     "infer",
 ]
+# Sub-commands that load Hugging Face models: they take --trust-remote-code (docs/security.md).
+REMOTE_CODE_COMMANDS: tuple[str, ...] = (
+    "generate", "generate-replay", "cache-features", "train", "eval", "init-model", "infer",
+)
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.-]*=")
 
 
 def _thread_count(value: str) -> int | str:
@@ -150,13 +155,33 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"speechllm.cli.{name.replace('-', '_')}")
         module.register(sub)
+    from speechllm.utils.remote_code import CLI_FLAG, ENV_VAR
+
+    for name in REMOTE_CODE_COMMANDS:
+        sub.choices[name].add_argument(
+            CLI_FLAG, action="store_true",
+            help=f"let models run their own Python code (auto_map in config.json); also ${ENV_VAR}=1. "
+            "A recipe or checkpoint can never turn this on; use it only for code you trust")
     return parser
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args`` that takes dotted ``key=value`` overrides anywhere on the line: argparse
+    fills a positional list once, so ``train a=1 --resume auto b=2`` would leave ``b=2`` unrecognized."""
+    args, extras = parser.parse_known_args(argv)
+    overrides = getattr(args, "overrides", None)
+    unknown = [a for a in extras if not (isinstance(overrides, list) and _OVERRIDE.match(a))]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extras:
+        args.overrides = [*overrides, *extras]  # command-line order kept: a later override wins
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``speechllm``. Returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if args.command is None:
         parser.print_help()
         return 2
@@ -168,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from speechllm.utils.threads import set_num_threads
 
     set_num_threads(args.num_threads)
+    if getattr(args, "trust_remote_code", False):
+        from speechllm.utils.remote_code import allow_remote_code
+
+        allow_remote_code()
     try:
         result = args.func(args)
     except SpeechLLMError as e:

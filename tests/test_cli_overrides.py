@@ -1,0 +1,43 @@
+"""Dotted ``key=value`` overrides are accepted anywhere on a command line (one shared parser
+helper for every command that takes them); anything else unrecognized is still an error."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from speechllm.cli import build_parser, main, parse_command_line
+
+
+@pytest.mark.parametrize("argv, overrides", [
+    (["train", "--config", "r.yaml", "train.lr=1e-4", "--resume", "auto", "train.max_steps=3"],
+     ["train.lr=1e-4", "train.max_steps=3"]),
+    (["train", "train.lr=1e-4", "--resume", "auto", "train.max_steps=3", "--stop-at-step", "2", "train.seed=4"],
+     ["train.lr=1e-4", "train.max_steps=3", "train.seed=4"]),
+    (["cache-features", "data.train=[a]", "--out", "cache", "model.num_queries=8"],
+     ["data.train=[a]", "model.num_queries=8"]),
+    (["init-model", "out", "--lora", "num_queries=8", "--seed", "1", "model.lora.r=4"],
+     ["num_queries=8", "model.lora.r=4"]),
+    (["config", "show", "train.lr=1", "--config", "r.yaml", "train.seed=2"], ["train.lr=1", "train.seed=2"]),
+    (["describe", "in.jsonl", "out.jsonl", "--set", "a=1", "--jobs", "2", "b=2"], ["a=1", "b=2"]),
+])
+def test_overrides_are_accepted_anywhere(argv, overrides):
+    args = parse_command_line(build_parser(), argv)
+    assert args.overrides == overrides
+
+
+@pytest.mark.parametrize("argv", [["train", "--resume", "auto", "--bogus"], ["train", "a=1", "--resume", "auto", "oops"],
+                                  ["split", "in.jsonl", "out", "train.lr=1"]])
+def test_other_unrecognized_arguments_still_fail(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_command_line(build_parser(), argv)
+    assert info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_config_show_applies_overrides_on_both_sides_of_an_option(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"train": {"lr": 0.5}}))
+    assert main(["config", "show", "train.batch_size=3", "--config", str(recipe), "train.seed=7"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["lr"] == 0.5 and shown["train"]["batch_size"] == 3 and shown["train"]["seed"] == 7
