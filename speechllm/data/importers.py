@@ -172,12 +172,10 @@ class ManifestBuilder:
         self.skipped: dict[str, list[str]] = defaultdict(list)
         self.skipped_counts: Counter = Counter()
         self._ids: set[str] = set()
-        self._bar = None
-        if progress:
-            from tqdm import tqdm
+        from speechllm.utils.progress import progress_bar
 
-            # disable=None: a bar on a terminal, silence in logs and tests.
-            self._bar = tqdm(desc=f"prepare {corpus}", unit="utt", disable=None)
+        # A bar on a terminal, a line every 30 s in logs (the total is not known ahead).
+        self._bar = progress_bar(None, f"prepare {corpus}", "utt", enabled=progress)
 
     def skip(self, kind: str, what: str) -> None:
         """Record a file or row that was not imported (``kind``: a short name for counting)."""
@@ -245,14 +243,12 @@ class ManifestBuilder:
                 utt.set_attribute(key, value, PROVENANCE_CORPUS)
         self._ids.add(id)
         self.splits[split or NO_SPLIT].append(utt)
-        if self._bar is not None:
-            self._bar.update(1)
+        self._bar.update(1)
         return utt
 
     def finish(self, output_dir: str | os.PathLike | None = None, *, per_split: bool = False) -> PreparedCorpus:
         """The result (utterances sorted by id within each split); written when ``output_dir``."""
-        if self._bar is not None:
-            self._bar.close()
+        self._bar.close()
         prepared = PreparedCorpus(
             corpus=self.corpus,
             splits={k: sorted(v, key=lambda u: u.id) for k, v in self.splits.items()},

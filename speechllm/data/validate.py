@@ -130,16 +130,14 @@ def validate_manifest(
     base = path.resolve().parent
     report = ValidationReport(path=path, audio_checked=check_audio, max_examples=max_examples)
     seen: set[str] = set()
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from speechllm.utils.progress import progress_bar
 
-        bar = tqdm(total=_count_lines(path), desc=f"validate {path.name}", unit="row", disable=None)
+    bar = progress_bar(_count_lines(path) if progress else None, f"validate {path.name}", "row",
+                       enabled=progress)
     # Bytes, decoded line by line: a line that is not UTF-8 is one counted problem, not the end.
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if not raw.strip():
                 continue
             report.rows += 1
@@ -172,6 +170,5 @@ def validate_manifest(
                 if kind is not None:
                     report.add(kind, utt.id)
                 report.total_seconds += seconds
-    if bar is not None:
-        bar.close()
+    bar.close()
     return report
