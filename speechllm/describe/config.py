@@ -100,7 +100,9 @@ class DescribeConfig:
     snr: SnrBins = field(default_factory=SnrBins, metadata={"help": "SNR bins"})
     vad: VadConfig = field(default_factory=VadConfig, metadata={"help": "voice activity detection"})
     asr_model: str = _f("offline:whisper-tiny.en", "Whisper model for missing transcripts (offline:NAME, folder or hub id)")
-    asr_max_seconds: float = _f(30.0, "audio longer than this is transcribed from its first 30 s only", gt=0)
+    asr_max_seconds: float | None = _f(
+        None, "transcribe only the first this many seconds (null: all of it, every 30 s window with speech); "
+        "the speaking rate and the description's time span then cover only that part", gt=0)
     asr_max_new_tokens: int = _f(160, "most tokens of a generated transcript (30 s of fast speech is ~120)", ge=1)
     asr_language: str | None = _f(
         None, "transcript language for a multilingual Whisper (e.g. en); null: detected per clip (English-only "

@@ -40,6 +40,8 @@ class DescribeSummary:
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
     annotator_errors: Counter = field(default_factory=Counter)
+    #: ASR windows left out of transcripts because their text was degenerate, by reason.
+    asr_windows_dropped: Counter = field(default_factory=Counter)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
 
@@ -61,6 +63,9 @@ class DescribeSummary:
         if self.annotator_errors:
             out.append("annotator failures (row kept without that attribute): "
                        + ", ".join(f"{k}={v}" for k, v in sorted(self.annotator_errors.items())))
+        if self.asr_windows_dropped:
+            out.append("ASR windows left out of transcripts, degenerate text (each row's transcript_dropped "
+                       "lists them): " + ", ".join(f"{k}={v}" for k, v in sorted(self.asr_windows_dropped.items())))
         return out
 
 
@@ -225,6 +230,8 @@ def describe_manifest(
                 summary.audio_seconds += result["seconds"]
                 for name in result["failed"]:
                     summary.annotator_errors[name] += 1
+                for window in result["utt"].extra.get("transcript_dropped") or []:
+                    summary.asr_windows_dropped[str(window.get("reason"))] += 1
             elapsed = time.perf_counter() - start
             bar.update()
             if summary.audio_seconds and elapsed > 0:

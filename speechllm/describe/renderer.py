@@ -6,7 +6,9 @@ Generation, "text reference" evaluation and anything else that needs the descrip
     [00:00:01 - 00:00:02]: "These days are long gone." (Gender: Male, Accent: Scottish, Duration: 2s)
 
 - the span is the speech span (``speech_start``/``speech_end`` from the VAD) or the whole clip;
-  start rounded down and end rounded up to whole seconds;
+  when the quoted transcript covers only part of the audio (``transcript_coverage``, written by
+  the ``asr`` annotator), it is the part the transcript covers; start rounded down and end
+  rounded up to whole seconds;
 - the quoted text is the transcript, left out for non-speech (``contains_speech`` false) or when
   there is none;
 - attributes follow the template's order (or the caller's); missing or empty values are left out;
@@ -98,11 +100,13 @@ def _format_value(attribute: str, value: Any, template: DescriptionTemplate) -> 
     return text
 
 
-def _fields(utt_or_row: Utterance | Mapping[str, Any]) -> tuple[str | None, float | None, Mapping[str, Any]]:
+def _fields(utt_or_row: Utterance | Mapping[str, Any]) -> tuple[str | None, float | None, Mapping[str, Any], Any]:
+    """(transcript, duration, attributes, transcript_coverage) of an Utterance or a row."""
     if isinstance(utt_or_row, Utterance):
-        return utt_or_row.transcript, utt_or_row.duration, utt_or_row.attributes
+        u = utt_or_row
+        return u.transcript, u.duration, u.attributes, u.extra.get("transcript_coverage")
     row = utt_or_row
-    return row.get("transcript"), row.get("duration"), row.get("attributes") or {}
+    return row.get("transcript"), row.get("duration"), row.get("attributes") or {}, row.get("transcript_coverage")
 
 
 def render_description(
@@ -116,21 +120,24 @@ def render_description(
     from the row's ``duration`` field, everything else from ``attributes``.
     """
     tpl = get_template(template)
-    transcript, duration, attrs = _fields(utt_or_row)
+    transcript, duration, attrs, coverage = _fields(utt_or_row)
     order = list(attributes) if attributes else list(tpl.attributes)
 
+    is_speech = attrs.get("contains_speech") is not False
+    text = (transcript or "").strip()
+    shows_text = is_speech and bool(text)
     start = attrs.get("speech_start")
     end = attrs.get("speech_end")
-    if start is None or end is None:
+    if shows_text and coverage:  # the quoted text speaks for the audio it was heard from, only
+        start, end = coverage[0][0], coverage[-1][1]
+    elif start is None or end is None:
         start, end = 0.0, duration
     span = ""
     if end is not None:
         span = f"[{format_timestamp(math.floor(start))} - {format_timestamp(math.ceil(end))}]: "
 
     parts = []
-    is_speech = attrs.get("contains_speech") is not False
-    text = (transcript or "").strip()
-    if is_speech and text:
+    if shows_text:
         parts.append(f'"{text}"')
 
     shown = []

@@ -1,5 +1,11 @@
 """``speaking_rate``: words/s and syllables/s of the transcript over the speech span, binned
-slow/normal/fast by syllables/s (run ``vad`` and ``asr`` first for untranscribed audio)."""
+slow/normal/fast by syllables/s (run ``vad`` and ``asr`` first for untranscribed audio).
+
+The span is the audio the transcript covers: the whole speech span (first onset to last offset,
+pauses included) for a given transcript, and the ``transcript_coverage`` the ``asr`` annotator
+records for its own (it leaves out windows whose text it dropped, and audio past
+``asr_max_seconds``), so a partial transcript is never divided by the whole clip.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +27,12 @@ class SpeakingRateAnnotator(Annotator):
         text = (utt.transcript or "").strip()
         if not text:
             return
-        start, end = clip.speech_span()
-        span = end - start
+        coverage = utt.extra.get("transcript_coverage")
+        if coverage:
+            span = sum(float(end) - float(start) for start, end in coverage)
+        else:
+            start, end = clip.speech_span()
+            span = end - start
         if span < MIN_SPAN_SECONDS:
             return
         syllables = measures.count_syllables(text) / span
