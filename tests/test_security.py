@@ -239,22 +239,34 @@ def test_model_needing_its_own_code_is_refused_with_how_to_allow(tiny_llm_dir, t
 
     marker = tmp_path / "PWNED"
     evil = _evil_llm(tiny_llm_dir, tmp_path / "evil_llm", marker, model_type="evil_llama")
-    with pytest.raises(RemoteCodeRefused) as info:
-        load_llm(ModelConfig(), str(evil), torch.float32)
-    assert str(info.value) == (f"{evil}: its config.json asks to run the model's own Python code (auto_map); it was "
-                               "not run: rerun with --trust-remote-code (or SPEECHLLM_TRUST_REMOTE_CODE=1) only if "
-                               "you trust that code")
+    from speechllm.eval.predictors import load_causal_lm
+
+    for load in (lambda: load_llm(ModelConfig(), str(evil), torch.float32), lambda: load_causal_lm(str(evil))):
+        with pytest.raises(RemoteCodeRefused) as info:
+            load()
+        assert str(info.value) == (f"{evil}: its config.json asks to run the model's own Python code (auto_map); it "
+                                   "was not run: rerun with --trust-remote-code (or SPEECHLLM_TRUST_REMOTE_CODE=1) "
+                                   "only if you trust that code")
     assert not marker.exists()
 
 
-def test_the_user_can_allow_remote_code(checkpoint, tiny_llm_dir, tmp_path, monkeypatch, modules_cache):
-    """The same checkpoint loads, and its code runs, once the user says so."""
+def test_the_user_can_allow_remote_code(checkpoint, tiny_llm_dir, tmp_path, monkeypatch, modules_cache, capsys):
+    """The same checkpoint loads, and its code runs, once the user says so: the flag, or the
+    environment variable."""
     from speechllm.models import SpeechLLM
 
     marker = tmp_path / "RAN"
     evil = _evil_llm(tiny_llm_dir, tmp_path / "evil_llm", marker)
     ckpt = _checkpoint_asking_for_remote_code(checkpoint, tmp_path / "ckpt", evil)
+    assert main(["infer", "--model", str(ckpt), "--prompt", "hi", "--max-new-tokens", "1", "--trust-remote-code"]) == 0
+    assert marker.exists()
+    from speechllm.utils.remote_code import allow_remote_code
+
+    allow_remote_code(False)
     monkeypatch.setenv("SPEECHLLM_TRUST_REMOTE_CODE", "1")
+    marker = tmp_path / "RAN2"  # another folder: Python imports a module once per process
+    evil = _evil_llm(tiny_llm_dir, tmp_path / "evil_llm2", marker)
+    ckpt = _checkpoint_asking_for_remote_code(checkpoint, tmp_path / "ckpt2", evil)
     model = SpeechLLM.from_pretrained(ckpt)
     assert marker.exists() and type(model.base_causal_lm()).__name__ == "EvilForCausalLM"
 
@@ -263,7 +275,8 @@ def test_trust_remote_code_flag_is_accepted_by_model_loading_commands():
     from speechllm.cli import build_parser, parse_command_line
 
     parser = build_parser()
-    for argv in (["infer", "--model", "m", "--prompt", "p"], ["eval", "--model", "m"], ["train"], ["init-model", "out"], ["generate", "a", "b"], ["cache-features"],
+    for argv in (["infer", "--model", "m", "--prompt", "p"], ["eval", "--model", "m"], ["train"], ["init-model", "out"],
+                 ["generate", "a", "b"], ["cache-features"], ["describe", "a", "b"],
                  ["generate-replay", "out", "--kind", "pseudo"]):
         args = parse_command_line(parser, [*argv, "--trust-remote-code"])
         assert args.trust_remote_code is True, argv

@@ -47,7 +47,7 @@ COMMAND_MODULES: list[str] = [
 ]
 # Sub-commands that load Hugging Face models: they take --trust-remote-code (docs/security.md).
 REMOTE_CODE_COMMANDS: tuple[str, ...] = (
-    "generate", "generate-replay", "cache-features", "train", "eval", "init-model", "infer",
+    "describe", "generate", "generate-replay", "cache-features", "train", "eval", "init-model", "infer",
 )
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.-]*=")
 

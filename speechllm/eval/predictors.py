@@ -85,11 +85,14 @@ def load_causal_lm(ref: str, *, dtype: str = "fp32"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from speechllm.assets import resolve_model
+    from speechllm.utils.remote_code import refusing_remote_code, remote_code_allowed
 
     path = resolve_model(ref)
-    tokenizer = AutoTokenizer.from_pretrained(path)
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    trust = remote_code_allowed()  # the user's --trust-remote-code only; never HF's interactive prompt
+    with refusing_remote_code(ref):
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -88,21 +88,17 @@ class HFBackend(TokenizerPrompts):
         self.dtype_name = resolve_dtype_name(dtype, self.device)
         self.resolved = resolve_model(llm)
         self.revision = revision
+        from speechllm.utils.remote_code import refusing_remote_code
+
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                self.resolved, revision=revision, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                self.resolved, revision=revision, dtype=getattr(torch, _DTYPES[self.dtype_name]),
-                trust_remote_code=trust_remote_code)
+            with refusing_remote_code(llm):
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    self.resolved, revision=revision, trust_remote_code=trust_remote_code)
+                self.model = AutoModelForCausalLM.from_pretrained(
+                    self.resolved, revision=revision, dtype=getattr(torch, _DTYPES[self.dtype_name]),
+                    trust_remote_code=trust_remote_code)
         except OSError as e:
             raise ModelResolutionError(f"cannot load LLM {llm!r} ({e})") from None
-        except ValueError as e:  # the folder's auto_map needs its own code, which is not allowed
-            from speechllm.utils.remote_code import refused_remote_code
-
-            refused = refused_remote_code(e, llm)
-            if refused is None:
-                raise
-            raise refused from None
         if chat_template:
             self.tokenizer.chat_template = read_chat_template(chat_template)
         if not getattr(self.tokenizer, "chat_template", None):

@@ -448,21 +448,17 @@ def load_llm(config: ModelConfig, ref: str, torch_dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from speechllm.assets import resolve_model
-    from speechllm.utils.remote_code import CONFIG_SOURCE, refused_remote_code, trust_remote_code
+    from speechllm.utils.remote_code import CONFIG_SOURCE, refusing_remote_code, trust_remote_code
 
     resolved = resolve_model(ref)
     trust = trust_remote_code(config.trust_remote_code, source=CONFIG_SOURCE, model=ref)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved, revision=config.llm_revision, trust_remote_code=trust)
-        llm = AutoModelForCausalLM.from_pretrained(resolved, revision=config.llm_revision, dtype=torch_dtype,
-                                                   trust_remote_code=trust)
+        with refusing_remote_code(ref):
+            tokenizer = AutoTokenizer.from_pretrained(resolved, revision=config.llm_revision, trust_remote_code=trust)
+            llm = AutoModelForCausalLM.from_pretrained(resolved, revision=config.llm_revision, dtype=torch_dtype,
+                                                       trust_remote_code=trust)
     except OSError as e:
         raise ModelResolutionError(f"cannot load LLM {ref!r} ({e})") from None
-    except ValueError as e:  # HF: the folder's auto_map needs its own code, which is not allowed
-        refused = refused_remote_code(e, ref)
-        if refused is None:
-            raise
-        raise refused from None
     if config.chat_template:
         from pathlib import Path
 

@@ -12,7 +12,9 @@ allowed remote code for this process with ``--trust-remote-code`` or
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from speechllm.errors import SpeechLLMError
 
@@ -22,23 +24,22 @@ HOW_TO_ALLOW = f"rerun with {CLI_FLAG} (or {ENV_VAR}=1) only if you trust that c
 # The source named in a refusal when the loader has no file to name (the config was loaded earlier).
 CONFIG_SOURCE = "the run config (recipe or key=value override)"
 
-_allowed_on_command_line = False
-
-
 class RemoteCodeRefused(SpeechLLMError):
     """A config or model asked to run custom Python code that the user did not allow."""
 
 
 def allow_remote_code(allowed: bool = True) -> None:
-    """Record the command line's ``--trust-remote-code`` for this process."""
-    global _allowed_on_command_line
-    _allowed_on_command_line = bool(allowed)
+    """Apply the command line's ``--trust-remote-code``: sets ``SPEECHLLM_TRUST_REMOTE_CODE=1`` so
+    that the processes this one starts (``describe --jobs`` workers) are allowed too."""
+    if allowed:
+        os.environ[ENV_VAR] = "1"
+    else:
+        os.environ.pop(ENV_VAR, None)
 
 
 def remote_code_allowed() -> bool:
     """True when the user allowed remote code: ``--trust-remote-code`` or ``SPEECHLLM_TRUST_REMOTE_CODE=1``."""
-    env = os.environ.get(ENV_VAR, "").strip().lower()
-    return _allowed_on_command_line or env in ("1", "true", "yes")
+    return os.environ.get(ENV_VAR, "").strip().lower() in ("1", "true", "yes")
 
 
 def trust_remote_code(requested: bool, *, source: str, model: str) -> bool:
@@ -57,12 +58,16 @@ def trust_remote_code(requested: bool, *, source: str, model: str) -> bool:
     return False
 
 
-def refused_remote_code(error: Exception, model: str) -> RemoteCodeRefused | None:
-    """Hugging Face's error for a model that needs its own code while it is not allowed, as a
-    one-line :class:`RemoteCodeRefused`; None for any other error."""
-    if "trust_remote_code" not in str(error):
-        return None
-    return RemoteCodeRefused(
-        f"{model}: its config.json asks to run the model's own Python code (auto_map); it was not run: "
-        f"{HOW_TO_ALLOW}"
-    )
+@contextlib.contextmanager
+def refusing_remote_code(model: str) -> Iterator[None]:
+    """Turn Hugging Face's ``ValueError`` for a model that needs its own code (while it is not
+    allowed) into a one-line :class:`RemoteCodeRefused`; other errors pass unchanged."""
+    try:
+        yield
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise RemoteCodeRefused(
+            f"{model}: its config.json asks to run the model's own Python code (auto_map); it was not run: "
+            f"{HOW_TO_ALLOW}"
+        ) from None

@@ -25,6 +25,7 @@ class HfClassifierAnnotator(Annotator):
         from transformers import pipeline
 
         from speechllm.assets import resolve_model
+        from speechllm.utils.remote_code import refusing_remote_code, remote_code_allowed
 
         if not self.config.classifiers:
             raise SpeechLLMError(
@@ -34,7 +35,9 @@ class HfClassifierAnnotator(Annotator):
         self.pipelines: dict[str, Any] = {}
         self.label_maps: dict[str, list[str]] = {}
         for attribute, model in self.config.classifiers.items():
-            pipe = pipeline("audio-classification", model=resolve_model(model), device="cpu")
+            with refusing_remote_code(model):  # the user's --trust-remote-code only; never HF's prompt
+                pipe = pipeline("audio-classification", model=resolve_model(model), device="cpu",
+                                trust_remote_code=remote_code_allowed())
             self.pipelines[attribute] = pipe
             id2label = getattr(pipe.model.config, "id2label", {}) or {}
             self.label_maps[attribute] = [id2label[i] for i in sorted(id2label)]
