@@ -189,3 +189,19 @@ def test_rows_without_a_settings_record_are_not_resumed(tmp_path):
         assert w.done_ids == {"x"}
     with pytest.raises(SettingsChangedError, match=r"a: 1 in the file, 2 now"):
         ResumableJsonlWriter(path, settings={"a": 2}, settings_path=yaml_record)
+
+
+def test_a_file_system_without_locks_warns_and_writes(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import speechllm.utils.jsonl as jsonl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(jsonl.fcntl, "flock", no_locks)
+    path = tmp_path / "out.jsonl"
+    with caplog.at_level("WARNING"), ResumableJsonlWriter(path) as w:
+        w.write({"id": "a"})
+    assert read_jsonl(path) == [{"id": "a"}]
+    assert f"{path}: cannot lock (No locks available)" in caplog.text

@@ -173,6 +173,11 @@ def _lock_exclusively(fd: int, path: Path) -> None:
         raise OutputLockedError(
             f"{path}: another process is writing this file; wait for it to finish, or write to another file"
         ) from None
+    except OSError as e:  # a file system without locks (some network mounts): say so, go on
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s: cannot lock (%s); make sure no other process writes this file", path, e.strerror or e)
 
 
 def _parse_settings(path: Path, text: str) -> Any:
