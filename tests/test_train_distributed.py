@@ -43,8 +43,8 @@ def test_two_gloo_ranks_match_each_other_and_the_doubled_batch(tiny_llm_dir, tin
     out.mkdir()
     mp.start_processes(_worker, args=(2, _free_port(), str(tiny_llm_dir), str(tiny_whisper_dir), str(train_file),
                                       str(out)), nprocs=2, join=True, start_method="spawn")
-    r0 = torch.load(out / "adapter-rank0.pt")
-    r1 = torch.load(out / "adapter-rank1.pt")
+    r0 = torch.load(out / "adapter-rank0.pt", weights_only=True)
+    r1 = torch.load(out / "adapter-rank1.pt", weights_only=True)
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
 
