@@ -73,3 +73,20 @@ def test_progress_bar_off_a_terminal_is_log_lines_and_disabled_is_silent(capsys)
     quiet.update(3)
     quiet.close()
     assert capsys.readouterr().err == ""
+
+
+def test_training_curves_keep_the_last_row_of_a_repeated_step_and_plot(tmp_path):
+    """A resumed run may log a step twice: the curve takes the last value, and the PNG is drawn."""
+    import json
+
+    from speechllm.train.curves import last_per_step, moving_average, plot_training_curves
+
+    rows = [{"step": s, "loss": 3.0 - 0.1 * s} for s in range(1, 11)] + [{"step": 5, "loss": 9.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 1')
+    (tmp_path / "valid.jsonl").write_text(json.dumps({"step": 10, "valid_loss": 2.5}) + "\n")
+    steps, values = last_per_step(rows, "loss")
+    assert steps == list(range(1, 11)) and values[4] == 9.0
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    png = plot_training_curves(tmp_path)
+    assert png == tmp_path / "plots" / "training_curves.png" and png.read_bytes()[:4] == b"\x89PNG"
+    assert plot_training_curves(tmp_path / "empty") is None

@@ -43,7 +43,7 @@ def test_loss_decreases_only_adapter_changes_and_final_loads(tiny_llm_dir, tiny_
     assert result.skipped.get("missing", 0) >= 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["skipped"]["missing"] >= 1
-    for name in ("config.yaml", "environment.json", "metrics.jsonl"):
+    for name in ("config.yaml", "environment.json", "metrics.jsonl", "plots/training_curves.png"):
         assert (tmp_path / "run" / name).is_file()
     valid = json.loads((tmp_path / "run" / "valid.jsonl").read_text().splitlines()[-1])
     assert valid["step"] == 8 and math.isfinite(valid["valid_loss"]) and valid["valid_tokens"] > 0

@@ -673,6 +673,9 @@ class Trainer:
             summary = {"status": status, "step": self.step, "skipped": skipped,
                        "stm_masked_share": (self.stm_counts[0] / self.stm_counts[1]) if self.stm_counts[1] else None}
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            from speechllm.train.curves import plot_training_curves
+
+            plot_training_curves(self.out_dir)  # plots/training_curves.png: loss and validation loss
             if self.writer is not None:
                 self.writer.close()
         return TrainResult(status=status, step=self.step, output_dir=self.out_dir, final_checkpoint=final,
