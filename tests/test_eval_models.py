@@ -225,6 +225,16 @@ def test_evaluate_end_to_end_resume_report_and_compare(tmp_path, tiny_llm_dir):
     assert png.startswith(PNG_MAGIC) and len(png) > 2000
     preds = [json.loads(line) for line in (run1 / "jsonl" / "predictions.jsonl").read_text().splitlines()]
     assert sorted(p["id"] for p in preds) == ["c1", "g1", "o1", "r1", "t1"]
+    # Each answer sits beside its reference (and options), so predictions.jsonl reads alone.
+    by_id = {p["id"]: p for p in preds}
+    assert by_id["g1"]["reference"] == "female" and by_id["g1"]["choices"] == ["male", "female"]
+    assert by_id["t1"]["reference"] == "the birch canoe" and by_id["t1"]["category"] == "transcription"
+    # The table gives n, the 95% interval and the baselines (one item: the interval spans most of [0, 1]).
+    md = (run1 / "report.md").read_text()
+    assert "| category | kind | n | metric | value | 95% interval | chance | majority | notes |" in md
+    gender = section["by_category"]["gender"]
+    assert gender["chance"] == 0.5 and gender["majority"] == 1.0 and gender["majority_answer"] == "female"
+    assert "| 0.5000 | 1.0000 (female) |" in md
 
     # Resume: a second run into the same folder answers nothing again and reproduces the scores.
     again = evaluate(model, [f"jsonl:{bench}"], EvalOptions(out_dir=str(run1), max_new_tokens=8, progress=False),

@@ -42,6 +42,16 @@ def _notes(metrics: dict[str, Any]) -> str:
     return "; ".join(parts) or ""
 
 
+def _interval(ci: Sequence[float] | None) -> str:
+    return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
+
+
+def _majority(metrics: dict[str, Any]) -> str:
+    if metrics.get("majority") is None:
+        return "-"
+    return f"{metrics['majority']:.4f} ({metrics.get('majority_answer')})"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The Markdown view of a report."""
     run = report.get("run", {})
@@ -63,8 +73,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             out.append(f"- judge: `{json.dumps(bench['judge'])}` (swap: {bench.get('judge_swap')})")
         out.append("")
         cats = bench.get("by_category", {})
-        out.append(_table(["category", "kind", "n", "metric", "value", "notes"],
-                          [[c, v["kind"], v["n"], v["metric"], v["value"], _notes(v)] for c, v in cats.items()]))
+        out.append(_table(["category", "kind", "n", "metric", "value", "95% interval", "chance", "majority", "notes"],
+                          [[c, v["kind"], v["n"], v["metric"], v["value"], _interval(v.get("ci95")),
+                            v.get("chance"), _majority(v), _notes(v)] for c, v in cats.items()]))
         out.append("")
         for key, groups in (bench.get("breakdowns") or {}).items():
             out.append(_table([key, "n", "accuracy"], [[g, v["n"], v["accuracy"]] for g, v in groups.items()]))
@@ -90,31 +101,56 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def plot_accuracy_per_task(report: dict[str, Any], path: Path) -> Path | None:
-    """Bar chart of every category's primary metric (on [0, 1], higher better)."""
+    """Bar chart of every category's primary metric on [0, 1] (higher better), with its 95%
+    interval, the chance level (dashed) and the majority-answer baseline (dotted) where known.
+    A WER above 1 (answers that loop to the token limit) is drawn at 0 and labelled with its
+    value, not hidden."""
     from speechllm.eval.scoring import normalized_primary
 
-    labels, values = [], []
+    bars: list[dict[str, Any]] = []
     for name, bench in report.get("benchmarks", {}).items():
         for cat, v in bench.get("by_category", {}).items():
             norm = normalized_primary(v["kind"], v["value"])
-            if norm is not None:
-                metric = "1-WER" if v["kind"] == "asr" else ("judge/10" if v["kind"] == "open" else v["metric"])
-                labels.append(f"{name}:{cat}\n({metric})")
-                values.append(norm)
-    if not values:
+            if norm is None:
+                continue
+            ci = v.get("ci95")
+            if ci is not None:
+                ends = sorted(normalized_primary(v["kind"], x) for x in ci)
+                ci = [min(ends[0], norm), max(ends[1], norm)]
+            if v["kind"] == "asr":
+                metric, text = "1-WER", f"WER {v['value']:.2f}"
+            else:
+                metric = "judge/10" if v["kind"] == "open" else v["metric"]
+                text = f"{norm:.2f}"
+            bars.append({"label": f"{name}:{cat}\n({metric}, n={v['n']})", "value": norm, "text": text,
+                         "ci": ci, "chance": v.get("chance"), "majority": v.get("majority")})
+    if not bars:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(values) + 1.5), 4.0))
-    bars = ax.bar(range(len(values)), values, color="#4c72b0")
-    ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
-    ax.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=7)
-    ax.set_ylim(0, 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(bars) + 1.5), 4.2))
+    xs = list(range(len(bars)))
+    values = [b["value"] for b in bars]
+    errors = [[b["value"] - b["ci"][0] if b["ci"] else 0.0 for b in bars],
+              [b["ci"][1] - b["value"] if b["ci"] else 0.0 for b in bars]]
+    drawn = ax.bar(xs, values, color="#4c72b0", yerr=errors, capsize=3, ecolor="#333333",
+                   label="score (95% interval)")
+    ax.bar_label(drawn, labels=[b["text"] for b in bars], fontsize=7, padding=2)
+    for kind, style, color in (("chance", "--", "#c44e52"), ("majority", ":", "#55a868")):
+        shown = False
+        for x, b in zip(xs, bars, strict=True):
+            if b[kind] is not None:
+                ax.hlines(b[kind], x - 0.45, x + 0.45, colors=color, linestyles=style, linewidth=1.6,
+                          label=None if shown else f"{kind} baseline")
+                shown = True
+    ax.set_xticks(xs, [b["label"] for b in bars], rotation=45, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.08)
     ax.set_ylabel("score (higher is better)")
     ax.set_title("Score per task")
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

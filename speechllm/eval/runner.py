@@ -2,7 +2,8 @@
 
 Files under ``OUT/<benchmark>/``:
 
-- ``predictions.jsonl``: one row per answered item (id, prompt, response), appended through
+- ``predictions.jsonl``: one row per answered item (id, category, prompt, response, reference,
+  choices), appended through
   :class:`~speechllm.utils.jsonl.ResumableJsonlWriter`: a killed run continues where it stopped;
 - ``judgments.jsonl``: judge verdicts for open-ended items (resumable too);
 - ``scores.jsonl``: one score row per item (rewritten from the two files above on every run);
@@ -74,7 +75,7 @@ def predict_resumable(predictor: Predictor, items: Sequence[BenchItem], path: Pa
     """Answer every item not yet in ``path``; returns ``{id: response}`` for the answered items.
     Items that fail on their own (:data:`ITEM_ERRORS`) are appended to ``failed`` (id, reason,
     error message) instead of ending the run."""
-    from tqdm.auto import tqdm
+    from speechllm.utils.progress import progress_bar
 
     failed = failed if failed is not None else []
 
@@ -82,18 +83,19 @@ def predict_resumable(predictor: Predictor, items: Sequence[BenchItem], path: Pa
         pending = [i for i in items if i.id not in writer.done_ids]
         if writer.done_ids:
             log.info("%s: %d of %d items already answered, resuming", path, len(items) - len(pending), len(items))
-        start = time.monotonic()
-        bar = tqdm(total=len(pending), desc=desc, unit="item", disable=not progress)
+        bar = progress_bar(len(pending), desc, "item", enabled=progress)
         for b in range(0, len(pending), batch_size):
             batch = pending[b:b + batch_size]
             for item, req, resp in _predict_batch(predictor, batch, failed):
-                row = {"id": item.id, "prompt": req.text, "response": resp}
+                # The reference beside the answer, so the file can be read (or re-scored) alone.
+                row = {"id": item.id, "category": item.category, "prompt": req.text, "response": resp,
+                       "reference": item.reference}
+                if item.choices:
+                    row["choices"] = list(item.choices)
                 if hasattr(predictor, "model_input"):
                     row["model_input"] = predictor.model_input(req)
                 writer.write(row)
             bar.update(len(batch))
-            elapsed = time.monotonic() - start
-            bar.set_postfix(items_per_s=f"{bar.n / elapsed:.2f}" if elapsed > 0 else "-")
         bar.close()
     wanted = {i.id for i in items}
     return {str(r["id"]): str(r.get("response", "")) for _, r in iter_jsonl(path) if str(r["id"]) in wanted}
