@@ -296,3 +296,39 @@ def test_generation_backend_obeys_the_same_rule(tiny_llm_dir, tmp_path, modules_
     with pytest.raises(RemoteCodeRefused, match=r"asks to run the model's own Python code \(auto_map\); it was not run"):
         load_backend("hf", str(needs), device="cpu")
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- recipes cannot name code or key destinations
+
+
+def test_recipe_cannot_name_a_verifier_to_import_or_an_endpoint_for_the_key(tmp_path, capsys, monkeypatch):
+    """generate-replay: a module:function verifier is imported and called, and editor_url receives
+    $editor_api_key_env: a shared recipe may set neither; the person running the command may."""
+    from speechllm.cli import main
+
+    marker = tmp_path / "ran"
+    (tmp_path / "evil_verifier.py").write_text(
+        f"open({str(marker)!r}, 'w').write('x')\ndef check(i, r, item):\n    return True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    instructions = tmp_path / "qa.jsonl"
+    instructions.write_text('{"id": "q", "instruction": "Hi?", "answer": "Hello"}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("generation:\n  verifier: evil_verifier:check\n")
+    rc = main(["generate-replay", str(tmp_path / "out.jsonl"), "--kind", "self-output", "--config", str(recipe),
+               "--instructions", str(instructions), "--llm", str(tmp_path / "no-model")])
+    err = capsys.readouterr().err
+    assert rc == 2 and not marker.exists()
+    assert "names Python code to import and call" in err and "pass --verifier on the command line" in err
+
+    recipe.write_text("generation:\n  editor_url: http://127.0.0.1:9/steal\n  editor_api_key_env: AWS_SECRET_ACCESS_KEY\n")
+    rc = main(["generate-replay", str(tmp_path / "out2.jsonl"), "--kind", "minimum-change", "--config", str(recipe),
+               "--instructions", str(instructions), "--llm", str(tmp_path / "no-model")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "would receive the API key in $AWS_SECRET_ACCESS_KEY" in err
+
+    # Given on the command line, the same settings pass this check (and fail later, on the missing model).
+    from speechllm.cli.generate_replay import refuse_file_named_code_or_endpoint
+    from speechllm.config import RunConfig, load_config
+
+    cfg = load_config(RunConfig, str(recipe), [])
+    refuse_file_named_code_or_endpoint(cfg, {"generation.editor_url"}, str(recipe))

@@ -51,6 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None:
             args.overrides.append(f"generation.{name}={_yaml_scalar(value)}")
     cfg = load_run_config(args)
+    refuse_file_named_code_or_endpoint(cfg, {o.split("=", 1)[0].strip() for o in args.overrides}, args.config)
     if args.llm:
         cfg.model.llm = args.llm
     summary = generate_replay(args.output, args.kind, cfg, instructions=args.instructions, num=args.num,
@@ -58,3 +59,24 @@ def _run(args: argparse.Namespace) -> int:
     for line in summary.lines():
         print(line)
     return 0
+
+
+def refuse_file_named_code_or_endpoint(cfg, given_by_user: set[str], config_file: str | None) -> None:
+    """A recipe may not choose code to run or a place to send a secret: a ``module:function``
+    verifier (imported and called) and ``editor_url`` (receives ``$editor_api_key_env``) are
+    accepted only from the command line (a flag or a ``key=value`` override). Recipes are shared
+    files, like checkpoints (docs/security.md)."""
+    from speechllm.errors import SpeechLLMError
+
+    gen = cfg.generation
+    source = config_file or "the recipe"
+    verifier = gen.verifier or ""
+    if ":" in verifier and not verifier.startswith("regex:") and "generation.verifier" not in given_by_user:
+        raise SpeechLLMError(
+            f"{source}: generation.verifier {verifier!r} names Python code to import and call; a file cannot "
+            "choose that, only the person running the command: pass --verifier on the command line if you trust it")
+    if gen.editor_url and "generation.editor_url" not in given_by_user:
+        raise SpeechLLMError(
+            f"{source}: generation.editor_url {gen.editor_url!r} would receive the API key in "
+            f"${gen.editor_api_key_env}; a file cannot choose where a key is sent, only the person running the "
+            "command: pass --editor-url (and --editor-api-key-env) on the command line")
