@@ -45,3 +45,10 @@ def test_unknown_asset_exits_nonzero(capsys):
 def test_config_show_prints_resolved_yaml(capsys):
     assert main(["config", "show", "train.lr=0.5"]) == 0
     assert "lr: 0.5" in capsys.readouterr().out
+
+
+def test_hub_progress_bars_are_off_when_stderr_is_a_log(monkeypatch, capsys):
+    """Off a terminal the per-tensor 'Loading weights' bars would flood the log."""
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    assert main(["env", "--json"]) == 0  # pytest captures stderr: not a terminal
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"

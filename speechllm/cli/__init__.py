@@ -193,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from speechllm.utils.threads import set_num_threads
 
     set_num_threads(args.num_threads)
+    if not sys.stderr.isatty():
+        # Per-tensor "Loading weights" bars are redrawn as thousands of characters in a log file;
+        # our own stages print progress lines instead (speechllm.utils.progress).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if getattr(args, "trust_remote_code", False):
         from speechllm.utils.remote_code import allow_remote_code
 
