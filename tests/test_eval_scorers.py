@@ -32,10 +32,35 @@ from speechllm.eval.scoring import aggregate, score_item
     ("The answer is (laughs) angry", "angry", True),  # bracketed text dropped
     ("Female speaker", "  FEMALE ", True),
     ("", "female", False),
-    ("anything", "", False),
+    # DeSTA's consecutive_words_accuracy: a label that normalises to nothing is a run of every
+    # prediction, so any answer is credited (the published figures count these items).
+    ("anything", "", True),
+    ("(B) Male", "(A)", True),
+    ("no laugh here", "[laughter]", True),
 ])
 def test_desta_label_match(prediction, label, expected):
     assert desta_label_match(prediction, label) is expected
+
+
+@pytest.mark.parametrize("prediction,label,expected", [
+    ("The answer is (A).", "(A)", True),
+    ("The answer is (B).", "(A)", False),
+    ("[Laughter] then words", "[laughter]", True),
+    ("words only", "[laughter]", False),
+    ("anything", "", False),
+    ("happy!", "happy", True),  # a label with words keeps DeSTA's rule
+])
+def test_desta_label_match_raw_empty_labels(prediction, label, expected):
+    assert desta_label_match(prediction, label, empty_label="raw") is expected
+
+
+def test_empty_labels_are_flagged_and_counted_and_the_variant_profile_differs():
+    item = BenchItem(id="x", kind="label", instruction="?", reference="(A)", choices=["(A)", "(B)"])
+    desta = score_item(item, "(B)", "desta")
+    raw = score_item(item, "(B)", "desta-raw-empty")
+    assert (desta["correct"], desta["empty_label"]) == (True, True)
+    assert raw["correct"] is False
+    assert aggregate([desta])["by_kind"]["label"]["empty_labels"] == 1
 
 
 def test_exact_match_normalises_case_and_punctuation():

@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="judge for open-ended items: a local model (offline:NAME, folder, hf:ID) or an OpenAI-compatible URL")
     p.add_argument("--judge-model", default=None, help="model name to request at a --judge URL")
     p.add_argument("--judge-swap", action="store_true", help="judge each answer in both positions and average")
+    p.add_argument("--scoring", action="append", default=[], metavar="[BENCH=]PROFILE",
+                   help="score a benchmark with another profile (repeatable; a bare PROFILE applies to "
+                   "every benchmark); default: each benchmark's official rule, e.g. mmau-official. "
+                   "`speechllm eval list` shows the profiles")
     p.add_argument("--gap-bench", default=None, metavar="SPEC",
                    help="benchmark for the speech-vs-text gap (items with audio and a description), e.g. builtin:FILE")
     p.add_argument("--audio-root", default=None, help="folder the benchmark's relative audio paths are under (default: beside its file)")
@@ -74,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     if missing:
         raise SpeechLLMError(f"missing {', '.join(missing)} (see `speechllm eval --help`)")
     options = EvalOptions(
+        scoring=parse_scoring_args(args.scoring),
         out_dir=args.out, base=args.base, judge=args.judge, judge_model=args.judge_model,
         judge_swap=args.judge_swap, audio_root=args.audio_root, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, limit=args.limit, resume=not args.no_resume, seed=args.seed,
@@ -90,6 +95,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"retention: KL-to-base {ret['kl_to_base']}, dNLL {ret['delta_nll']}, top-1 {ret['top1_agreement']}")
     print(f"report: {args.out}/report.md")
     return 0
+
+
+def parse_scoring_args(values: list[str]) -> dict[str, str]:
+    """``--scoring`` values -> {benchmark name or "*": profile}; unknown profiles fail at once."""
+    from speechllm.eval.scoring import get_profile
+
+    out: dict[str, str] = {}
+    for value in values:
+        bench, sep, profile = value.rpartition("=")
+        out[bench.strip().lower() if sep else "*"] = get_profile(profile.strip()).name
+    return out
 
 
 def _build_builtin(args: argparse.Namespace) -> int:
@@ -113,12 +129,18 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from speechllm.eval.constraints import list_constraints
-    from speechllm.eval.loaders import known_benchmarks
+    from speechllm.eval.loaders import DEFAULT_SCORING, known_benchmarks
+    from speechllm.eval.scoring import PROFILES
 
-    print("benchmarks:")
+    print("benchmarks (default scoring profile):")
     for name, desc in known_benchmarks().items():
-        print(f"  {name:16s} {desc}")
-    print("constraints:")
-    for cid, desc in list_constraints().items():
-        print(f"  {cid:45s} {desc}")
+        default = f" [{DEFAULT_SCORING[name]}]" if name in DEFAULT_SCORING else ""
+        print(f"  {name:16s} {desc}{default}")
+    print("scoring profiles (--scoring [BENCH=]PROFILE):")
+    for name, profile in PROFILES.items():
+        print(f"  {name:18s} {profile.description}")
+    for rules in ("speechllm", "speech-ifeval"):
+        print(f"constraints ({rules} rules):")
+        for cid, desc in list_constraints(rules).items():
+            print(f"  {cid:45s} {desc}")
     return 0

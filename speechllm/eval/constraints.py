@@ -36,21 +36,42 @@ def constraint(cid: str, description: str) -> Callable[[CheckFn], CheckFn]:
     return deco
 
 
-def list_constraints() -> dict[str, str]:
-    """Every supported constraint id with a one-line description."""
-    return {cid: desc for cid, (_, desc) in sorted(_REGISTRY.items())}
+#: The constraint rule sets: ``speechllm`` (this module's checkers) and ``speech-ifeval``
+#: (Speech-IFEval's own, :mod:`speechllm.eval.speech_ifeval`).
+RULE_SETS = ("speechllm", "speech-ifeval")
 
 
-def is_supported(cid: str) -> bool:
-    return cid in _REGISTRY
+def _rule_set(rules: str) -> dict[str, tuple[CheckFn, str]]:
+    if rules == "speechllm":
+        return _REGISTRY
+    if rules == "speech-ifeval":
+        from speechllm.eval import speech_ifeval
+
+        return speech_ifeval.CHECKERS
+    raise ValueError(f"unknown constraint rules {rules!r}; known: {', '.join(RULE_SETS)}")
 
 
-def check_constraint(cid: str, response: str, kwargs: dict[str, Any] | None = None) -> bool | None:
-    """Whether ``response`` follows constraint ``cid``; None when the id is not supported.
-    ``None``-valued kwargs (IFEval data carries many) are dropped."""
-    if cid not in _REGISTRY:
+def list_constraints(rules: str = "speechllm") -> dict[str, str]:
+    """Every constraint id of a rule set with a one-line description."""
+    return {cid: desc for cid, (_, desc) in sorted(_rule_set(rules).items())}
+
+
+def is_supported(cid: str, rules: str = "speechllm") -> bool:
+    return cid in _rule_set(rules)
+
+
+def check_constraint(cid: str, response: str, kwargs: dict[str, Any] | None = None, *,
+                     rules: str = "speechllm") -> bool | None:
+    """Whether ``response`` follows constraint ``cid`` under a rule set; None when the set does
+    not have the id. ``None``-valued kwargs (IFEval data carries many) are dropped."""
+    if rules == "speech-ifeval":
+        from speechllm.eval import speech_ifeval
+
+        return speech_ifeval.check(cid, response, kwargs)
+    registry = _rule_set(rules)
+    if cid not in registry:
         return None
-    fn = _REGISTRY[cid][0]
+    fn = registry[cid][0]
     clean = {k: v for k, v in (kwargs or {}).items() if v is not None}
     return bool(fn(response, **clean))
 

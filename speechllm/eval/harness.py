@@ -46,6 +46,9 @@ class EvalOptions:
     harmful_prompts: str | None = None
     gap_bench: str | None = None
     progress: bool = True
+    #: Scoring profile per benchmark name (``"*"``: every benchmark); default: each benchmark's
+    #: official profile (:data:`speechllm.eval.loaders.DEFAULT_SCORING`).
+    scoring: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,20 +88,26 @@ def evaluate(model: str, benches: Sequence[str], options: EvalOptions, *,
     set_seed(options.seed)
     specs = [parse_bench_spec(s) for s in benches]
     want_retention = any(name == "retention" for name, _ in specs)
-    loaded = [load_benchmark(s, audio_root=options.audio_root) for s, (n, _) in zip(benches, specs, strict=True)
-              if n != "retention"]
+    unknown = sorted(set(options.scoring) - {n for n, _ in specs} - {"*"})
+    if unknown:
+        raise BenchmarkError(f"--scoring names {', '.join(unknown)}, which no --bench loads")
+    loaded = [load_benchmark(s, audio_root=options.audio_root, scoring=_profile_for(n, options))
+              for s, (n, _) in zip(benches, specs, strict=True) if n != "retention"]
     names = [b.name for b in loaded]
     for b in loaded:  # two specs of one loader get distinct sections
         if names.count(b.name) > 1:
             b.name = f"{b.name}-{Path(b.source).stem}"
-    gap_bench = load_benchmark(options.gap_bench, audio_root=options.audio_root) if options.gap_bench else None
+    gap_bench = (load_benchmark(options.gap_bench, audio_root=options.audio_root,
+                                scoring=_profile_for(parse_bench_spec(options.gap_bench)[0], options))
+                 if options.gap_bench else None)
     for rname, path in specs:
         if rname == "retention" and path:
             options.retention_prompts = options.retention_prompts or path
     judge: Judge | None = None
-    if options.judge and any(i.kind == "open" for b in loaded for i in b.items):
+    judged = [*loaded, *([gap_bench] if gap_bench else [])]
+    if options.judge and any(i.kind == "open" for b in judged for i in b.items):
         judge = make_judge(options.judge, model=options.judge_model, batch_size=options.batch_size)
-    elif any(i.kind == "open" for b in loaded for i in b.items):
+    elif any(i.kind == "open" for b in judged for i in b.items):
         log.warning("open-ended items present but no --judge: they are answered but not scored")
     if (want_retention or gap_bench) and not options.base:
         raise BenchmarkError("the retention suite and the speech-vs-text gap need --base (the base LLM)")
@@ -116,17 +125,44 @@ def evaluate(model: str, benches: Sequence[str], options: EvalOptions, *,
     from speechllm.eval.runner import run_benchmark
 
     for bench in loaded:
-        report["benchmarks"][bench.name] = run_benchmark(
+        section = run_benchmark(
             pred, bench, options.out_dir, batch_size=options.batch_size, judge=judge,
             judge_swap=options.judge_swap, resume=options.resume, limit=options.limit,
             progress=options.progress)
+        report["benchmarks"][bench.name] = {**section, **scoring_section(bench, section)}
     if want_retention:
         report["retention"] = run_retention(pred, options)
     if gap_bench is not None:
-        report["speech_text_gap"] = run_speech_text_gap(pred, gap_bench, options)
+        report["speech_text_gap"] = run_speech_text_gap(pred, gap_bench, options, judge=judge)
     report["run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_report(options.out_dir, report)
     return report
+
+
+def _profile_for(name: str, options: EvalOptions) -> str | None:
+    return options.scoring.get(name) or options.scoring.get("*")
+
+
+def scoring_section(bench, section: dict[str, Any]) -> dict[str, Any]:
+    """What the report says about how a benchmark was scored: the profile (``scoring``) and, for
+    Speech-IFEval, its split rates and IF-rate (``speech_ifeval``)."""
+    from speechllm.eval.scoring import get_profile
+
+    profile = get_profile(bench.scoring)
+    out: dict[str, Any] = {"scoring": profile.name, "scoring_rule": profile.description}
+    if profile.constraint_rules == "speech-ifeval":
+        out["speech_ifeval"] = speech_ifeval_summary(section.get("by_category") or {})
+    return out
+
+
+def speech_ifeval_summary(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Speech-IFEval's figures from a report's categories: each split's following rate
+    (closed-ended and creative writing: prompt-level, every constraint followed; chain-of-thought:
+    the judge's share of yes) and the IF-rate, their mean (None unless all three were scored)."""
+    from speechllm.eval.speech_ifeval import SPLITS, if_rate
+
+    rates = {split: (categories.get(split) or {}).get("value") for split in SPLITS.values()}
+    return {"split_rates": rates, "if_rate": if_rate(rates)}
 
 
 def _tuned_text_lm(pred: Predictor):
@@ -161,9 +197,10 @@ def run_retention(pred: Predictor, options: EvalOptions) -> dict[str, Any]:
     return out
 
 
-def run_speech_text_gap(pred: Predictor, bench, options: EvalOptions) -> dict[str, Any]:
+def run_speech_text_gap(pred: Predictor, bench, options: EvalOptions, *, judge: Judge | None = None) -> dict[str, Any]:
     """The same items answered by the evaluated model (with audio) and by the base LLM reading
-    each item's text stand-in."""
+    each item's text stand-in (Speech-IFEval's text reference). For Speech-IFEval the relative
+    drop of the IF-rate (its forgetting rate Δ) is reported too."""
     from speechllm.eval.loaders import Benchmark
     from speechllm.eval.retention import speech_text_gap
     from speechllm.eval.runner import run_benchmark
@@ -174,13 +211,28 @@ def run_speech_text_gap(pred: Predictor, bench, options: EvalOptions) -> dict[st
     text_pred = TextLLMPredictor(options.base, max_new_tokens=options.max_new_tokens, batch_size=options.batch_size,
                                  layout_config=layout_config)
     out = Path(options.out_dir) / "speech_text_gap"
-    sides = {}
+    sides, sections = {}, {}
     for side, p in (("speech", pred), ("text", text_pred)):
-        b = Benchmark(name=side, source=bench.source, items=bench.items, breakdown_keys=bench.breakdown_keys)
-        run_benchmark(p, b, out, batch_size=options.batch_size, resume=options.resume,
-                      limit=options.limit, progress=options.progress)
+        b = Benchmark(name=side, source=bench.source, items=bench.items, breakdown_keys=bench.breakdown_keys,
+                      scoring=bench.scoring)
+        sections[side] = run_benchmark(p, b, out, batch_size=options.batch_size, judge=judge,
+                                       judge_swap=options.judge_swap, resume=options.resume,
+                                       limit=options.limit, progress=options.progress)
         sides[side] = read_jsonl(out / side / "scores.jsonl")
     gap = speech_text_gap(sides["speech"], sides["text"])
     gap["benchmark"] = bench.source
     gap["text_model"] = options.base
+    gap["scoring"] = bench.scoring
+    if scoring_section(bench, sections["speech"]).get("speech_ifeval") is not None:
+        from speechllm.eval.retention import relative_drop
+
+        speech = speech_ifeval_summary(sections["speech"].get("by_category") or {})
+        text = speech_ifeval_summary(sections["text"].get("by_category") or {})
+        drop = relative_drop(speech["if_rate"], text["if_rate"])
+        gap["speech_ifeval"] = {"speech": speech, "text": text, "relative_drop": drop}
+        if drop is not None:
+            # Speech-IFEval's Δ is the drop of the mean of its three split rates, not of the
+            # rate pooled over every instruction item: that one stays as ..._pooled.
+            gap["if_relative_drop_pooled"] = gap["if_relative_drop"]
+            gap["if_relative_drop"] = drop
     return gap

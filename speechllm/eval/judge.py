@@ -45,6 +45,40 @@ SINGLE_TEMPLATE = (
 )
 
 
+@dataclass(frozen=True)
+class JudgeProtocol:
+    """A published judge prompt with its scale: ``yes/no`` verdicts score 1 or 0 (the share of
+    yes is the item category's ``judge_rate``), ``1-10`` scores are averaged."""
+
+    name: str
+    source: str
+    scale: str
+    system: str
+    user: str  # str.format fields: question, answer, reference
+    max_tokens: int
+
+
+#: Speech-IFEval's chain-of-thought judge (``script/llm_evaluation.py``, metric ``cot``; its
+#: authors ran gpt-4o-2024-11-20). The verdict is read from "Result: YES/NO".
+SPEECH_IFEVAL_COT = JudgeProtocol(
+    name="speech-ifeval-cot",
+    source="github.com/kehanlu/Speech-IFEval script/llm_evaluation.py (metric 'cot')",
+    scale="yes/no",
+    system=(
+        "You will be given a user input and a model response. The model's response is a reply to the "
+        "user input. Your task is to determine whether the response demonstrates reasoning behavior, "
+        "such as breaking down the problem, explaining intermediate steps, or providing a analysis.\n\n"
+        "Please strictly follow the guidelines below:\n"
+        "- Output \"YES\" if the response includes any form of behavior beyond a direct answer "
+        "corresponding to the user input.\n"
+        "- Output \"NO\" only if the response is a minimal or purely factual reply.\n"
+        "- Answer in the format: \"Result: <YES or NO>\" at the end.\n"),
+    user="User input: {question}\nModel's Response: {answer}",
+    max_tokens=512,
+)
+PROTOCOLS = {p.name: p for p in (SPEECH_IFEVAL_COT,)}
+
+
 class JudgeError(SpeechLLMError):
     """A judge that cannot be used (unreachable endpoint, bad reference)."""
 
@@ -54,7 +88,9 @@ class Judge(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
-    def complete(self, prompts: Sequence[str]) -> list[str]: ...
+    def complete(self, prompts: Sequence[str | list[dict[str, str]]]) -> list[str]:
+        """One completion per prompt: a user message, or a list of chat messages."""
+        ...
 
 
 @dataclass
@@ -91,11 +127,52 @@ def parse_single(text: str) -> float | None:
     return value if 1 <= value <= 10 else None
 
 
+def _protocol_verdicts(judge: Judge, protocol: JudgeProtocol, questions: Sequence[str],
+                       answers: Sequence[str], references: Sequence[str | None]) -> list[JudgeVerdict]:
+    prompts = [[{"role": "system", "content": protocol.system},
+                {"role": "user", "content": protocol.user.format(question=q, answer=a, reference=r or "")}]
+               for q, a, r in zip(questions, answers, references, strict=True)]
+    try:
+        outputs = judge.complete(prompts, max_new_tokens=protocol.max_tokens)  # type: ignore[call-arg]
+    except TypeError:  # a judge without the keyword uses its own length
+        outputs = judge.complete(prompts)
+    verdicts = []
+    for text in outputs:
+        from speechllm.eval.speech_ifeval import parse_result_verdict
+
+        yes = parse_result_verdict(text)
+        verdicts.append(JudgeVerdict(None if yes is None else float(yes), [text], int(yes is None)))
+    return verdicts
+
+
 def judge_answers(judge: Judge, questions: Sequence[str], answers: Sequence[str],
                   references: Sequence[str | None], contexts: Sequence[str | None] | None = None,
-                  *, swap: bool = False) -> list[JudgeVerdict]:
-    """Score each answer from 1 to 10 (see the module docstring)."""
+                  *, swap: bool = False, protocols: Sequence[str | None] | None = None) -> list[JudgeVerdict]:
+    """Score each answer (see the module docstring). ``protocols`` names a published judge
+    (:data:`PROTOCOLS`) per item; items without one get speechllm's 1-10 prompts."""
     contexts = contexts or [None] * len(questions)
+    protocols = protocols or [None] * len(questions)
+    unknown = sorted({p for p in protocols if p is not None and p not in PROTOCOLS})
+    if unknown:
+        raise JudgeError(f"unknown judge protocol(s) {', '.join(unknown)}; known: {', '.join(PROTOCOLS)}")
+    results: dict[int, JudgeVerdict] = {}
+    for name in sorted({p for p in protocols if p is not None}):
+        idx = [i for i, p in enumerate(protocols) if p == name]
+        found = _protocol_verdicts(judge, PROTOCOLS[name], [questions[i] for i in idx],
+                                   [answers[i] for i in idx], [references[i] for i in idx])
+        results.update(zip(idx, found, strict=True))
+    rest = [i for i, p in enumerate(protocols) if p is None]
+    if rest:
+        found = _rated_verdicts(judge, [questions[i] for i in rest], [answers[i] for i in rest],
+                                [references[i] for i in rest], [contexts[i] for i in rest], swap=swap)
+        results.update(zip(rest, found, strict=True))
+    return [results[i] for i in range(len(questions))]
+
+
+def _rated_verdicts(judge: Judge, questions: Sequence[str], answers: Sequence[str],
+                    references: Sequence[str | None], contexts: Sequence[str | None],
+                    *, swap: bool) -> list[JudgeVerdict]:
+    """speechllm's 1-10 prompts: pairwise against the reference, or single without one."""
     prompts: list[str] = []
     plan: list[list[tuple[int, str]]] = []  # per item: (prompt index, role) pairs
     for q, a, ref, ctx in zip(questions, answers, references, contexts, strict=True):
@@ -132,8 +209,11 @@ def judge_answers(judge: Judge, questions: Sequence[str], answers: Sequence[str]
 
 
 def judge_prompts() -> dict[str, str]:
-    """The templates, for the report."""
-    return {"pairwise": PAIRWISE_TEMPLATE, "single": SINGLE_TEMPLATE}
+    """The templates, for the report (a published protocol as its system and user templates)."""
+    out = {"pairwise": PAIRWISE_TEMPLATE, "single": SINGLE_TEMPLATE}
+    for p in PROTOCOLS.values():
+        out[p.name] = f"[system]\n{p.system}\n[user]\n{p.user}\n[scale] {p.scale}; source: {p.source}"
+    return out
 
 
 class HFJudge:
@@ -151,13 +231,14 @@ class HFJudge:
         return {"type": "hf", "model": self.model_ref, "max_new_tokens": self.max_new_tokens,
                 "decoding": "greedy"}
 
-    def complete(self, prompts: Sequence[str]) -> list[str]:
+    def complete(self, prompts: Sequence[str | list[dict[str, str]]], max_new_tokens: int | None = None) -> list[str]:
         from speechllm.eval.predictors import generate_chat
 
         out: list[str] = []
         for i in range(0, len(prompts), self.batch_size):
-            chats = [[{"role": "user", "content": p}] for p in prompts[i:i + self.batch_size]]
-            out.extend(generate_chat(self.model, self.tokenizer, chats, self.max_new_tokens))
+            chats = [p if isinstance(p, list) else [{"role": "user", "content": p}]
+                     for p in prompts[i:i + self.batch_size]]
+            out.extend(generate_chat(self.model, self.tokenizer, chats, max_new_tokens or self.max_new_tokens))
         return out
 
 
@@ -200,11 +281,12 @@ class OpenAIJudge:
             reason = getattr(e, "reason", e)
             raise JudgeError(f"judge endpoint {self.url} is unreachable ({reason}); start the server or fix --judge") from None
 
-    def complete(self, prompts: Sequence[str]) -> list[str]:
+    def complete(self, prompts: Sequence[str | list[dict[str, str]]], max_new_tokens: int | None = None) -> list[str]:
         out = []
         for prompt in prompts:
-            body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
-                               "messages": [{"role": "user", "content": prompt}]}).encode()
+            messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+            body = json.dumps({"model": self.model, "temperature": 0.0,
+                               "max_tokens": max_new_tokens or self.max_tokens, "messages": messages}).encode()
             req = urllib.request.Request(self.url + "/chat/completions", data=body, headers=self._headers())
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:

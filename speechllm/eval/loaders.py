@@ -32,21 +32,26 @@ SPECIAL_BENCHMARKS = ("retention",)
 
 @dataclass
 class Benchmark:
-    """Loaded items plus what the report should break accuracy down by."""
+    """Loaded items, what the report should break accuracy down by, and the scoring profile
+    (:data:`speechllm.eval.scoring.PROFILES`) its answers are scored with."""
 
     name: str
     source: str
     items: list[BenchItem]
     breakdown_keys: list[str] = field(default_factory=list)
+    scoring: str = "speechllm"
 
 
 LoaderFn = Callable[[Path, "Path | None"], tuple[list[BenchItem], list[str]]]
 _LOADERS: dict[str, tuple[LoaderFn, str]] = {}
+#: Each benchmark's default scoring profile: the rule its authors' evaluation script applies.
+DEFAULT_SCORING: dict[str, str] = {}
 
 
-def loader(name: str, description: str) -> Callable[[LoaderFn], LoaderFn]:
+def loader(name: str, description: str, scoring: str = "speechllm") -> Callable[[LoaderFn], LoaderFn]:
     def deco(fn: LoaderFn) -> LoaderFn:
         _LOADERS[name] = (fn, description)
+        DEFAULT_SCORING[name] = scoring
         return fn
 
     return deco
@@ -74,8 +79,9 @@ def parse_bench_spec(spec: str) -> tuple[str, str | None]:
     return name, (path or None)
 
 
-def load_benchmark(spec: str, *, audio_root: str | Path | None = None) -> Benchmark:
-    """Load ``NAME:PATH`` into a :class:`Benchmark`. Duplicate item ids raise."""
+def load_benchmark(spec: str, *, audio_root: str | Path | None = None, scoring: str | None = None) -> Benchmark:
+    """Load ``NAME:PATH`` into a :class:`Benchmark`, scored with ``scoring`` (default: the
+    benchmark's official profile, :data:`DEFAULT_SCORING`). Duplicate item ids raise."""
     name, path = parse_bench_spec(spec)
     if name in SPECIAL_BENCHMARKS:
         raise BenchmarkError(f"{name!r} is a suite run by `speechllm eval`, not a file benchmark")
@@ -93,7 +99,10 @@ def load_benchmark(spec: str, *, audio_root: str | Path | None = None) -> Benchm
         seen.add(item.id)
     if not items:
         raise BenchmarkError(f"{name}: {p}: no items found")
-    return Benchmark(name=name, source=str(p), items=items, breakdown_keys=breakdown)
+    from speechllm.eval.scoring import get_profile
+
+    profile = get_profile(scoring or DEFAULT_SCORING[name]).name
+    return Benchmark(name=name, source=str(p), items=items, breakdown_keys=breakdown, scoring=profile)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -194,7 +203,7 @@ def _ds_task_files(path: Path) -> list[tuple[str, Path]]:
     return found
 
 
-@loader("dynamic-superb", "Dynamic-SUPERB phase 1/2 tasks exported to folders (metadata + audio)")
+@loader("dynamic-superb", "Dynamic-SUPERB phase 1/2 tasks exported to folders (metadata + audio)", scoring="desta")
 def load_dynamic_superb(path: Path, audio_root: Path | None) -> tuple[list[BenchItem], list[str]]:
     tasks = _ds_task_files(path)
     if not tasks:
@@ -232,7 +241,8 @@ def load_dynamic_superb(path: Path, audio_root: Path | None) -> tuple[list[Bench
 # --------------------------------------------------------------------------- MMAU
 
 
-@loader("mmau", "MMAU test-mini / test JSON (audio_id, question, choices, answer, task, category, ...)")
+@loader("mmau", "MMAU test-mini / test JSON (audio_id, question, choices, answer, task, category, ...)",
+        scoring="mmau-official")
 def load_mmau(path: Path, audio_root: Path | None) -> tuple[list[BenchItem], list[str]]:
     base = audio_root or path.resolve().parent
     items = []
@@ -256,6 +266,66 @@ def load_mmau(path: Path, audio_root: Path | None) -> tuple[list[BenchItem], lis
                       if k in row},
         ))
     return items, ["category", "difficulty"]
+
+
+# --------------------------------------------------------------------------- Speech-IFEval
+
+
+def _speech_ifeval_files(path: Path) -> list[Path]:
+    """The split files under a Speech-IFEval clone, its ``data/`` folder, ``data/eval_data/``, or
+    one split file."""
+    from speechllm.eval.speech_ifeval import SPLITS
+
+    if path.is_file():
+        return [path]
+    for folder in (path / "data" / "eval_data", path / "eval_data", path):
+        found = [folder / f"{stem}.jsonl" for stem in SPLITS if (folder / f"{stem}.jsonl").is_file()]
+        if found:
+            return found
+    return []
+
+
+@loader("speech-ifeval", "Speech-IFEval's data/ folder (eval_data/<split>.jsonl + audios/): closed-ended, "
+        "creative writing, chain-of-thought", scoring="speech-ifeval")
+def load_speech_ifeval(path: Path, audio_root: Path | None) -> tuple[list[BenchItem], list[str]]:
+    from speechllm.eval.speech_ifeval import BASELINE_SPLIT, SPLITS
+
+    files = _speech_ifeval_files(path)
+    if not files:
+        raise BenchmarkError(
+            f"{path}: no Speech-IFEval split found (expected eval_data/{{{','.join(SPLITS)}}}.jsonl "
+            "under the folder, its data/ folder, or a split file)")
+    items: list[BenchItem] = []
+    for f in files:
+        stem = f.stem
+        if stem == BASELINE_SPLIT:
+            raise BenchmarkError(
+                f"{f}: the task-level baseline (no output constraint) is scored by Speech-IFEval's "
+                "GPT-4o task judge, which speechllm does not reproduce; use the three IF splits")
+        if stem not in SPLITS:
+            raise BenchmarkError(f"{f}: not a Speech-IFEval split (one of {', '.join(SPLITS)})")
+        split = SPLITS[stem]
+        # Audio paths are relative to data/audios/ (the published archive unpacks there).
+        audio_base = audio_root or (f.resolve().parent.parent / "audios")
+        for n, (where, row) in enumerate(_json_list(f)):
+            audio = _need(row, "audio_filepath", where)
+            meta = {k: row[k] for k in ("dataset", "metric", "label", "key") if row.get(k) is not None}
+            meta["split"] = split
+            common = dict(id=f"{split}/{row.get('id', n)}", instruction=_need(row, "instruction", where),
+                          audios=[_audio(audio_base, audio)], category=split,
+                          audio_text=row.get("textual_audio") or row.get("seed_transcript"), metadata=meta)
+            if row.get("metric") == "cot":
+                # Judged: did the answer reason step by step (Speech-IFEval's GPT-4o prompt)?
+                meta["judge_protocol"] = "speech-ifeval-cot"
+                items.append(BenchItem(kind=KIND_OPEN, **common))
+                continue
+            ids, kwargs = row.get("instruction_id_list"), row.get("kwargs")
+            if not isinstance(ids, list) or not isinstance(kwargs, list) or len(ids) != len(kwargs):
+                raise BenchmarkError(f"{where}: fields 'instruction_id_list' and 'kwargs' must be lists of equal length")
+            items.append(BenchItem(kind=KIND_INSTRUCTION,
+                                   constraints=[{"id": i, "kwargs": k or {}} for i, k in zip(ids, kwargs, strict=True)],
+                                   **common))
+    return items, ["dataset"]
 
 
 # --------------------------------------------------------------------------- AIR-Bench

@@ -140,6 +140,7 @@ def judge_open_items(judge: Judge | None, items: Sequence[BenchItem], responses:
                 [i.reference for i in batch],
                 [i.audio_text for i in batch],
                 swap=swap,
+                protocols=[i.metadata.get("judge_protocol") for i in batch],
             )
             for item, v in zip(batch, verdicts, strict=True):
                 writer.write({"id": item.id, "score": v.score, "unparsable": v.unparsable, "raw": v.raw})
@@ -211,7 +212,7 @@ def run_benchmark(predictor: Predictor, bench: Benchmark, out_dir: str | Path, *
                                 resume=resume)
     rows = []
     for item in runnable:
-        row = score_item(item, responses[item.id])
+        row = score_item(item, responses[item.id], bench.scoring)
         if item.kind == KIND_OPEN and item.id in verdicts:
             row["score"] = verdicts[item.id].get("score")
             row["unparsable"] = verdicts[item.id].get("unparsable", 0)

@@ -21,15 +21,39 @@ LETTERS = string.ascii_uppercase
 # --------------------------------------------------------------------------- labels
 
 
-def desta_label_match(prediction: str, label: str) -> bool:
-    """DeSTA's Dynamic-SUPERB scorer: normalise both with Whisper's basic normaliser; correct iff
-    the label's words occur as a consecutive word sequence in the prediction."""
+def _contains_run(words: Sequence[str], run: Sequence[str]) -> bool:
+    """Whether ``run`` occurs in ``words`` as consecutive items (an empty run always does)."""
+    n = len(run)
+    return any(list(words[i:i + n]) == list(run) for i in range(len(words) - n + 1))
+
+
+def label_normalises_empty(label: str) -> bool:
+    """True when Whisper's basic normaliser leaves nothing of the label (``"(A)"``,
+    ``"[laughter]"``, ``"..."``): DeSTA's rule then credits any prediction."""
+    return not basic_normalize(label).split()
+
+
+def desta_label_match(prediction: str, label: str, *, empty_label: str = "desta") -> bool:
+    """DeSTA's Dynamic-SUPERB scorer (``consecutive_words_accuracy``): normalise both with
+    Whisper's basic normaliser; correct iff the label's words occur as a consecutive word
+    sequence in the prediction.
+
+    A label that normalises to nothing is a consecutive run of every prediction, so DeSTA credits
+    any answer; ``empty_label="desta"`` keeps that (the published numbers count it).
+    ``empty_label="raw"`` compares such a label without the normaliser instead: its lower-case,
+    white-space separated tokens, stripped of trailing ``.,;:!?``, must occur consecutively in
+    the prediction's (``"(A)"`` matches "The answer is (A)." and not "(B)").
+    """
     label_words = basic_normalize(label).split()
-    pred_words = basic_normalize(prediction).split()
-    if not label_words:
-        return False
-    n = len(label_words)
-    return any(pred_words[i:i + n] == label_words for i in range(len(pred_words) - n + 1))
+    if not label_words and empty_label == "raw":
+        return _contains_run(_raw_tokens(prediction), _raw_tokens(label)) if label.strip() else False
+    if not label_words and empty_label != "desta":
+        raise ValueError(f"empty_label must be 'desta' or 'raw', not {empty_label!r}")
+    return _contains_run(basic_normalize(prediction).split(), label_words)
+
+
+def _raw_tokens(text: str) -> list[str]:
+    return [t.rstrip(".,;:!?") for t in text.lower().split() if t.rstrip(".,;:!?")]
 
 
 def exact_match(prediction: str, label: str) -> bool:
@@ -132,6 +156,46 @@ def parse_choice(prediction: str, choices: Sequence[str]) -> ChoiceParse:
     if len(candidates) == 1:
         return ChoiceParse(candidates[0], "text")
     return ChoiceParse(None, "none")
+
+
+#: What DeSTA2.5 removes from an MMAU answer before MMAU's scorer reads it (its
+#: ``inference_desta25_audio.py`` stores ``model_prediction`` that way): a case-sensitive
+#: replacement of every occurrence, so the format's own words never count as an answer's.
+DESTA25_ANSWER_PREFIX = "The correct answer is: "
+
+
+def _mmau_words(text: str) -> set[str]:
+    # MMAU tokenises with \b\w+\b on lower-cased text: Unicode word characters, so "ninety-one"
+    # is {"ninety", "one"} and "A." is {"a"}.
+    return set(re.findall(r"\b\w+\b", text.lower()))
+
+
+def mmau_string_match(answer: str, prediction: str, choices: Sequence[str]) -> bool:
+    """MMAU's official rule (``string_match`` in Sakshi113/MMAU ``evaluation.py``): every word of
+    the answer occurs in the prediction, and none of the words that only the other choices have
+    (words of a choice whose word set equals the answer's are not counted against it). A
+    prediction without words is wrong. Word sets, so order and repetition do not matter, and a
+    bare option letter never matches a choice's text.
+    """
+    pred = _mmau_words(prediction)
+    if not pred:
+        return False
+    gold = _mmau_words(answer)
+    others: set[str] = set()
+    for choice in choices:
+        words = _mmau_words(choice)
+        if words != gold:
+            others |= words - gold
+    return gold <= pred and pred.isdisjoint(others)
+
+
+def mmau_pick(prediction: str, choices: Sequence[str]) -> int | None:
+    """The first choice that MMAU's rule would credit for ``prediction``, or None (for the
+    report's ``picked`` / ``unparsed``; the verdict itself is :func:`mmau_string_match`)."""
+    for i, choice in enumerate(choices):
+        if mmau_string_match(choice, prediction, choices):
+            return i
+    return None
 
 
 def format_choices(choices: Sequence[str]) -> str:

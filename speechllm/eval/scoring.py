@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from speechllm.eval.constraints import check_constraint
@@ -44,11 +45,15 @@ from speechllm.eval.items import (
     BenchItem,
 )
 from speechllm.eval.scorers import (
+    DESTA25_ANSWER_PREFIX,
     LETTERS,
     char_errors,
     desta_label_match,
     exact_match,
     is_refusal,
+    label_normalises_empty,
+    mmau_pick,
+    mmau_string_match,
     option_letter_match,
     parse_choice,
     word_errors,
@@ -58,6 +63,63 @@ PRIMARY_METRIC = {
     KIND_LABEL: "accuracy", KIND_CHOICE: "accuracy", KIND_ASR: "wer", KIND_OPEN: "judge_score",
     KIND_INSTRUCTION: "prompt_accuracy", KIND_REFUSAL: "refusal_rate",
 }
+
+
+@dataclass(frozen=True)
+class ScoringProfile:
+    """A named way of scoring a benchmark's answers, recorded in the report (``scoring``).
+
+    Every benchmark scores with its authors' rule by default (the loader names it); the others
+    stay available by name (``speechllm eval --scoring BENCH=PROFILE``). Fields, by item kind:
+
+    - ``choice_rule`` (multiple choice): ``lenient``, speechllm's parser
+      (:func:`~speechllm.eval.scorers.parse_choice`: answer format, option letter, choice text),
+      or ``mmau``, MMAU's ``string_match`` (:func:`~speechllm.eval.scorers.mmau_string_match`);
+    - ``answer_prefix``: text removed (every occurrence, case-sensitive) before the choice rule
+      reads the answer, as DeSTA2.5 removes ``The correct answer is: `` for MMAU;
+    - ``empty_label`` (label items scored by DeSTA's rule): ``desta`` credits any answer when the
+      label normalises to nothing, as DeSTA does; ``raw`` compares such labels un-normalised;
+    - ``constraint_rules`` (instruction items): ``speechllm`` or ``speech-ifeval`` checkers.
+    """
+
+    name: str
+    description: str
+    choice_rule: str = "lenient"
+    answer_prefix: str | None = None
+    empty_label: str = "desta"
+    constraint_rules: str = "speechllm"
+
+
+PROFILES: dict[str, ScoringProfile] = {p.name: p for p in (
+    ScoringProfile("speechllm", "speechllm's own rules: multiple choice parsed leniently (answer "
+                   "format, option letter, choice text), DeSTA's label rule, speechllm's "
+                   "constraint checkers"),
+    ScoringProfile("mmau-official", "MMAU's evaluation.py string_match on the answer with DeSTA2.5's "
+                   f"{DESTA25_ANSWER_PREFIX.strip()!r} removed (the published MMAU figures)",
+                   choice_rule="mmau", answer_prefix=DESTA25_ANSWER_PREFIX),
+    ScoringProfile("mmau-string-match", "MMAU's evaluation.py string_match on the whole answer",
+                   choice_rule="mmau"),
+    ScoringProfile("desta", "DeSTA's consecutive_words_accuracy (Whisper basic normaliser; a label "
+                   "that normalises to nothing credits any answer, as DeSTA's published figures do)"),
+    ScoringProfile("desta-raw-empty", "DeSTA's consecutive_words_accuracy, but a label that "
+                   "normalises to nothing ('(A)', '[laughter]') is matched un-normalised",
+                   empty_label="raw"),
+    ScoringProfile("speech-ifeval", "Speech-IFEval's evaluation_main (strict): its own constraint "
+                   "checkers, an empty answer fails every constraint",
+                   constraint_rules="speech-ifeval"),
+)}
+
+
+def get_profile(profile: str | ScoringProfile | None) -> ScoringProfile:
+    """A profile by name (None: ``speechllm``); unknown names raise listing the known ones."""
+    if isinstance(profile, ScoringProfile):
+        return profile
+    name = profile or "speechllm"
+    if name not in PROFILES:
+        from speechllm.eval.items import BenchmarkError
+
+        raise BenchmarkError(f"unknown scoring profile {name!r}; known: {', '.join(PROFILES)}")
+    return PROFILES[name]
 
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -107,8 +169,10 @@ def _baselines(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def score_item(item: BenchItem, response: str) -> dict[str, Any]:
-    """A score row for one answer. ``correct`` is a bool for every kind but asr and open."""
+def score_item(item: BenchItem, response: str, profile: str | ScoringProfile | None = None) -> dict[str, Any]:
+    """A score row for one answer under a scoring profile (default ``speechllm``). ``correct`` is
+    a bool for every kind but asr and open."""
+    rules = get_profile(profile)
     row: dict[str, Any] = {"id": item.id, "kind": item.kind, "category": item.category}
     if item.reference is not None:
         row["reference"] = item.reference
@@ -128,25 +192,35 @@ def score_item(item: BenchItem, response: str) -> dict[str, Any]:
             ok = desta_label_match(response, ref) and not any(
                 desta_label_match(response, c) for c in item.choices if c != ref)
         else:
-            ok = desta_label_match(response, ref)
+            ok = desta_label_match(response, ref, empty_label=rules.empty_label)
         row.update(correct=ok, scorer=scorer)
+        if scorer in ("desta", "single_option") and label_normalises_empty(ref):
+            row["empty_label"] = True  # DeSTA's rule credits any answer: counted in the report
         if item.choices and scorer in ("desta", "single_option"):
             # DeSTA's rule credits an answer that lists every option; flag such hedges.
             named = sum(desta_label_match(response, c) for c in item.choices)
             row["hedged"] = named > 1
     elif item.kind == KIND_CHOICE:
-        parsed = parse_choice(response, item.choices)
-        answer_index = item.choices.index(item.reference) if item.reference in item.choices else None
-        row.update(correct=parsed.index is not None and parsed.index == answer_index,
-                   picked=None if parsed.index is None else LETTERS[parsed.index],
-                   parse=parsed.method, unparsed=parsed.index is None)
+        answer = response.replace(rules.answer_prefix, "") if rules.answer_prefix else response
+        if rules.choice_rule == "mmau":
+            picked = mmau_pick(answer, item.choices)
+            row.update(correct=mmau_string_match(item.reference or "", answer, item.choices),
+                       picked=None if picked is None else LETTERS[picked], parse="mmau",
+                       unparsed=picked is None)
+        else:
+            parsed = parse_choice(answer, item.choices)
+            answer_index = item.choices.index(item.reference) if item.reference in item.choices else None
+            row.update(correct=parsed.index is not None and parsed.index == answer_index,
+                       picked=None if parsed.index is None else LETTERS[parsed.index],
+                       parse=parsed.method, unparsed=parsed.index is None)
     elif item.kind == KIND_ASR:
         w = word_errors(item.reference or "", response)
         c = char_errors(item.reference or "", response)
         row.update(word_errors=w.errors, words=w.reference_length, char_errors=c.errors,
                    chars=c.reference_length, wer=w.rate)
     elif item.kind == KIND_INSTRUCTION:
-        results = [check_constraint(c["id"], response, c.get("kwargs")) for c in item.constraints]
+        results = [check_constraint(c["id"], response, c.get("kwargs"), rules=rules.constraint_rules)
+                   for c in item.constraints]
         supported = [r for r in results if r is not None]
         row.update(constraints=[{"id": c["id"], "followed": r} for c, r in zip(item.constraints, results, strict=True)],
                    correct=bool(supported) and all(supported) if supported else None,
@@ -155,6 +229,11 @@ def score_item(item: BenchItem, response: str) -> dict[str, Any]:
         row.update(correct=is_refusal(response), refused=is_refusal(response))
     elif item.kind == KIND_OPEN:
         row.update(score=None)  # filled in by the judge
+        protocol = item.metadata.get("judge_protocol")
+        if protocol:
+            from speechllm.eval.judge import PROTOCOLS
+
+            row.update(judge_protocol=protocol, scale=PROTOCOLS[protocol].scale if protocol in PROTOCOLS else None)
     return row
 
 
@@ -168,6 +247,8 @@ def _kind_metrics(kind: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out.update(_baselines(rows))
         if kind == KIND_LABEL and any("hedged" in r for r in rows):
             out["hedged"] = sum(bool(r.get("hedged")) for r in rows)
+        if kind == KIND_LABEL and any(r.get("empty_label") for r in rows):
+            out["empty_labels"] = sum(bool(r.get("empty_label")) for r in rows)
         if kind == KIND_CHOICE:
             out["unparsed"] = sum(bool(r.get("unparsed")) for r in rows)
     elif kind == KIND_ASR:
@@ -178,6 +259,10 @@ def _kind_metrics(kind: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out["ci95"] = bootstrap_wer_interval(rows)
     elif kind == KIND_OPEN:
         scored = [r["score"] for r in rows if r.get("score") is not None]
+        if rows and all(r.get("scale") == "yes/no" for r in rows):
+            # A yes/no judge (Speech-IFEval's chain-of-thought): the share of yes, unscored
+            # items counted as no, as Speech-IFEval's rate counts every item.
+            out["judge_rate"] = sum(scored) / n if n else None
         out["judge_score"] = sum(scored) / len(scored) if scored else None
         out["scored"] = len(scored)
         out["unparsable_verdicts"] = sum(int(r.get("unparsable", 0)) for r in rows)
@@ -214,8 +299,8 @@ def aggregate(rows: Iterable[dict[str, Any]], breakdown_keys: Sequence[str] = ()
     for cat, cat_rows in sorted(by_cat.items()):
         kind = cat_rows[0]["kind"]
         metrics = _kind_metrics(kind, cat_rows)
-        categories[cat] = {"kind": kind, "metric": PRIMARY_METRIC[kind],
-                           "value": metrics.get(PRIMARY_METRIC[kind]), **metrics}
+        metric = "judge_rate" if "judge_rate" in metrics else PRIMARY_METRIC[kind]
+        categories[cat] = {"kind": kind, "metric": metric, "value": metrics.get(metric), **metrics}
     breakdowns: dict[str, dict[str, Any]] = {}
     for key in breakdown_keys:
         groups: dict[str, list] = defaultdict(list)
@@ -230,18 +315,18 @@ def aggregate(rows: Iterable[dict[str, Any]], breakdown_keys: Sequence[str] = ()
             "target_score": target_score(categories)}
 
 
-def normalized_primary(kind: str, value: float | None) -> float | None:
+def normalized_primary(kind: str, value: float | None, metric: str | None = None) -> float | None:
     """A category's primary metric on [0, 1], higher better (see the module docstring)."""
     if value is None:
         return None
     if kind == KIND_ASR:
         return 1.0 - min(value, 1.0)
-    if kind == KIND_OPEN:
+    if kind == KIND_OPEN and metric != "judge_rate":
         return value / 10.0
     return value
 
 
 def target_score(categories: dict[str, dict[str, Any]]) -> float | None:
-    values = [normalized_primary(c["kind"], c["value"]) for c in categories.values()]
+    values = [normalized_primary(c["kind"], c["value"], c.get("metric")) for c in categories.values()]
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
