@@ -192,3 +192,42 @@ def test_if_rate_and_relative_drop_reproduce_the_readme_arithmetic():
     summary = speech_ifeval_summary({"closed_ended": {"value": 0.8}, "creative_writing": {"value": 0.9},
                                      "chain_of_thought": {"value": 1.0}})
     assert summary["if_rate"] == pytest.approx(0.9)
+
+
+# --------------------------------------------------------------------------- Dynamic-SUPERB
+
+DS_TASK = ANCHORS / "dynamic_superb" / "SpeakerCounting_Fixture"
+
+
+def test_dynamic_superb_reads_the_published_dataset_folder(tmp_path):
+    import pyarrow.parquet as pq
+
+    bench = load_benchmark(f"dynamic-superb:{DS_TASK.parent}", audio_root=tmp_path)
+    table = pq.read_table(DS_TASK / "data" / "test-00000-of-00001.parquet").to_pylist()
+    assert bench.scoring == "desta" and len(bench.items) == len(table) == 3
+    for item, row in zip(bench.items, table, strict=True):
+        assert (item.id, item.category, item.reference, item.instruction) == (
+            f"SpeakerCounting_Fixture/{Path(row['file']).stem}", "SpeakerCounting_Fixture", row["label"],
+            row["instruction"])
+        assert item.audios == [str(tmp_path / "SpeakerCounting_Fixture" / row["file"])]
+        assert Path(item.audios[0]).read_bytes() == row["audio"]["bytes"]
+    # One task folder alone loads the same items; a second load reuses the written audio.
+    again = load_benchmark(f"dynamic-superb:{DS_TASK}", audio_root=tmp_path)
+    assert [i.id for i in again.items] == [i.id for i in bench.items]
+
+
+def test_dynamic_superb_default_scoring_counts_labels_that_normalise_to_nothing(tmp_path):
+    bench = load_benchmark(f"dynamic-superb:{DS_TASK}", audio_root=tmp_path)
+    rows = [score_item(i, "There are two speakers.", bench.scoring) for i in bench.items]
+    assert [r["correct"] for r in rows] == [False, True, True]  # "(A)", "[laughter]": DeSTA credits
+    assert aggregate(rows)["by_kind"]["label"]["empty_labels"] == 2
+    strict = [score_item(i, "There are two speakers.", "desta-raw-empty")["correct"] for i in bench.items]
+    assert strict == [False, False, False]
+
+
+def test_dynamic_superb_lfs_pointer_is_a_one_line_error(tmp_path):
+    task = tmp_path / "Task" / "data"
+    task.mkdir(parents=True)
+    (task / "test-00000-of-00001.parquet").write_text("version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(BenchmarkError, match=r"not a readable parquet file .*git lfs pull"):
+        load_benchmark(f"dynamic-superb:{tmp_path}", audio_root=tmp_path / "audio")

@@ -186,33 +186,90 @@ def load_builtin(path: Path, audio_root: Path | None) -> tuple[list[BenchItem], 
 
 _DS_AUDIO_COLUMNS = ("file_name", "file", "audio", "audio_path", "path", "wav")
 _DS_METADATA = ("metadata.jsonl", "metadata.csv", "metadata.json")
+#: Audio columns of a published Dynamic-SUPERB dataset, each with the column naming its file.
+_DS_HF_AUDIO = (("audio", "file"), ("audio2", "file2"), ("audio3", "file3"), ("audio4", "file4"))
 
 
-def _ds_task_files(path: Path) -> list[tuple[str, Path]]:
+def _hf_parquet_shards(folder: Path) -> list[Path]:
+    """The test split's parquet shards of a Hugging Face dataset folder (``data/test-*.parquet``,
+    else every ``data/*.parquet``, else ``*.parquet`` beside it)."""
+    data = folder / "data"
+    return (sorted(data.glob("test-*.parquet")) or sorted(data.glob("*.parquet"))
+            or sorted(folder.glob("*.parquet")))
+
+
+def _ds_task_sources(path: Path) -> list[tuple[str, list[Path]]]:
+    """(task name, files) per task: a published dataset folder's parquet shards, or an exported
+    metadata table; ``path`` is one task (folder or file) or a folder of tasks."""
     if path.is_file():
-        return [(path.parent.name, path)]
-    found = []
-    for name in _DS_METADATA:
-        if (path / name).is_file():
-            return [(path.name, path / name)]
-    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-        for name in _DS_METADATA:
-            if (sub / name).is_file():
-                found.append((sub.name, sub / name))
-                break
-    return found
+        return [(path.parent.parent.name if path.suffix == ".parquet" else path.parent.name, [path])]
+
+    def one(folder: Path) -> list[Path]:
+        shards = _hf_parquet_shards(folder)
+        if shards:
+            return shards
+        return next(([folder / n] for n in _DS_METADATA if (folder / n).is_file()), [])
+
+    if one(path):
+        return [(path.name, one(path))]
+    return [(sub.name, one(sub)) for sub in sorted(p for p in path.iterdir() if p.is_dir()) if one(sub)]
 
 
-@loader("dynamic-superb", "Dynamic-SUPERB phase 1/2 tasks exported to folders (metadata + audio)", scoring="desta")
+def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows of a parquet file (``where`` = file#row), read in batches."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise BenchmarkError(f"{path}: reading a published (parquet) dataset needs pyarrow: pip install pyarrow") from None
+    try:
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
+            for row in batch.to_pylist():
+                yield f"{path}#{n}", row
+                n += 1
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise BenchmarkError(f"{path}: not a readable parquet file ({e}); a Git LFS pointer? run `git lfs pull`") from None
+
+
+def _write_audio_bytes(value: Any, name: str | None, dest_dir: Path, where: str, column: str) -> str:
+    """A Hugging Face ``Audio`` cell (``{"bytes": ..., "path": ...}``) as a file under ``dest_dir``
+    (written once; an existing file of the same size is kept); returns its path."""
+    if not isinstance(value, dict) or not value.get("bytes"):
+        raise BenchmarkError(f"{where}: column {column!r}: expected embedded audio bytes ({{'bytes', 'path'}})")
+    file_name = Path(name or value.get("path") or "").name
+    if not file_name:
+        raise BenchmarkError(f"{where}: column {column!r}: no file name (neither a file column nor the audio's path)")
+    target = dest_dir / file_name
+    data = value["bytes"]
+    if not (target.is_file() and target.stat().st_size == len(data)):
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    return str(target)
+
+
+def _ds_audio_cache(audio_root: Path | None) -> Path:
+    from speechllm.assets.registry import cache_dir
+
+    return audio_root or cache_dir() / "eval_audio" / "dynamic-superb"
+
+
+@loader("dynamic-superb", "Dynamic-SUPERB tasks: the published dataset folders (data/test-*.parquet, audio "
+        "embedded) or exported folders (metadata + audio); one task or a folder of tasks", scoring="desta")
 def load_dynamic_superb(path: Path, audio_root: Path | None) -> tuple[list[BenchItem], list[str]]:
-    tasks = _ds_task_files(path)
+    tasks = _ds_task_sources(path)
     if not tasks:
         raise BenchmarkError(
-            f"{path}: no Dynamic-SUPERB task found (expected {' / '.join(_DS_METADATA)} in the folder "
-            "or in its sub-folders, one per task)"
+            f"{path}: no Dynamic-SUPERB task found (expected a dataset folder with data/test-*.parquet, "
+            f"or {' / '.join(_DS_METADATA)}, in the folder or in its sub-folders, one per task)"
         )
     items: list[BenchItem] = []
-    for task, meta in tasks:
+    for task, files in tasks:
+        if files[0].suffix == ".parquet":
+            items += _ds_parquet_items(task, files, _ds_audio_cache(audio_root) / task)
+            continue
+        meta = files[0]
         base = audio_root or meta.parent
         for n, (where, row) in enumerate(_read_table(meta)):
             audio_col = next((c for c in _DS_AUDIO_COLUMNS if isinstance(row.get(c), str) and row[c]), None)
@@ -236,6 +293,30 @@ def load_dynamic_superb(path: Path, audio_root: Path | None) -> tuple[list[Bench
                 metadata={"source": where},
             ))
     return items, []
+
+
+def _ds_parquet_items(task: str, shards: list[Path], audio_dir: Path) -> list[BenchItem]:
+    """Items of a published Dynamic-SUPERB dataset: columns ``audio`` (embedded bytes), ``file``,
+    ``instruction``, ``label`` (and ``audio2``/``file2``... for tasks with several audios). The
+    audio is written once under ``audio_dir`` (the predictors read files)."""
+    items = []
+    for shard in shards:
+        for where, row in _parquet_rows(shard):
+            audios = [_write_audio_bytes(row[col], row.get(name), audio_dir, where, col)
+                      for col, name in _DS_HF_AUDIO if row.get(col) is not None]
+            if not audios:
+                raise BenchmarkError(f"{where}: no audio column (audio, audio2, ...)")
+            items.append(BenchItem(
+                id=f"{task}/{Path(str(row.get('file') or len(items))).stem}",
+                kind=KIND_LABEL,
+                instruction=_need(row, "instruction", where),
+                audios=audios,
+                reference=_need(row, "label", where),
+                category=task,
+                scorer="desta",
+                metadata={"source": where, "file": row.get("file")},
+            ))
+    return items
 
 
 # --------------------------------------------------------------------------- MMAU
