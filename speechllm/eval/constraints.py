@@ -1,4 +1,7 @@
-"""Verifiable instruction constraints (IFEval-style), dependency-free.
+"""Verifiable instruction constraints (IFEval-style), dependency-free: speechllm's own rule set.
+
+Speech-IFEval's own checkers, which its published rates depend on, are the ``speech-ifeval`` rule
+set (:mod:`speechllm.eval.speech_ifeval`); :func:`check_constraint` takes either by name.
 
 Each checker takes the response and keyword arguments and says whether the response follows the
 instruction. Ids and keyword names follow IFEval's (``length_constraints:number_words`` with

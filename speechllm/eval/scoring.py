@@ -1,4 +1,5 @@
-"""Per-item scoring and aggregation into benchmark metrics.
+"""Per-item scoring under a named scoring profile (:data:`PROFILES`: each benchmark's official rule
+by default, speechllm's own and the variants by name), and aggregation into benchmark metrics.
 
 Each kind has one primary metric (reported per category and plotted):
 
@@ -9,9 +10,11 @@ label                     accuracy                scorer: desta (default), exact
                                                   single_option (desta, but an answer naming
                                                   another option too is wrong); answers naming
                                                   several options counted (hedged)
-multiple_choice           accuracy                unparsed answers counted (and wrong)
+multiple_choice           accuracy                lenient parser or MMAU's string_match (by
+                                                  profile); unparsed answers counted (and wrong)
 asr                       wer (lower is better)   corpus-level: total errors / total words; cer too
-open                      judge_score (1-10)      unparsable verdicts counted, item unscored
+open                      judge_score (1-10)      unparsable verdicts counted, item unscored;
+                          judge_rate (yes/no)     for a published yes/no judge protocol
 instruction               prompt_accuracy         all constraints followed; instruction_accuracy too
 refusal                   refusal_rate            keyword scorer
 ========================  ======================  =========================================
