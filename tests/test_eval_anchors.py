@@ -231,3 +231,67 @@ def test_dynamic_superb_lfs_pointer_is_a_one_line_error(tmp_path):
     (task / "test-00000-of-00001.parquet").write_text("version https://git-lfs.github.com/spec/v1\n")
     with pytest.raises(BenchmarkError, match=r"not a readable parquet file .*git lfs pull"):
         load_benchmark(f"dynamic-superb:{tmp_path}", audio_root=tmp_path / "audio")
+
+
+# --------------------------------------------------------------------------- through evaluate()
+
+
+class _TextStub:
+    """Answers every request with one text, reading the text stand-in (no audio needed)."""
+
+    needs_audio = False
+
+    def __init__(self, answer: str):
+        self.answer = answer
+
+    def describe(self):
+        return {"type": "stub", "answer": self.answer}
+
+    def predict(self, requests):
+        return [self.answer for _ in requests]
+
+
+def test_speech_ifeval_report_names_the_profile_and_gives_split_rates_and_if_rate(tmp_path, monkeypatch):
+    from speechllm.eval import harness
+
+    judge = _FakeJudge("The answer reasons. Result: YES")
+    monkeypatch.setattr(harness, "make_judge", lambda *a, **k: judge)
+    options = harness.EvalOptions(out_dir=str(tmp_path / "run"), judge="fake", progress=False)
+    report = harness.evaluate("stub", [f"speech-ifeval:{ANCHORS / 'speech_ifeval'}"], options,
+                              predictor=_TextStub("OK"))
+    section = report["benchmarks"]["speech-ifeval"]
+    assert section["scoring"] == "speech-ifeval" and "strict" in section["scoring_rule"]
+    # "OK" is all capitals (the closed-ended rows ask for that) and no 3-bullet list.
+    assert section["speech_ifeval"]["split_rates"] == {"closed_ended": 1.0, "creative_writing": 0.0,
+                                                       "chain_of_thought": 1.0}
+    assert section["speech_ifeval"]["if_rate"] == pytest.approx(2 / 3)
+    assert judge.seen and judge.seen[0][0][0][0]["content"] == SPEECH_IFEVAL_COT.system
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["benchmarks"]["speech-ifeval"]["scoring"] == "speech-ifeval"
+
+
+def test_scoring_override_reaches_the_report_and_names_must_match_a_bench(tmp_path):
+    from speechllm.eval.harness import EvalOptions, evaluate
+
+    rows = json.loads((ANCHORS / "mmau-test-mini.json").read_text())
+    (tmp_path / "mmau.json").write_text(json.dumps(rows))
+    for row in rows:  # the stub hears nothing, but the runner skips items whose audio is missing
+        (tmp_path / row["audio_id"]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / row["audio_id"]).write_bytes(b"")
+    bench, first = f"mmau:{tmp_path / 'mmau.json'}", rows[0]
+    letter = "ABCD"[first["choices"].index(first["answer"])]
+    stub = _TextStub(f"The answer is {letter}.")
+    stub.needs_audio = True
+    default = evaluate("stub", [bench], EvalOptions(out_dir=str(tmp_path / "a"), progress=False), predictor=stub)
+    lenient = evaluate("stub", [bench], EvalOptions(out_dir=str(tmp_path / "b"), progress=False,
+                                                    scoring={"mmau": "speechllm"}), predictor=stub)
+    assert default["benchmarks"]["mmau"]["scoring"] == "mmau-official"
+    assert lenient["benchmarks"]["mmau"]["scoring"] == "speechllm"
+    cat = first["task"]
+    assert default["benchmarks"]["mmau"]["by_category"][cat]["n"] >= 1
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "b" / "mmau" / "scores.jsonl").read_text().splitlines())}
+    assert rows[first["id"]]["correct"] is True
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "a" / "mmau" / "scores.jsonl").read_text().splitlines())}
+    assert rows[first["id"]]["correct"] is False
+    with pytest.raises(BenchmarkError, match="--scoring names sakura, which no --bench loads"):
+        evaluate("stub", [bench], EvalOptions(out_dir=str(tmp_path / "c"), scoring={"sakura": "speechllm"}),
+                 predictor=stub)
