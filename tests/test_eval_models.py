@@ -314,3 +314,19 @@ def test_speechllm_checkpoint_is_evaluated_with_audio(tmp_path, tiny_llm_dir, ti
     # A frozen LLM without LoRA: the text path is the base model, bit for bit.
     assert report["retention"]["kl_to_base"] == 0.0
     assert report["retention"]["text_path_invariance"]["identical"] is True
+
+
+def test_report_names_the_scoring_profile_and_speech_ifeval_rates(tmp_path):
+    from speechllm.eval.report import render_markdown, write_report
+
+    report = {"benchmarks": {"sif": {
+        "source": "x", "items": 3, "answered": 3, "target_score": 0.9,
+        "scoring": "speech-ifeval", "scoring_rule": "Speech-IFEval's own checkers",
+        "speech_ifeval": {"split_rates": {"closed_ended": 0.8, "creative_writing": 0.9, "chain_of_thought": 0.7},
+                          "if_rate": 0.8},
+        "by_category": {"chain_of_thought": {"kind": "open", "metric": "judge_rate", "value": 0.7, "n": 10,
+                                             "ci95": [0.4, 0.9]}}}}}
+    md = render_markdown(report)
+    assert "scoring: `speech-ifeval`: Speech-IFEval's own checkers" in md
+    assert "Speech-IFEval: closed_ended 0.8000, creative_writing 0.9000, chain_of_thought 0.7000; IF-rate 0.8000" in md
+    assert write_report(tmp_path, report)["score_per_task"].is_file()  # a yes-rate is drawn as is, not /10

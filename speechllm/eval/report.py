@@ -34,7 +34,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 _NOTE_KEYS = (("unparsed", "unparsed"), ("hedged", "hedged"), ("unparsable_verdicts", "unparsable verdicts"),
               ("unscored", "unscored"), ("unsupported_constraints", "unsupported constraints"),
-              ("cer", "CER"), ("instruction_accuracy", "instruction-level"))
+              ("cer", "CER"), ("instruction_accuracy", "instruction-level"),
+              ("empty_labels", "labels empty after normalising (any answer credited)"))
 
 
 def _notes(metrics: dict[str, Any]) -> str:
@@ -62,6 +63,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, bench in report.get("benchmarks", {}).items():
         out += [f"## {name}", "", f"source: `{bench.get('source')}`; items {bench.get('items')}, "
                 f"answered {bench.get('answered')}; target score {_fmt(bench.get('target_score'))}", ""]
+        if bench.get("scoring"):
+            out += [f"scoring: `{bench['scoring']}`: {bench.get('scoring_rule', '')}", ""]
+        sif = bench.get("speech_ifeval")
+        if sif:
+            rates = ", ".join(f"{k} {_fmt(v)}" for k, v in (sif.get("split_rates") or {}).items())
+            out += [f"Speech-IFEval: {rates}; IF-rate {_fmt(sif.get('if_rate'))}", ""]
         for reason, info in (bench.get("skipped") or {}).items():
             line = f"- skipped ({reason}): {info['count']} items, e.g. {', '.join(info['ids'][:5])}"
             if info.get("example_error"):
@@ -110,17 +117,17 @@ def plot_accuracy_per_task(report: dict[str, Any], path: Path) -> Path | None:
     bars: list[dict[str, Any]] = []
     for name, bench in report.get("benchmarks", {}).items():
         for cat, v in bench.get("by_category", {}).items():
-            norm = normalized_primary(v["kind"], v["value"])
+            norm = normalized_primary(v["kind"], v["value"], v.get("metric"))
             if norm is None:
                 continue
             ci = v.get("ci95")
             if ci is not None:
-                ends = sorted(normalized_primary(v["kind"], x) for x in ci)
+                ends = sorted(normalized_primary(v["kind"], x, v.get("metric")) for x in ci)
                 ci = [min(ends[0], norm), max(ends[1], norm)]
             if v["kind"] == "asr":
                 metric, text = "1-WER", f"WER {v['value']:.2f}"
             else:
-                metric = "judge/10" if v["kind"] == "open" else v["metric"]
+                metric = "judge/10" if v["kind"] == "open" and v["metric"] != "judge_rate" else v["metric"]
                 text = f"{norm:.2f}"
             bars.append({"label": f"{name}:{cat}\n({metric}, n={v['n']})", "value": norm, "text": text,
                          "ci": ci, "chance": v.get("chance"), "majority": v.get("majority")})
