@@ -84,8 +84,8 @@ def resolve_num_threads(requested: int | str | None = None) -> int | None:
                 break
     if choice == AUTO:
         n = auto_num_threads()
-        logging.getLogger(__name__).info("torch threads: %d (auto: %d usable cores, the rest busy)",
-                                         n, usable_cores())
+        logging.getLogger(__name__).info("torch threads: %d (auto: %d of %d usable cores idle)",
+                                         n, n, usable_cores())
         return n
     return choice
 
