@@ -168,3 +168,47 @@ def test_build_sequence_and_left_padded_collate(tokenizer):
     assert not batch["audio_mask"][1].any()
     with pytest.raises(ChatLayoutError):
         build_sequence(r, [], placeholder_id=0)
+
+
+def test_desta2_audio_role_layout_puts_each_audio_in_its_own_turn(tokenizer):
+    cfg = ModelConfig(audio_role="audio", audio_start="", audio_end="")
+    msgs = [{"role": "system", "content": "Focus on the input audio."},
+            {"role": "user", "content": f"Describe {LOC} and {LOC} please."}]
+    out = prepare_messages(msgs, 2, cfg)
+    assert out == [msgs[0], {"role": "audio", "content": LOC}, {"role": "audio", "content": LOC},
+                   {"role": "user", "content": "Describe\nand\nplease."}]
+    # No locator: one audio turn before the first user turn; a user turn left empty is dropped.
+    assert prepare_messages([{"role": "user", "content": "Describe the audio."}], 1, cfg) == [
+        {"role": "audio", "content": LOC}, {"role": "user", "content": "Describe the audio."}]
+    assert prepare_messages([{"role": "user", "content": LOC}], 1, cfg) == [{"role": "audio", "content": LOC}]
+    # DeSTA2's own message form stays as it is.
+    desta = [{"role": "audio", "content": LOC}, {"role": "user", "content": "Describe the audio."}]
+    assert prepare_messages(desta, 1, cfg) == desta
+    r = render_chat(tokenizer, [{"role": "user", "content": "Describe the audio."}], cfg, num_audios=1,
+                    add_generation_prompt=True)
+    assert f"<|im_start|>audio\n{LOC}<|im_end|>\n<|im_start|>user\nDescribe the audio.<|im_end|>" in r.text
+    # The seed description takes the audio's place, in the audio turn (target generation).
+    assert substitute_audio_text([{"role": "user", "content": "Describe."}], ["[00:00-00:02] hi"], cfg) == [
+        {"role": "audio", "content": "[00:00-00:02] hi"}, {"role": "user", "content": "Describe."}]
+    # Default: the audio stays in the user turn, wrapped.
+    assert prepare_messages([{"role": "user", "content": "Describe."}], 1, ModelConfig())[0]["content"] == (
+        f"{WRAPPED}\nDescribe.")
+
+
+def test_transcript_rules_desta2_leading_space_desta25_no_speech_space(tokenizer):
+    default = ModelConfig()
+    assert transcript_token_ids(tokenizer, "", default) == []
+    assert transcript_token_ids(tokenizer, "   ", default) == []
+    desta2 = ModelConfig(transcript_prefix=" ")
+    assert transcript_token_ids(tokenizer, "the birch canoe ", desta2) == tokenizer(
+        " the birch canoe", add_special_tokens=False)["input_ids"]
+    assert transcript_token_ids(tokenizer, "", desta2) == []
+    desta25 = ModelConfig(no_speech_transcript=" ")
+    space = tokenizer(" ", add_special_tokens=False)["input_ids"]
+    assert len(space) == 1
+    assert transcript_token_ids(tokenizer, "", desta25) == space  # span 64 + 1
+    assert transcript_token_ids(tokenizer, None, desta25) == space
+    assert transcript_token_ids(tokenizer, " the birch ", desta25) == tokenizer(
+        "the birch", add_special_tokens=False)["input_ids"]
+    assert audio_span_length(SR, len(transcript_token_ids(tokenizer, "", desta25)), desta25) == 65
+    assert transcript_token_ids(tokenizer, "", ModelConfig(no_speech_transcript=" ", transcript_source="none")) == []

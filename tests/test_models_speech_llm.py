@@ -432,3 +432,74 @@ def test_onednn_is_off_only_for_small_steps_inside_the_block():
         probe(input_ids=torch.zeros(1, 1, dtype=torch.long))  # decode step: off
     probe(input_ids=torch.zeros(1, 1, dtype=torch.long))  # outside: untouched
     assert seen == [True, False, before] and torch.backends.mkldnn.enabled == before
+
+
+def test_block_output_taps_are_raw_blocks_and_hidden_states_keep_hf_numbering(tiny_whisper_dir):
+    """tap_point=block_output (DeSTA2.5): index i is block i's raw output (0-based), the last
+    block without the closing LayerNorm; hidden_states (default) is HF's tuple."""
+    from speechllm.errors import ModelResolutionError
+    from speechllm.models.encoder import WhisperTapEncoder, default_encoder_layers, load_whisper
+
+    whisper, extractor, tok, _ = load_whisper(str(tiny_whisper_dir))
+    n = whisper.config.encoder_layers
+    wave = np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1
+    mel = extractor([wave], sampling_rate=SR, return_tensors="pt", padding="max_length").input_features
+    with torch.no_grad():
+        hf = whisper.model.encoder(mel, output_hidden_states=True).hidden_states
+    hidden = WhisperTapEncoder(whisper, extractor, tok, list(range(n + 1)))
+    blocks = WhisperTapEncoder(whisper, extractor, tok, list(range(n)), tap_point="block_output")
+    with torch.no_grad():
+        h_taps, _ = hidden.forward_mel(mel)
+        b_taps, final = blocks.forward_mel(mel, need_final=True)
+    for i in range(n + 1):
+        assert torch.allclose(h_taps[i], hf[i], atol=1e-6)
+    for i in range(n - 1):
+        assert torch.equal(b_taps[i], h_taps[i + 1])
+    # The last block: raw here, after the closing LayerNorm in hidden_states.
+    assert torch.allclose(whisper.model.encoder.layer_norm(b_taps[n - 1]), h_taps[n], atol=1e-6)
+    assert not torch.allclose(b_taps[n - 1], h_taps[n], atol=1e-3)
+    assert torch.allclose(final, hf[n], atol=1e-6)  # Whisper's own transcript still reads the normalised output
+    with pytest.raises(ModelResolutionError, match=f"0..{n - 1}"):
+        WhisperTapEncoder(whisper, extractor, tok, [n], tap_point="block_output")
+    assert default_encoder_layers(32, tap_point="block_output") == [7, 15, 23, 31]
+    assert default_encoder_layers(12, tap_point="block_output") == [2, 5, 8, 11]
+    assert default_encoder_layers(4, tap_point="block_output") == [0, 1, 2, 3]
+    assert default_encoder_layers(12, "mlp", tap_point="block_output") == [11]
+
+
+def test_qformer_init_pytorch_is_desta_s_and_bert_stays_the_default():
+    from speechllm.models.adapters import AdapterSpec, QFormerAdapter
+
+    spec = AdapterSpec(encoder_dim=768, encoder_heads=12, num_taps=4, llm_dim=64)
+    torch.manual_seed(0)
+    bert = QFormerAdapter(spec, num_layers=1)
+    torch.manual_seed(0)
+    desta = QFormerAdapter(spec, num_layers=1, init="pytorch")
+    q_bert, q_desta = bert.layers[0].self_attn.q, desta.layers[0].self_attn.q
+    assert abs(q_bert.weight.std().item() - 0.02) < 1e-3 and not q_bert.bias.any()
+    # torch's Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
+    bound = 768 ** -0.5
+    assert abs(q_desta.weight.std().item() - bound / 3 ** 0.5) < 1e-3
+    assert q_desta.bias.abs().max().item() <= bound and q_desta.bias.abs().mean().item() > bound / 4
+    with pytest.raises(Exception, match="qformer_init"):
+        QFormerAdapter(spec, init="xavier")
+
+
+def test_desta25_vad_blanks_a_given_transcript_of_non_speech(model, real_audio_dir):
+    """vad_on_given_transcripts (DeSTA2.5): a given transcript of audio without speech becomes
+    blank, which enters the span as no_speech_transcript (one space: 64 + 1)."""
+    from speechllm.audio.io import load_audio
+
+    speech = load_audio(str(real_audio_dir / "198-209-0000.ogg"))[: 3 * SR]
+    old = (model.config.vad_on_given_transcripts, model.config.no_speech_transcript)
+    try:
+        given = [["the birch canoe"], ["the birch canoe"]]
+        kept = model.prepare_batch([USER, USER], [[tone(1.0)], [speech]], given)
+        assert kept.transcripts == given  # default: a given transcript is used as given
+        model.config.vad_on_given_transcripts, model.config.no_speech_transcript = True, " "
+        batch = model.prepare_batch([USER, USER], [[tone(1.0)], [speech]], given)
+        assert batch.transcripts == [[""], ["the birch canoe"]]
+        n_text = len(model.tokenizer("the birch canoe", add_special_tokens=False)["input_ids"])
+        assert int(batch.attention_mask[0].sum()) == int(kept.attention_mask[0].sum()) - n_text + 1
+    finally:
+        model.config.vad_on_given_transcripts, model.config.no_speech_transcript = old

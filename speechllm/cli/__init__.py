@@ -43,6 +43,7 @@ COMMAND_MODULES: list[str] = [
     "config",
     "eval",
     "init-model",
+    "convert",
     "infer",
 ]
 # Sub-commands that load Hugging Face models: they take --trust-remote-code (docs/security.md).

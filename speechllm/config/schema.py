@@ -100,8 +100,15 @@ class ModelConfig:
     adapter: str = _f("qformer", "adapter registry name: qformer (DeSTA2) or mlp (frame stacking)",
                       choices="speechllm.models.adapters:adapter_names")
     encoder_layers: list[int] | None = _f(
-        None, "encoder hidden-state indices to tap (0 = embeddings); null = per-size DeSTA2 default",
+        None, "encoder indices to tap, numbered as model.tap_point says; null = the per-size DeSTA default",
         ge=0,
+    )
+    tap_point: str = _f(
+        "hidden_states",
+        "what a tap index names: hidden_states (DeSTA2; HF's output_hidden_states: 0 = embeddings, i = "
+        "output of block i, the last index after the encoder's closing LayerNorm) or block_output "
+        "(DeSTA2.5: the raw output of 0-based block i, 0..blocks-1, no closing LayerNorm)",
+        choices="speechllm.models.encoder:TAP_POINTS",
     )
     num_queries: int = _f(64, "Q-Former: learned queries per tapped layer (per 30 s window)", ge=1)
     qformer_layers: int = _f(2, "Q-Former: shared transformer depth (DeSTA2: 2, DeSTA2.5: 6)", ge=1)
@@ -112,6 +119,12 @@ class ModelConfig:
         "short clips, and a feature cache that stores only those frames) or window (DeSTA2: all 1500 "
         "frames of each 30 s window, padding included; the desta2/desta25 recipes pin it)",
         choices="speechllm.models.adapters:QFormerAdapter.CONTEXTS",
+    )
+    qformer_init: str = _f(
+        "bert",
+        "Q-Former: initialisation of the shared transformer's Linear layers: bert (normal(0, 0.02) "
+        "weights, zero biases) or pytorch (torch's default Linear init, which DeSTA2 and DeSTA2.5 keep)",
+        choices="speechllm.models.adapters:QFormerAdapter.INITS",
     )
     frame_norm: str = _f(
         "global",
@@ -127,13 +140,25 @@ class ModelConfig:
         "manifest", "text after the adapter vectors: manifest transcript, Whisper's own, or none"
     )
     max_transcript_tokens: int = _f(100, "transcript tokens kept in the audio span (DeSTA2.5: 100)", ge=0)
+    transcript_prefix: str = _f(
+        "", "text put before every non-blank transcript in the audio span (DeSTA2: ' ', the leading "
+        "space of Whisper's decoded text, which DeSTA2 keeps)")
+    no_speech_transcript: str = _f(
+        "", "what enters the span after the adapter vectors when the transcript is blank, e.g. VAD heard no "
+        "speech (DeSTA2.5: ' ', one token)")
     asr_language: str | None = _f(
         None, "language of Whisper's own transcript for a multilingual encoder (e.g. en); null: detected per "
         "30 s window (English-only encoders ignore it)")
     use_vad: bool = _f(True, "run silero-vad before ASR; non-speech gets an empty transcript")
+    vad_on_given_transcripts: bool = _f(
+        False, "where the model transcribes (infer, eval): also run silero-vad on audio whose transcript is "
+        "given, and blank that transcript when no speech is heard (DeSTA2.5)")
     audio_locator: str = _f("<|AUDIO|>", "string in the chat messages that the audio span replaces")
     audio_start: str = _f("<start_audio>", "text placed before each audio span ('' for none)")
     audio_end: str = _f("<end_audio>", "text placed after each audio span ('' for none)")
+    audio_role: str | None = _f(
+        None, "put each audio in a chat turn of its own with this role (DeSTA2: audio), just before the "
+        "user turn that holds its locator; null: the audio stays inside the user turn (DeSTA2.5)")
     adapter_dropout: float = _f(0.1, "Q-Former dropout during training (BERT default 0.1)", ge=0, lt=1)
     max_audio_seconds: float = _f(
         300.0, "longest audio accepted; longer raises an error (audio is never silently truncated)",

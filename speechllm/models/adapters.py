@@ -194,12 +194,18 @@ class QFormerAdapter(nn.Module):
     keys instead of 1500 and the output does not depend on padding."""
 
     CONTEXTS = ("window", "valid")
+    # Initialisation of the shared transformer's Linear layers: ``bert`` (BERT's normal(0, 0.02)
+    # weights, zero biases) or ``pytorch`` (torch's default kaiming-uniform weights and uniform
+    # biases, which DeSTA2 and DeSTA2.5 keep: they build ``BertEncoder`` without ``post_init``).
+    INITS = ("bert", "pytorch")
 
     def __init__(self, spec: AdapterSpec, num_queries: int = 64, num_layers: int = 2,
-                 ffn_dim: int = 3072, dropout: float = 0.1, context: str = "window"):
+                 ffn_dim: int = 3072, dropout: float = 0.1, context: str = "window", init: str = "bert"):
         super().__init__()
         if context not in self.CONTEXTS:
             raise ConfigError(f"model.qformer_context: {context!r} is not one of {', '.join(self.CONTEXTS)}")
+        if init not in self.INITS:
+            raise ConfigError(f"model.qformer_init: {init!r} is not one of {', '.join(self.INITS)}")
         self.spec = spec
         self.context = context
         # Whether frames past each window's real audio are read (a feature cache keeps them).
@@ -213,12 +219,14 @@ class QFormerAdapter(nn.Module):
         self.norm = nn.LayerNorm(spec.encoder_dim)
         self.proj = nn.Linear(spec.encoder_dim, spec.llm_dim)
         self.frame_norm: FrameNorm | None = None
-        self._init_bert_style()
+        if init == "bert":
+            self._init_bert_style()
 
     @classmethod
     def from_config(cls, spec: AdapterSpec, config) -> QFormerAdapter:
         adapter = cls(spec, config.num_queries, config.qformer_layers, config.qformer_ffn_dim,
-                      config.adapter_dropout, config.qformer_context)
+                      config.adapter_dropout, config.qformer_context,
+                      getattr(config, "qformer_init", "bert"))
         adapter.frame_norm = build_frame_norm(config, spec)
         return adapter
 

@@ -120,11 +120,17 @@ def check_audio_length(num_samples: int, config: ModelConfig, *, where: str = "a
 
 
 def transcript_token_ids(tokenizer: Any, transcript: str | None, config: ModelConfig) -> list[int]:
-    """LLM token ids of a transcript as they enter the audio span (stripped, no special tokens,
-    truncated to ``max_transcript_tokens``; empty when ``transcript_source`` is ``none``)."""
-    if config.transcript_source == "none" or not transcript or not transcript.strip():
+    """LLM token ids of a transcript as they enter the audio span: stripped, with
+    ``transcript_prefix`` before it, no special tokens, truncated to ``max_transcript_tokens``.
+    A blank transcript (none given, or VAD heard no speech) enters as ``no_speech_transcript``
+    (default: nothing; DeSTA2.5: one space). Empty when ``transcript_source`` is ``none``."""
+    if config.transcript_source == "none":
         return []
-    ids = tokenizer(transcript.strip(), add_special_tokens=False)["input_ids"]
+    text = (transcript or "").strip()
+    text = config.transcript_prefix + text if text else config.no_speech_transcript
+    if not text:
+        return []
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return list(ids[: config.max_transcript_tokens])
 
 
@@ -161,7 +167,8 @@ def prepare_messages(messages: Sequence[Message], num_audios: int, config: Model
       (joined by a newline to the text);
     - some locators but fewer than audios: :class:`ChatLayoutError` (ambiguous placement);
     - a locator in an assistant turn: :class:`ChatLayoutError` (responses are text).
-    Returns new message dicts; the input is not modified.
+    With ``config.audio_role`` set, each wrapped locator then moves to a turn of its own (see
+    :func:`_audio_turns`). Returns new message dicts; the input is not modified.
     """
     if not messages:
         raise ChatLayoutError("empty conversation: give at least one user message")
@@ -195,7 +202,26 @@ def prepare_messages(messages: Sequence[Message], num_audios: int, config: Model
             if m["role"] == "assistant":
                 raise ChatLayoutError("an assistant turn holds an audio locator; audio belongs in user turns")
             m["content"] = pattern.sub(lambda _: wrapped, m["content"])
-    return out
+    return _audio_turns(out, config) if config.audio_role else out
+
+
+def _audio_turns(messages: list[Message], config: ModelConfig) -> list[Message]:
+    """DeSTA2's layout: every audio sits in a turn of its own, role ``config.audio_role``, just
+    before the turn that held its locator; that turn keeps the rest of its text (the pieces
+    around the locators, stripped, joined by newlines) and is dropped when nothing is left.
+    A turn that already has the audio role stays as it is."""
+    wrapped = config.audio_start + config.audio_locator + config.audio_end
+    result: list[Message] = []
+    for m in messages:
+        pieces = m["content"].split(wrapped)
+        if len(pieces) == 1 or m["role"] == config.audio_role:
+            result.append(m)
+            continue
+        result.extend({"role": config.audio_role, "content": wrapped} for _ in pieces[1:])
+        rest = "\n".join(p.strip() for p in pieces if p.strip())
+        if rest:
+            result.append({**m, "content": rest})
+    return result
 
 
 def substitute_audio_text(

@@ -7,9 +7,14 @@ all audios in a batch run through the encoder together. The encoder stops after 
 tapped layer (whisper-small's default taps skip the last block, which therefore never runs)
 unless the final output is needed for Whisper's own transcript.
 
-Hidden-state indices follow HF's ``output_hidden_states`` tuple: 0 = convolutions + position
-embeddings, ``i`` = output of block ``i``, and the last index (= number of layers) is the final
-block's output after the encoder's closing LayerNorm.
+Which tensor a tap index names is ``model.tap_point``:
+
+- ``hidden_states`` (default, DeSTA2): HF's ``output_hidden_states`` tuple: 0 = convolutions +
+  position embeddings, ``i`` = output of block ``i``, and the last index (= number of layers) is
+  the final block's output after the encoder's closing LayerNorm;
+- ``block_output`` (DeSTA2.5's ``forward_whisper``): ``i`` = the raw output of 0-based block ``i``
+  (``0..layers-1``), never the closing LayerNorm. Index ``i`` here is index ``i + 1`` of
+  ``hidden_states`` except for the last block, which ``hidden_states`` only gives normalised.
 """
 
 from __future__ import annotations
@@ -38,19 +43,33 @@ _KNOWN_TAPS: dict[int, list[int]] = {
 }
 
 
-def default_encoder_layers(num_layers: int, adapter: str = "qformer") -> list[int]:
-    """DeSTA2's per-size taps, chosen by the encoder's block count.
+TAP_POINTS = ("hidden_states", "block_output")
 
-    tiny (4 blocks) 0,1,2,3; small (12) 2,5,8,11; medium (24) 5,11,17,23; large (32) 3,7,...,31.
-    Other depths get four evenly spaced taps ``ceil(k * L / 4) - 1`` for k = 1..4 (the rule the
-    known sizes other than large follow; base, 6 blocks: 1,2,4,5). The ``mlp`` adapter taps only
-    the final output (index L), as Ultravox and SLAM-LLM do.
+
+def _quarter_taps(num_layers: int) -> list[int]:
+    """Four evenly spaced indices ``ceil(k * L / 4) - 1`` for k = 1..4."""
+    return sorted({max(0, math.ceil(k * num_layers / 4) - 1) for k in range(1, 5)})
+
+
+def default_encoder_layers(num_layers: int, adapter: str = "qformer",
+                           tap_point: str = "hidden_states") -> list[int]:
+    """The DeSTA taps for an encoder of ``num_layers`` blocks, in ``tap_point``'s numbering.
+
+    ``hidden_states`` (DeSTA2): tiny (4 blocks) 0,1,2,3; small (12) 2,5,8,11; medium (24)
+    5,11,17,23; large (32) 3,7,...,31; other depths ``ceil(k * L / 4) - 1`` for k = 1..4 (the rule
+    the known sizes other than large follow; base, 6 blocks: 1,2,4,5). ``block_output``
+    (DeSTA2.5): that rule at every depth (large-v3: 7,15,23,31). The ``mlp`` adapter taps only the
+    last block (index L, or L - 1 as a block output), as Ultravox and SLAM-LLM do.
     """
+    if tap_point not in TAP_POINTS:
+        raise ModelResolutionError(f"model.tap_point: {tap_point!r} is not one of {', '.join(TAP_POINTS)}")
+    if tap_point == "block_output":
+        return [num_layers - 1] if adapter == "mlp" else _quarter_taps(num_layers)
     if adapter == "mlp":
         return [num_layers]
     if num_layers in _KNOWN_TAPS:
         return list(_KNOWN_TAPS[num_layers])
-    return sorted({max(0, math.ceil(k * num_layers / 4) - 1) for k in range(1, 5)})
+    return _quarter_taps(num_layers)
 
 
 def is_openai_checkpoint(ref: str) -> bool:
@@ -148,7 +167,8 @@ class WhisperTapEncoder:
     Not an ``nn.Module`` on purpose: its weights are frozen and never part of a checkpoint.
     """
 
-    def __init__(self, whisper: Any, feature_extractor: Any, tokenizer: Any, layers: Sequence[int]):
+    def __init__(self, whisper: Any, feature_extractor: Any, tokenizer: Any, layers: Sequence[int],
+                 tap_point: str = "hidden_states"):
         import torch
 
         self.whisper = whisper
@@ -159,12 +179,16 @@ class WhisperTapEncoder:
         self.d_model: int = cfg.d_model
         self.num_layers: int = cfg.encoder_layers
         self.num_heads: int = cfg.encoder_attention_heads
+        if tap_point not in TAP_POINTS:
+            raise ModelResolutionError(f"model.tap_point: {tap_point!r} is not one of {', '.join(TAP_POINTS)}")
+        self.tap_point = tap_point
         self.layers = list(layers)
-        bad = [i for i in self.layers if not 0 <= i <= self.num_layers]
+        top = self.num_layers - 1 if tap_point == "block_output" else self.num_layers
+        bad = [i for i in self.layers if not 0 <= i <= top]
         if bad or not self.layers:
             raise ModelResolutionError(
-                f"model.encoder_layers {self.layers}: indices must lie in 0..{self.num_layers} "
-                f"for this {self.num_layers}-block Whisper encoder"
+                f"model.encoder_layers {self.layers}: indices must lie in 0..{top} for this "
+                f"{self.num_layers}-block Whisper encoder with model.tap_point={tap_point}"
             )
         for p in whisper.parameters():
             p.requires_grad_(False)
@@ -202,17 +226,21 @@ class WhisperTapEncoder:
         h = F.gelu(enc.conv2(h)).permute(0, 2, 1)
         h = h + enc.embed_positions.weight[: h.shape[1]]
         wanted = set(self.layers)
-        last = self.num_layers if need_final else max(self.layers)
+        raw_blocks = self.tap_point == "block_output"
+        deepest = max(self.layers) + (1 if raw_blocks else 0)  # blocks that must run
+        last = self.num_layers if need_final else deepest
         states: dict[int, Any] = {}
-        if 0 in wanted:
+        if not raw_blocks and 0 in wanted:
             states[0] = h
         for i, layer in enumerate(enc.layers[: min(last, self.num_layers)], start=1):
             h = layer(h, None)
             if isinstance(h, tuple):  # older transformers return (hidden, attn)
                 h = h[0]
+            if raw_blocks and i - 1 in wanted:
+                states[i - 1] = h  # block i-1 (0-based) as it leaves the block, before any LayerNorm
             if i == self.num_layers:
                 h = enc.layer_norm(h)  # HF's last hidden state is after the closing LayerNorm
-            if i in wanted:
+            if not raw_blocks and i in wanted:
                 states[i] = h
         final = h if need_final else None
         return [states[i] for i in self.layers], final

@@ -147,8 +147,9 @@ class SpeechLLM(nn.Module):
         )
         if config.transcript_source == "none":
             whisper.model.decoder = None  # the decoder is never used; free its memory
-        layers = config.encoder_layers or default_encoder_layers(whisper.config.encoder_layers, config.adapter)
-        encoder = WhisperTapEncoder(whisper, extractor, wtok, layers)
+        layers = config.encoder_layers or default_encoder_layers(whisper.config.encoder_layers, config.adapter,
+                                                                 config.tap_point)
+        encoder = WhisperTapEncoder(whisper, extractor, wtok, layers, tap_point=config.tap_point)
         llm, tokenizer, llm_resolved = load_llm(config, llm_ref or config.llm, torch_dtype)
         spec = AdapterSpec(encoder_dim=encoder.d_model, encoder_heads=encoder.num_heads,
                            num_taps=len(layers), llm_dim=llm.get_input_embeddings().embedding_dim)
@@ -243,17 +244,22 @@ class SpeechLLM(nn.Module):
 
     def transcripts_for(self, waves, encoded: EncodedWindows, given: Sequence[str | None]) -> list[str]:
         """The transcript of each wave: ``given[i]`` where not None, else Whisper's greedy
-        transcript from the already computed ``encoded`` output (VAD first: non-speech -> "")."""
+        transcript from the already computed ``encoded`` output (VAD first: non-speech -> "").
+        With ``vad_on_given_transcripts`` a given transcript is "" too where VAD hears no speech."""
         from speechllm.models.transcript import has_speech, transcribe_windows
 
         if self.config.transcript_source == "none":  # no transcript enters the span
             return [""] * len(given)
         need = [t is None for t in given]
-        if not any(need):
+        check_given = self.config.vad_on_given_transcripts
+        if not any(need) and not check_given:
             return ["" if t is None else t for t in given]
         speech = [n and (not self.config.use_vad or has_speech(w)) for n, w in zip(need, waves, strict=True)]
-        asr = transcribe_windows(self.transcriber, encoded.final, encoded.windows_per_audio, speech)
-        return [t if t is not None else a for t, a in zip(given, asr, strict=True)]
+        asr = (transcribe_windows(self.transcriber, encoded.final, encoded.windows_per_audio, speech)
+               if any(need) else [""] * len(given))
+        # DeSTA2.5: a given transcript of audio in which VAD hears no speech is blanked as well.
+        return [a if t is None else ("" if check_given and not has_speech(w) else t)
+                for t, a, w in zip(given, asr, waves, strict=True)]
 
     def audio_vectors(self, encoded: EncodedWindows) -> torch.Tensor:
         """Adapter output of every window, real vectors only, concatenated: ``(total, llm_dim)``."""

@@ -62,6 +62,9 @@ def cache_key(model) -> dict[str, Any]:
         "max_transcript_tokens": model.config.max_transcript_tokens, "asr_language": model.config.asr_language,
         "frames": "window" if _reads_padding(model) else "valid",
     }
+    tap_point = getattr(model.encoder, "tap_point", "hidden_states")
+    if tap_point != "hidden_states":  # keyed only when set, so caches built before the option stay valid
+        key["tap_point"] = tap_point
     key["hash"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return key
 
