@@ -61,6 +61,7 @@ def test_log_line_progress_prints_count_rate_and_eta(monkeypatch):
     bar.close()
     last = out.getvalue().splitlines()[-1]
     assert last.startswith("generate: 400/400 row (100%)") and "elapsed 1:02:20" in last and "ETA" not in last
+    assert len(out.getvalue().splitlines()) == 2  # the final count once, not again at close
 
 
 def test_progress_bar_off_a_terminal_is_log_lines_and_disabled_is_silent(capsys):

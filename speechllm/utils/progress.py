@@ -47,6 +47,7 @@ class LogLineProgress:
         self._start = self._last = time.monotonic()
         self._postfix = ""
         self._closed = False
+        self._printed_n = initial
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -80,12 +81,14 @@ class LogLineProgress:
         return ", ".join(parts)
 
     def _print(self, now: float | None = None) -> None:
+        self._printed_n = self.n
         print(self.line(now), file=self._stream or sys.stderr, flush=True)
 
     def close(self) -> None:
+        """Print the final count, unless the last line already showed it."""
         if not self._closed:
             self._closed = True
-            if self.n > self._initial:
+            if self.n != self._printed_n:
                 self._print()
 
 
