@@ -267,6 +267,9 @@ def run_desta25(clone: Path, tmp: Path, waves: dict[str, np.ndarray], out: dict[
 
         state = load_file(str(Path(saved) / "model.safetensors"))
         source_config = json.loads((Path(saved) / "config.json").read_text())
+    # The nested base configs name the local folders served here; a release names the hub ids.
+    source_config["encoder_config"]["_name_or_path"] = config.encoder_model_id
+    source_config["llm_config"]["_name_or_path"] = config.llm_model_id
     for k, v in state.items():
         out[f"desta25.src.{k}"] = v.to(torch.float16).contiguous()
     for k, v in encoder.state_dict().items():

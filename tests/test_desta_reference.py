@@ -291,3 +291,18 @@ def test_speechllm_infer_runs_on_converted_desta25(converted, real_audio_dir, ca
     # VAD heard speech, so the (random) Whisper decoder's transcript entered the span.
     heard = captured.err.split("transcript (heard)", 1)[1]
     assert heard.split(": ", 1)[1].strip("'\n ")
+
+
+def test_convert_command_line(releases, bases, tmp_path, capsys):
+    from speechllm.cli import main
+    from speechllm.models.checkpoint import read_checkpoint_config
+
+    out = tmp_path / "desta2"
+    argv = ["convert", "desta2", str(releases["desta2"] / "qformer_connector.pth"), str(out),
+            "--encoder", str(bases["desta2"]), "--llm", str(bases["llm"]), "--dtype", "fp32"]
+    assert main(argv) == 0
+    assert "taps [2, 5, 8, 11] as hidden_states, 2-layer Q-Former" in capsys.readouterr().out
+    meta = read_checkpoint_config(out)
+    assert meta["encoder_layers"] == [2, 5, 8, 11] and meta["model"]["audio_role"] == "audio"
+    assert main(argv) == 2  # OUT exists: refused without --overwrite
+    assert "pass --overwrite" in capsys.readouterr().err
