@@ -201,10 +201,10 @@ def test_kl_is_zero_when_the_audio_span_equals_the_text_embeddings(tiny_llm_dir,
     batch = trainer.builder.build([trainer.dataset[0], trainer.dataset[1]])
     teacher = obj.teacher_forward(model, batch.text)
     # Student input = the text view's own token embeddings: the "audio" reads exactly the text.
-    same = obj.response_forward(model, batch.text,
-                                inputs_embeds=model.llm.get_input_embeddings()(batch.text.input_ids))
+    same = model.response_forward(batch.text,
+                                  inputs_embeds=model.llm.get_input_embeddings()(batch.text.input_ids))
     assert float(obj.kl_sum(same.logits, teacher.logits, 2.0)) < 1e-8
-    hearing = obj.response_forward(model, batch.speech)
+    hearing = model.response_forward(batch.speech)
     kl = float(obj.kl_sum(obj.rows_logits(hearing, batch.text_rows), teacher.logits, 2.0).detach())
     assert kl > 1e-4
     sums = trainer.micro_losses(batch)

@@ -8,6 +8,7 @@ without LoRA, the logits are the base LLM's bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Sequence
@@ -76,6 +77,16 @@ class SpeechBatch:
         moved = {k: getattr(self, k).to(device) for k in
                  ("input_ids", "attention_mask", "position_ids", "labels", "audio_mask")}
         return SpeechBatch(**moved, encoded=self.encoded, transcripts=self.transcripts)
+
+
+@dataclass
+class ResponseForward:
+    """Hidden states and response logits of one forward pass (:meth:`SpeechLLM.response_forward`)."""
+
+    hidden: torch.Tensor  # (B, T, D) final hidden states
+    logits: torch.Tensor  # (N, V) logits at the positions that predict a response token
+    select: torch.Tensor  # (B, T-1) bool: which positions those are
+    targets: torch.Tensor  # (N,) the response tokens
 
 
 @dataclass
@@ -242,16 +253,22 @@ class SpeechLLM(nn.Module):
         encoded = self.encoder.encode(waves, need_final=True)
         return self.transcripts_for(waves, encoded, [None] * len(waves))
 
-    def transcripts_for(self, waves, encoded: EncodedWindows, given: Sequence[str | None]) -> list[str]:
-        """The transcript of each wave: ``given[i]`` where not None, else Whisper's greedy
-        transcript from the already computed ``encoded`` output (VAD first: non-speech -> "").
-        With ``vad_on_given_transcripts`` a given transcript is "" too where VAD hears no speech."""
+    def transcripts_for(self, waves, encoded: EncodedWindows, given: Sequence[str | None], *,
+                        training: bool = False) -> list[str]:
+        """The transcript rule: which text follows each audio's adapter vectors.
+
+        ``given[i]`` where not None (training rows: :func:`~speechllm.models.transcript.training_transcript`),
+        else Whisper's greedy transcript from the already computed ``encoded`` output (VAD
+        first: non-speech -> ""); nothing at all with ``transcript_source: none``. With
+        ``vad_on_given_transcripts`` a given transcript is "" too where VAD hears no speech, at
+        inference and evaluation only (``training``: rows keep theirs, as DeSTA2.5's training does).
+        """
         from speechllm.models.transcript import has_speech, transcribe_windows
 
         if self.config.transcript_source == "none":  # no transcript enters the span
             return [""] * len(given)
         need = [t is None for t in given]
-        check_given = self.config.vad_on_given_transcripts
+        check_given = self.config.vad_on_given_transcripts and not training
         if not any(need) and not check_given:
             return ["" if t is None else t for t in given]
         speech = [n and (not self.config.use_vad or has_speech(w)) for n, w in zip(need, waves, strict=True)]
@@ -261,12 +278,57 @@ class SpeechLLM(nn.Module):
         return [a if t is None else ("" if check_given and not has_speech(w) else t)
                 for t, a, w in zip(given, asr, waves, strict=True)]
 
+    def encode_audio(self, waves: Sequence[np.ndarray] | None, given: Sequence[str | None], *,
+                     training: bool = False, encoded: EncodedWindows | None = None,
+                     cached_transcripts: Sequence[str] | None = None,
+                     timings: dict[str, float] | None = None) -> tuple[EncodedWindows, list[str]]:
+        """Encoder output and transcript of every audio (training, inference and evaluation all
+        come through here). ``encoded`` (with ``cached_transcripts``, a feature cache's answer)
+        replaces the encoder pass: a cached transcript stands where ``given`` has None.
+        ``timings`` receives ``encoder_s`` and ``asr_s`` (VAD + decoding) in seconds."""
+        import time
+
+        need_asr = self.config.transcript_source != "none" and any(t is None for t in given)
+        t0 = time.perf_counter()
+        if encoded is None:
+            encoded = self.encoder.encode(list(waves or []), need_final=need_asr)
+        elif cached_transcripts is not None:
+            given = [c if t is None else t for t, c in zip(given, cached_transcripts, strict=True)]
+        elif need_asr and encoded.final is None:
+            raise SpeechLLMError("cached encoder output has no final states: give the transcripts")
+        t1 = time.perf_counter()
+        if cached_transcripts is not None and waves is None:
+            texts = ["" if t is None or self.config.transcript_source == "none" else t for t in given]
+        else:
+            texts = self.transcripts_for(waves, encoded, given, training=training)
+        if timings is not None:
+            timings["encoder_s"] = t1 - t0
+            timings["asr_s"] = time.perf_counter() - t1
+        return encoded, texts
+
     def audio_vectors(self, encoded: EncodedWindows) -> torch.Tensor:
         """Adapter output of every window, real vectors only, concatenated: ``(total, llm_dim)``."""
         out, mask = self.adapter(encoded.taps, encoded.valid_frames)
         return out[mask]
 
     # ------------------------------------------------------------------ batches
+
+    def sequence(self, chat: layout.RenderedChat, audios: Sequence[tuple[int, str]] = ()
+                 ) -> tuple[layout.ChatSequence, list[list[int]]]:
+        """One example laid out: ``chat`` with the span of each ``(num_samples, transcript)``
+        audio where its locator stands; also the transcript token ids of each span."""
+        slots = [layout.AudioSlot(num_vectors=layout.adapter_output_length(n, self.config),
+                                  transcript_ids=layout.transcript_token_ids(self.tokenizer, t, self.config))
+                 for n, t in audios]
+        return layout.build_sequence(chat, slots, self.pad_id), [s.transcript_ids for s in slots]
+
+    def collate(self, sequences: Sequence[layout.ChatSequence], encoded: EncodedWindows | None = None,
+                transcripts: Sequence[Sequence[str]] | None = None) -> SpeechBatch:
+        """Left-padded batch of laid-out examples, on the model's device."""
+        tensors = layout.collate_left_padded(list(sequences), self.pad_id)
+        batch = SpeechBatch(**tensors, encoded=encoded,
+                            transcripts=[list(t) for t in transcripts] if transcripts is not None else [])
+        return batch.to(self.device)
 
     def prepare_batch(
         self,
@@ -286,9 +348,6 @@ class SpeechLLM(nn.Module):
         ``timings``, when given, receives ``encoder_s`` and ``asr_s`` (VAD + decoding) in seconds.
         ``encoded``: the encoder output of these waves (e.g. from a feature cache), reused as is.
         """
-        import time
-
-        timings = timings if timings is not None else {}
         n = len(conversations)
         audios = [list(a) for a in audios] if audios is not None else [[] for _ in range(n)]
         transcripts = ([list(t) for t in transcripts] if transcripts is not None
@@ -311,31 +370,15 @@ class SpeechLLM(nn.Module):
         ]
         flat_texts: list[str] = []
         if flat_waves:
-            need_asr = self.config.transcript_source != "none" and any(t is None for t in flat_given)
-            t0 = time.perf_counter()
-            if encoded is None:
-                encoded = self.encoder.encode(flat_waves, need_final=need_asr)
-            elif need_asr and encoded.final is None:
-                raise SpeechLLMError("cached encoder output has no final states: give the transcripts")
-            t1 = time.perf_counter()
-            flat_texts = self.transcripts_for(flat_waves, encoded, flat_given)
-            timings["encoder_s"] = t1 - t0
-            timings["asr_s"] = time.perf_counter() - t1
+            encoded, flat_texts = self.encode_audio(flat_waves, flat_given, encoded=encoded, timings=timings)
         sequences, per_example, k = [], [], 0
         for r, waves in zip(rendered, audios, strict=True):
-            slots = []
             texts = flat_texts[k:k + len(waves)]
-            for t in texts:
-                slots.append(layout.AudioSlot(
-                    num_vectors=layout.adapter_output_length(len(flat_waves[k]), self.config),
-                    transcript_ids=layout.transcript_token_ids(self.tokenizer, t, self.config),
-                ))
-                k += 1
+            seq, _ = self.sequence(r, [(len(flat_waves[k + i]), t) for i, t in enumerate(texts)])
+            k += len(waves)
             per_example.append(texts)
-            sequences.append(layout.build_sequence(r, slots, self.pad_id))
-        tensors = layout.collate_left_padded(sequences, self.pad_id)
-        batch = SpeechBatch(**tensors, encoded=encoded, transcripts=per_example)
-        return batch.to(self.device)
+            sequences.append(seq)
+        return self.collate(sequences, encoded if flat_waves else None, per_example)
 
     # ------------------------------------------------------------------ forward
 
@@ -355,35 +398,59 @@ class SpeechLLM(nn.Module):
             )
         return embeds.masked_scatter(batch.audio_mask.unsqueeze(-1), vectors.to(embeds.dtype))
 
-    def _llm_inputs(self, batch: SpeechBatch) -> dict[str, torch.Tensor]:
+    def llm_inputs(self, batch: SpeechBatch, inputs_embeds: torch.Tensor | None = None,
+                   *, embeds: bool = False) -> dict[str, torch.Tensor]:
+        """The LLM's keyword inputs: ``inputs_embeds`` with the adapter vectors in the audio
+        positions; a text-only batch goes as token ids (the LLM exactly as it is, the adapter
+        untouched) unless ``embeds`` asks for embeddings."""
         inputs = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
-        if batch.has_audio:
+        if inputs_embeds is not None:
+            inputs["inputs_embeds"] = inputs_embeds
+        elif batch.has_audio or embeds:
             inputs["inputs_embeds"] = self.embed(batch)
-        else:  # text only: the LLM exactly as it is, the adapter untouched
+        else:
             inputs["input_ids"] = batch.input_ids
         return inputs
 
-    def forward(self, batch: SpeechBatch, *, return_logits: bool = False) -> SpeechLLMOutput:
-        """Next-token cross-entropy on the response tokens (labels != IGNORE_INDEX).
+    def response_forward(self, batch: SpeechBatch, *, inputs_embeds: torch.Tensor | None = None,
+                         disable_lora: bool = False, prefix: Any = None) -> ResponseForward:
+        """The one forward: the LLM body once, the LM head only where a response token is
+        predicted. ``inputs_embeds`` replaces the batch's embeddings; ``disable_lora`` runs the
+        base LLM (LoRA off); ``prefix`` (:class:`~speechllm.train.prefix_kv.FrozenPrefixKV`,
+        frozen LLM only) starts the body after the chat prefix all rows share."""
+        ctx = (self.llm.disable_adapter() if disable_lora and hasattr(self.llm, "disable_adapter")
+               else contextlib.nullcontext())
+        with ctx:
+            inputs = self.llm_inputs(batch, inputs_embeds, embeds=prefix is not None)
+            hidden = None
+            if prefix is not None:
+                hidden = prefix.hidden_states(inputs["inputs_embeds"], batch.input_ids, batch.attention_mask,
+                                              batch.position_ids, batch.audio_mask)
+            if hidden is None:
+                hidden = self.base_causal_lm().get_decoder()(**inputs, use_cache=False).last_hidden_state
+            targets = batch.labels[:, 1:]
+            select = targets != layout.IGNORE_INDEX
+            logits = self.lm_head_logits(hidden[:, :-1][select])
+        return ResponseForward(hidden=hidden, logits=logits, select=select, targets=targets[select])
 
-        Without ``return_logits`` the LM head runs only at positions that predict a response
-        token (cheap for large vocabularies); with it the full logits are computed and returned.
+    def forward(self, batch: SpeechBatch, *, return_logits: bool = False) -> SpeechLLMOutput:
+        """Mean next-token cross-entropy on the response tokens (labels != IGNORE_INDEX).
+
+        Without ``return_logits`` this is :meth:`response_forward` (the LM head only at positions
+        that predict a response token); with it the full logits are computed and returned.
         """
-        inputs = self._llm_inputs(batch)
-        targets = batch.labels[:, 1:]
-        select = targets != layout.IGNORE_INDEX
-        num_tokens = int(select.sum())
         if return_logits:
-            logits = self.llm(**inputs, use_cache=False).logits
-            picked = logits[:, :-1][select]
+            logits = self.llm(**self.llm_inputs(batch), use_cache=False).logits
+            select = batch.labels[:, 1:] != layout.IGNORE_INDEX
+            picked, targets = logits[:, :-1][select], batch.labels[:, 1:][select]
         else:
             logits = None
-            base = self.base_causal_lm()
-            hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
-            picked = self.lm_head_logits(hidden[:, :-1][select])
+            out = self.response_forward(batch)
+            picked, targets = out.logits, out.targets
+        num_tokens = int(targets.numel())
         loss = None
         if num_tokens:
-            loss = nn.functional.cross_entropy(picked.float(), targets[select], reduction="mean")
+            loss = nn.functional.cross_entropy(picked.float(), targets, reduction="mean")
         elif picked.requires_grad:  # keeps the graph (and DDP) alive on a batch without targets
             loss = picked.sum() * 0.0
         return SpeechLLMOutput(loss=loss, num_tokens=num_tokens, logits=logits)
@@ -435,7 +502,7 @@ class SpeechLLM(nn.Module):
                    top_k=(top_k or None) if sample else None, pad_token_id=self.pad_id)
         if gen.eos_token_id is None:
             gen.eos_token_id = self.tokenizer.eos_token_id
-        inputs = self._llm_inputs(batch)
+        inputs = self.llm_inputs(batch)
         inputs.pop("position_ids")  # generate derives them from the attention mask, step by step
         from speechllm.models.cpu_decode import onednn_off_for_small_steps
 

@@ -28,6 +28,16 @@ class TranscriptError(SpeechLLMError):
     """Whisper's transcript was asked for but the model cannot produce one."""
 
 
+def training_transcript(row_transcript: str | None, config: Any) -> str | None:
+    """What a training row gives its audio span (the transcript rule's training half; the model's
+    ``transcripts_for`` resolves None). ``transcript_source: manifest``: the row's transcript, and
+    a row without one gets "" (an empty transcript, never a silent ASR run); ``whisper``: None
+    (Whisper's own); ``none``: None (nothing enters the span)."""
+    if config.transcript_source != "manifest":
+        return None
+    return "" if row_transcript is None else row_transcript
+
+
 @functools.lru_cache(maxsize=1)
 def _silero():
     from silero_vad import load_silero_vad

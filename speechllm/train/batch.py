@@ -1,9 +1,11 @@
-"""Lay out a list of examples as model input with the shared chat layout.
+"""Lay out a list of training examples as model input, through the model's own input path.
 
-The audio span of each example is ``AudioSlot(adapter_output_length(samples), transcript ids)``
-and the sequence is ``build_sequence`` + ``collate_left_padded`` from
-:mod:`speechllm.models.chat_layout`: the same functions ``SpeechLLM.prepare_batch`` (inference,
-generation) uses, so training sees the prompt inference will see.
+The encoder pass and the transcript rule (``SpeechLLM.encode_audio``), each example's layout
+(``SpeechLLM.sequence``) and the left-padded batch (``SpeechLLM.collate``) are the calls
+``SpeechLLM.prepare_batch`` (inference, generation, evaluation) makes, so training sees the
+input inference will see (``tests/test_models_speech_llm.py`` builds one example both ways).
+What is training's own lives here: skip counting, the feature cache, truncation and the text
+view for the teachers.
 
 Length rule (``data.max_length``): an example longer than ``max_length`` positions keeps its
 first ``max_length`` positions, so the response is cut at its end (its end-of-turn token is then
@@ -18,15 +20,7 @@ from typing import Any
 
 import torch
 
-from speechllm.models.chat_layout import (
-    IGNORE_INDEX,
-    AudioSlot,
-    ChatSequence,
-    adapter_output_length,
-    build_sequence,
-    collate_left_padded,
-    transcript_token_ids,
-)
+from speechllm.models.chat_layout import IGNORE_INDEX, ChatSequence
 from speechllm.train.data import Example, SkipCounter, Skipped
 
 
@@ -88,20 +82,15 @@ class BatchBuilder:
         self.skipped = SkipCounter()
 
     def _encode(self, audio_examples: list[Example]):
-        """Encoder output and transcripts of the audio examples (cache first)."""
-        model = self.model
-        if self.feature_cache is not None:
-            for e in audio_examples:
-                e.num_samples = self.feature_cache.num_samples(e.id)
-            encoded, cached_texts = self.feature_cache.encoded([e.id for e in audio_examples], model.device)
-            texts = [e.transcript if e.transcript is not None else t for e, t in zip(audio_examples, cached_texts)]
-            return encoded, texts
-        waves = [e.wave for e in audio_examples]
+        """Encoder output and transcripts of the audio examples (the feature cache answers when
+        there is one), by the model's one rule."""
         given = [e.transcript for e in audio_examples]
-        need_asr = model.config.transcript_source != "none" and any(t is None for t in given)
-        encoded = model.encoder.encode(waves, need_final=need_asr)
-        texts = model.transcripts_for(waves, encoded, given) if need_asr else ["" if t is None else t for t in given]
-        return encoded, texts
+        if self.feature_cache is None:
+            return self.model.encode_audio([e.wave for e in audio_examples], given, training=True)
+        for e in audio_examples:
+            e.num_samples = self.feature_cache.num_samples(e.id)
+        encoded, cached = self.feature_cache.encoded([e.id for e in audio_examples], self.model.device)
+        return self.model.encode_audio(None, given, training=True, encoded=encoded, cached_transcripts=cached)
 
     def build(self, items: list[Example | Skipped]) -> TrainBatch | None:
         model = self.model
@@ -123,12 +112,8 @@ class BatchBuilder:
         transcript_ids: list[list[int]] = []
         keep_windows: list[int] = []
         for e in examples:
-            if e.replay:
-                seq = build_sequence(e.chat, [], model.pad_id)
-            else:
-                tids = transcript_token_ids(model.tokenizer, text_of[id(e)], model.config)
-                slot = AudioSlot(adapter_output_length(e.num_samples, model.config), tids)
-                seq = build_sequence(e.chat, [slot], model.pad_id)
+            audios = [] if e.replay else [(e.num_samples, text_of[id(e)])]
+            seq, tids = model.sequence(e.chat, audios)
             cut = truncate_sequence(seq, self.max_length)
             if cut is None:
                 self.skipped.add(Skipped(e.id, "too_long", f"prompt + audio span exceed data.max_length={self.max_length}"))
@@ -137,7 +122,7 @@ class BatchBuilder:
                 continue
             if not e.replay:
                 keep_windows.append(1)
-                transcript_ids.append(tids)
+                transcript_ids.extend(tids)
             seqs.append(cut)
             kept.append(e)
         if not seqs:
@@ -146,12 +131,8 @@ class BatchBuilder:
             encoded = _select_audios(encoded, keep_windows)
         if encoded is not None and not any(not e.replay for e in kept):
             encoded = None
-        tensors = collate_left_padded(seqs, model.pad_id)
-        from speechllm.models.speech_llm import SpeechBatch
-
-        speech = SpeechBatch(**tensors, encoded=encoded,
-                             transcripts=[[text_of.get(id(e), "")] if not e.replay else [] for e in kept])
-        batch = TrainBatch(speech=speech.to(model.device), ids=[e.id for e in kept],
+        speech = model.collate(seqs, encoded, [[text_of.get(id(e), "")] if not e.replay else [] for e in kept])
+        batch = TrainBatch(speech=speech, ids=[e.id for e in kept],
                            replay=[e.replay for e in kept],
                            audio_seconds=sum(e.seconds for e in kept if not e.replay),
                            transcript_ids=transcript_ids)
@@ -161,11 +142,10 @@ class BatchBuilder:
                 if e.replay or e.text_chat is None:
                     continue
                 count = sum(1 for t in seq.labels if t != IGNORE_INDEX)
-                text_seqs.append(keep_first_labels(build_sequence(e.text_chat, [], model.pad_id), count))
+                text_seqs.append(keep_first_labels(model.sequence(e.text_chat)[0], count))
                 rows.append(r)
             if text_seqs:
-                t = collate_left_padded(text_seqs, model.pad_id)
-                batch.text = SpeechBatch(**t).to(model.device)
+                batch.text = model.collate(text_seqs)
                 batch.text_rows = rows
         return batch
 

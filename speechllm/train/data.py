@@ -29,6 +29,7 @@ from speechllm.models.chat_layout import (
     render_chat,
     substitute_audio_text,
 )
+from speechllm.models.transcript import training_transcript
 from speechllm.utils.textfile import not_utf8_error
 
 CHARS_PER_TOKEN = 4.0  # bucketing estimate only; exact lengths come from the tokenizer
@@ -310,9 +311,7 @@ class TrainingDataset:
             text_conv = substitute_audio_text(conv, [description_of(row)], self.model_config)
             text_chat = render_chat(self.tokenizer, text_conv, self.model_config, num_audios=0,
                                     add_generation_prompt=False)
-        transcript = row.get("transcript") if self.model_config.transcript_source == "manifest" else None
-        if self.model_config.transcript_source == "manifest" and transcript is None:
-            transcript = ""  # the manifest has none: an empty transcript, never a silent ASR run
+        transcript = training_transcript(row.get("transcript"), self.model_config)
         num_samples = len(wave) if wave is not None else int(round(seconds * SAMPLE_RATE))
         return Example(id=rid, chat=chat, wave=wave, transcript=transcript, text_chat=text_chat,
                        seconds=seconds, num_samples=num_samples, audio_key=audio_source_key(row))

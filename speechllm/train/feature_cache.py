@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from speechllm.errors import SpeechLLMError
+from speechllm.models.transcript import training_transcript
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +130,8 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
                 metas.append((row, keys[i]))
             if not waves:
                 continue
-            given = [r.get("transcript") if model.config.transcript_source == "manifest" else None for r, _ in metas]
-            need_asr = model.config.transcript_source == "whisper"
-            encoded = model.encoder.encode(waves, need_final=need_asr)
-            texts = model.transcripts_for(waves, encoded, given) if need_asr else [t or "" for t in given]
+            given = [training_transcript(r.get("transcript"), model.config) for r, _ in metas]
+            encoded, texts = model.encode_audio(waves, given, training=True)
             w = 0
             for (row, key), wave, text, n in zip(metas, waves, texts, encoded.windows_per_audio):
                 rid = str(row["id"])

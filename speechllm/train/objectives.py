@@ -17,57 +17,18 @@ same whichever micro-batch or rank it lands on.
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from speechllm.models.chat_layout import IGNORE_INDEX
+from speechllm.models.speech_llm import ResponseForward
 
 OBJECTIVES = ("ce", "kl", "diva")
 
 
-@dataclass
-class ForwardOut:
-    """Hidden states and response logits of one forward pass."""
-
-    hidden: torch.Tensor  # (B, T, D) final hidden states
-    logits: torch.Tensor  # (N, V) logits at the positions that predict a response token
-    select: torch.Tensor  # (B, T-1) bool: which positions those are
-    targets: torch.Tensor  # (N,) the response tokens
-
-
-def llm_inputs(model, batch, inputs_embeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The LLM's keyword inputs for a SpeechBatch (adapter vectors written into audio positions)."""
-    if inputs_embeds is None:
-        inputs_embeds = model.embed(batch) if batch.has_audio else model.llm.get_input_embeddings()(batch.input_ids)
-    return {"inputs_embeds": inputs_embeds, "attention_mask": batch.attention_mask,
-            "position_ids": batch.position_ids}
-
-
-def response_forward(model, batch, *, inputs_embeds: torch.Tensor | None = None,
-                     disable_lora: bool = False, prefix=None) -> ForwardOut:
-    """Run the LLM body once and the LM head only where a response token is predicted.
-    ``prefix`` (a :class:`~speechllm.train.prefix_kv.FrozenPrefixKV`, frozen LLM only) starts
-    the body after the chat prefix all rows share."""
-    base = model.base_causal_lm()
-    ctx = model.llm.disable_adapter() if disable_lora and hasattr(model.llm, "disable_adapter") else contextlib.nullcontext()
-    with ctx:
-        inputs = llm_inputs(model, batch, inputs_embeds)
-        hidden = None
-        if prefix is not None:
-            hidden = prefix.hidden_states(inputs["inputs_embeds"], batch.input_ids, batch.attention_mask,
-                                          batch.position_ids, batch.audio_mask)
-        if hidden is None:
-            hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
-        targets = batch.labels[:, 1:]
-        select = targets != IGNORE_INDEX
-        logits = model.lm_head_logits(hidden[:, :-1][select])
-    return ForwardOut(hidden=hidden, logits=logits, select=select, targets=targets[select])
-
-
-def ce_sum(out: ForwardOut) -> torch.Tensor:
+# The one forward lives on the model (``SpeechLLM.response_forward``: the LLM body once, the LM head
+# only at response positions, optional shared-prefix KV and LoRA off); these objectives read it.
+def ce_sum(out: ResponseForward) -> torch.Tensor:
     """Summed cross-entropy over response tokens (fp32 log-softmax)."""
     if out.targets.numel() == 0:
         return out.logits.sum() * 0.0
@@ -86,7 +47,7 @@ def kl_sum(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatu
     return kl.sum() * t * t
 
 
-def rows_logits(out: ForwardOut, rows: list[int]) -> torch.Tensor:
+def rows_logits(out: ResponseForward, rows: list[int]) -> torch.Tensor:
     """The response logits of the given batch rows, in row order."""
     counts = out.select.sum(1).tolist()
     starts = [sum(counts[:i]) for i in range(len(counts))]
@@ -94,7 +55,7 @@ def rows_logits(out: ForwardOut, rows: list[int]) -> torch.Tensor:
     return torch.cat(pieces) if pieces else out.logits[:0]
 
 
-def last_prompt_hidden(out: ForwardOut, labels: torch.Tensor) -> torch.Tensor:
+def last_prompt_hidden(out: ResponseForward, labels: torch.Tensor) -> torch.Tensor:
     """Final hidden state at the position predicting each row's first response token: ``(B, D)``."""
     first = (labels != IGNORE_INDEX).float().argmax(dim=1)  # index of the first labelled token
     pos = (first - 1).clamp(min=0)
@@ -102,12 +63,12 @@ def last_prompt_hidden(out: ForwardOut, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_forward(model, text_batch, prefix=None) -> ForwardOut:
+def teacher_forward(model, text_batch, prefix=None) -> ResponseForward:
     """The frozen LLM reading the text view (LoRA off: the base model)."""
-    return response_forward(model, text_batch, disable_lora=True, prefix=prefix)
+    return model.response_forward(text_batch, disable_lora=True, prefix=prefix)
 
 
-def diva_terms(model, batch, student: ForwardOut, teacher: ForwardOut, num_align: int) -> tuple[torch.Tensor, int]:
+def diva_terms(model, batch, student: ResponseForward, teacher: ResponseForward, num_align: int) -> tuple[torch.Tensor, int]:
     """(summed DiVA loss over the text-mirrored rows, number of rows it covers)."""
     rows = batch.text_rows
     s = last_prompt_hidden(student, batch.speech.labels)[rows].float()
@@ -136,7 +97,7 @@ def diva_terms(model, batch, student: ForwardOut, teacher: ForwardOut, num_align
 @torch.no_grad()
 def token_perplexities(model, batch) -> list[list[float]]:
     """Base-model perplexity (exp NLL) of every response token of each row, in order."""
-    out = response_forward(model, batch, disable_lora=True)
+    out = model.response_forward(batch, disable_lora=True)
     nll = F.cross_entropy(out.logits.float(), out.targets, reduction="none")
     counts = out.select.sum(1).tolist()
     ppl = nll.exp().tolist()

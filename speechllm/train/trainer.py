@@ -369,7 +369,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         with autocast_context(self.tc.precision, self.dist.device), \
                 attention_context(self.tc.attention, self.dist.device):
-            student = obj.response_forward(model, batch.speech, prefix=self.prefix_kv)
+            student = model.response_forward(batch.speech, prefix=self.prefix_kv)
             if self.weights.get("ce"):
                 sums["ce"] = obj.ce_sum(student)
             teacher = None
@@ -385,7 +385,7 @@ class Trainer:
             if self.tc.replay_kl_weight and any(batch.replay) and self.llm_trainable():
                 rows = [r for r, rep in enumerate(batch.replay) if rep]
                 with torch.no_grad():
-                    base = obj.response_forward(model, batch.speech, disable_lora=True)
+                    base = model.response_forward(batch.speech, disable_lora=True)
                 sums["replay_kl"] = obj.kl_sum(obj.rows_logits(student, rows), obj.rows_logits(base, rows), 1.0)
         return sums
 
@@ -430,7 +430,7 @@ class Trainer:
             target = batch.speech if batch.text is None or any(batch.replay) else batch.text
             for p in params.values():
                 p.grad = None
-            out = obj.response_forward(self.model, target)
+            out = self.model.response_forward(target)
             loss = obj.ce_sum(out) / max(1, out.targets.numel())
             loss.backward()
             for n, p in params.items():
@@ -583,7 +583,7 @@ class Trainer:
             if batch is None:
                 continue
             with autocast_context(self.tc.precision, self.dist.device):
-                out = obj.response_forward(self.model, batch.speech, prefix=self.prefix_kv)
+                out = self.model.response_forward(batch.speech, prefix=self.prefix_kv)
                 total += float(obj.ce_sum(out))
             count += out.targets.numel()
         samples = []

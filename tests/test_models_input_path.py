@@ -1,0 +1,51 @@
+"""One path for audio into the model: the training entry point (``TrainingDataset`` +
+``BatchBuilder``) and the inference entry point (``SpeechLLM.prepare_batch``) give the same LLM
+input for the same examples, bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from train_fixtures import write_rows
+
+
+@pytest.mark.parametrize("adapter,source", [("qformer", "manifest"), ("mlp", "whisper")])
+def test_training_and_inference_build_identical_inputs(tiny_llm_dir, tiny_whisper_dir, tmp_path, adapter, source):
+    from speechllm.config import ModelConfig
+    from speechllm.models import SpeechLLM
+    from speechllm.train.batch import BatchBuilder
+    from speechllm.train.data import RowIndex, TrainingDataset, conversation_of
+
+    cfg = ModelConfig(encoder=str(tiny_whisper_dir), llm=str(tiny_llm_dir), dtype="fp32", adapter=adapter,
+                      num_queries=8, qformer_layers=1, qformer_ffn_dim=64, mlp_hidden=32, use_vad=False,
+                      transcript_source=source)
+    model = SpeechLLM.from_config(cfg)
+    path = write_rows(tmp_path, n=3)  # 0.5, 1.0 and 1.5 s: rows of different lengths, left-padded
+    rows = RowIndex([path])
+    dataset = TrainingDataset(rows, None, cfg, model.tokenizer)
+    items = [dataset[i] for i in range(len(rows))]
+    train = BatchBuilder(model, max_length=10_000).build(items).speech
+
+    raw = [json.loads(line) for line in path.read_text().splitlines()]
+    given = [[r["transcript"]] if source == "manifest" else [None] for r in raw]
+    infer = model.prepare_batch([conversation_of(r) for r in raw], [[e.wave] for e in items], given)
+
+    assert infer.input_ids.shape[1] > 0 and len({int(m.sum()) for m in infer.attention_mask}) == 3
+    assert torch.equal(train.input_ids, infer.input_ids)
+    assert torch.equal(train.attention_mask, infer.attention_mask)
+    assert torch.equal(train.position_ids, infer.position_ids)
+    assert torch.equal(train.audio_mask, infer.audio_mask)
+    assert torch.equal(train.labels, infer.labels)
+    assert train.transcripts == infer.transcripts
+    with torch.no_grad():
+        a = model.llm_inputs(train)["inputs_embeds"]
+        b = model.llm_inputs(infer)["inputs_embeds"]
+    assert torch.equal(a, b)
+    # The generation prompt is the training sequence up to its response.
+    prompt = model.prepare_batch([raw[0]["messages"]], [[items[0].wave]], [given[0]], add_generation_prompt=True)
+    row = train.input_ids[0][train.attention_mask[0].bool()]
+    assert torch.equal(prompt.input_ids[0], row[:prompt.input_ids.shape[1]])
+    first_label = int((train.labels[0][train.attention_mask[0].bool()] != -100).nonzero()[0])
+    assert first_label == prompt.input_ids.shape[1]
