@@ -49,3 +49,34 @@ def test_training_and_inference_build_identical_inputs(tiny_llm_dir, tiny_whispe
     assert torch.equal(prompt.input_ids[0], row[:prompt.input_ids.shape[1]])
     first_label = int((train.labels[0][train.attention_mask[0].bool()] != -100).nonzero()[0])
     assert first_label == prompt.input_ids.shape[1]
+
+
+def test_the_layout_asks_the_adapter_class_for_its_length_and_taps():
+    from speechllm.config import ModelConfig
+    from speechllm.errors import ConfigError
+    from speechllm.models import adapters
+    from speechllm.models.chat_layout import adapter_output_length, audio_span_length
+    from speechllm.models.encoder import default_encoder_layers
+
+    @adapters.register_adapter("every_second")
+    class EverySecond(adapters.Adapter):  # one vector per started second, taps 0 and 1
+        @classmethod
+        def num_vectors(cls, num_samples, config):
+            return -(-num_samples // 16_000)
+
+        @classmethod
+        def default_taps(cls, num_layers, tap_point):
+            return [0, 1]
+
+    try:
+        cfg = ModelConfig(adapter="every_second", transcript_source="none")
+        assert adapter_output_length(40_000, cfg) == 3
+        assert audio_span_length(40_000, 5, cfg) == 3
+        assert default_encoder_layers(12, "every_second") == [0, 1]
+        assert "every_second" in adapters.adapter_names()
+        assert not adapters.adapter_class("mlp").reads_padding_for(ModelConfig(adapter="mlp"))
+        assert adapters.adapter_class("qformer").reads_padding_for(ModelConfig(qformer_context="window"))
+    finally:
+        del adapters._REGISTRY["every_second"]
+    with pytest.raises(ConfigError, match="unknown adapter 'every_second'; known: mlp, qformer"):
+        adapter_output_length(16_000, cfg)

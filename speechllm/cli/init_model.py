@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", default=None, help="recipe YAML whose `model:` section is used")
     p.add_argument("--encoder", default=None, help="Whisper: offline:NAME, a folder, a hub id, or an openai-whisper .pt")
     p.add_argument("--llm", default=None, help="chat LLM: offline:NAME, a folder, or a hub id")
-    p.add_argument("--adapter", default=None, choices=["qformer", "mlp"], help="adapter type")
+    p.add_argument("--adapter", default=None,
+                   help="adapter registry name (speechllm.models.adapters.adapter_names(): qformer, mlp, ...)")
     p.add_argument("--lora", action="store_true", help="add (untrained) LoRA adapters on the LLM")
     p.add_argument("--seed", type=int, default=0, help="seed of the adapter's initialisation")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -41,6 +42,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.lora:
         overrides.append("model.lora.enabled=true")
     config = load_config(RunConfig, args.config, overrides).model
+    from speechllm.models.adapters import adapter_class
+
+    adapter_class(config.adapter)  # an unknown name stops here, listing adapter_names()
 
     from speechllm.models.speech_llm import SpeechLLM
 

@@ -5,8 +5,10 @@
 
 Every adapter maps ``taps`` (one ``(windows, 1500, d_model)`` tensor per tapped layer) and the
 real frame count of each window to ``(windows, max_out, llm_dim)`` plus a ``(windows, max_out)``
-mask of the vectors that exist; :func:`speechllm.models.chat_layout.adapter_output_length`
-gives the same count per audio.
+mask of the vectors that exist. Each class also says, without being built, how many vectors it
+emits for an audio (``num_vectors``; :func:`speechllm.models.chat_layout.adapter_output_length`
+asks it), its default encoder taps (``default_taps``) and whether it reads a window's padded
+frames (``reads_padding_for``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechllm.errors import ConfigError
+from speechllm.models.encoder import (
+    desta_taps,
+    encoder_frames,
+    last_block_tap,
+    num_windows,
+    window_sample_counts,
+)
 
 
 @dataclass(frozen=True)
@@ -32,13 +41,36 @@ class AdapterSpec:
     llm_dim: int
 
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+class Adapter(nn.Module):
+    """What every registered adapter answers before it is built (from the ``ModelConfig``)."""
+
+    @classmethod
+    def from_config(cls, spec: AdapterSpec, config) -> Adapter:
+        raise NotImplementedError
+
+    @classmethod
+    def num_vectors(cls, num_samples: int, config) -> int:
+        """Vectors emitted for an audio of ``num_samples`` samples at 16 kHz."""
+        raise NotImplementedError
+
+    @classmethod
+    def default_taps(cls, num_layers: int, tap_point: str) -> list[int]:
+        """Encoder taps when ``model.encoder_layers`` is not set."""
+        return desta_taps(num_layers, tap_point)
+
+    @classmethod
+    def reads_padding_for(cls, config) -> bool:
+        """Whether the frames past a window's real audio are read (a feature cache keeps them)."""
+        return False
 
 
-def register_adapter(name: str):
-    """Class decorator adding an adapter to the registry under ``name``."""
+_REGISTRY: dict[str, type[Adapter]] = {}
 
-    def deco(cls):
+
+def register_adapter(name: str) -> Callable[[type[Adapter]], type[Adapter]]:
+    """Class decorator adding an :class:`Adapter` subclass to the registry under ``name``."""
+
+    def deco(cls: type[Adapter]) -> type[Adapter]:
         _REGISTRY[name] = cls
         return cls
 
@@ -49,11 +81,16 @@ def adapter_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_adapter(name: str, spec: AdapterSpec, config) -> nn.Module:
-    """Instantiate the adapter called ``name`` (``config`` is a ``ModelConfig``)."""
+def adapter_class(name: str) -> type[Adapter]:
+    """The registered adapter class called ``name``."""
     if name not in _REGISTRY:
         raise ConfigError(f"model.adapter: unknown adapter {name!r}; known: {', '.join(adapter_names())}")
-    return _REGISTRY[name].from_config(spec, config)
+    return _REGISTRY[name]
+
+
+def build_adapter(name: str, spec: AdapterSpec, config) -> nn.Module:
+    """Instantiate the adapter called ``name`` (``config`` is a ``ModelConfig``)."""
+    return adapter_class(name).from_config(spec, config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +219,7 @@ class QFormerLayer(nn.Module):
 
 
 @register_adapter("qformer")
-class QFormerAdapter(nn.Module):
+class QFormerAdapter(Adapter):
     """DeSTA2's connector: per tapped layer, ``num_queries`` learned queries (standard normal)
     read that layer's frames through one shared Q-Former; a learned per-query softmax over layers
     (logits initialised to zero, i.e. an even mix) combines them; LayerNorm + Linear map to the
@@ -209,7 +246,7 @@ class QFormerAdapter(nn.Module):
         self.spec = spec
         self.context = context
         # Whether frames past each window's real audio are read (a feature cache keeps them).
-        self.reads_padding = context == "window"
+        self.reads_padding = context == "window"  # = reads_padding_for(config)
         self.num_queries = num_queries
         self.queries = nn.Parameter(torch.randn(spec.num_taps, num_queries, spec.encoder_dim))
         self.layers = nn.ModuleList(
@@ -229,6 +266,14 @@ class QFormerAdapter(nn.Module):
                       getattr(config, "qformer_init", "bert"))
         adapter.frame_norm = build_frame_norm(config, spec)
         return adapter
+
+    @classmethod
+    def num_vectors(cls, num_samples: int, config) -> int:
+        return config.num_queries * num_windows(num_samples)
+
+    @classmethod
+    def reads_padding_for(cls, config) -> bool:
+        return config.qformer_context == "window"
 
     def _init_bert_style(self) -> None:
         # BERT's initialisation (normal(0, 0.02) weights, zero biases) for the transformer layers.
@@ -275,7 +320,7 @@ class QFormerAdapter(nn.Module):
 
 
 @register_adapter("mlp")
-class MLPAdapter(nn.Module):
+class MLPAdapter(Adapter):
     """Stack ``stack`` consecutive encoder frames (of all taps, concatenated), then LayerNorm ->
     Linear -> GELU -> Linear to the LLM width. Variable length: ``ceil(real frames / stack)``
     vectors per window; the padded tail of a window produces nothing."""
@@ -299,6 +344,14 @@ class MLPAdapter(nn.Module):
         adapter = cls(spec, config.mlp_stack, config.mlp_hidden)
         adapter.frame_norm = build_frame_norm(config, spec)
         return adapter
+
+    @classmethod
+    def num_vectors(cls, num_samples: int, config) -> int:
+        return sum(math.ceil(encoder_frames(n) / config.mlp_stack) for n in window_sample_counts(num_samples))
+
+    @classmethod
+    def default_taps(cls, num_layers: int, tap_point: str) -> list[int]:
+        return last_block_tap(num_layers, tap_point)
 
     def output_lengths(self, valid_frames: Sequence[int]) -> list[int]:
         return [math.ceil(v / self.stack) for v in valid_frames]

@@ -19,7 +19,6 @@ function that computes its length.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,16 +29,20 @@ from typing import TYPE_CHECKING, Any
 from speechllm.audio.io import AudioTooLongError
 from speechllm.errors import SpeechLLMError
 
+# Whisper's framing belongs to the encoder; re-exported because the layout speaks of samples.
+from speechllm.models.encoder import (  # noqa: F401
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    WINDOW_SECONDS,
+    encoder_frames,
+    num_windows,
+    window_sample_counts,
+)
+
 if TYPE_CHECKING:
     from speechllm.config import ModelConfig
 
 IGNORE_INDEX = -100
-SAMPLE_RATE = 16_000
-WINDOW_SECONDS = 30
-WINDOW_SAMPLES = SAMPLE_RATE * WINDOW_SECONDS  # Whisper's fixed input: 30 s
-MEL_HOP = 160  # samples per mel frame (10 ms)
-ENCODER_STRIDE = 2  # Whisper's second convolution halves the mel frames
-WINDOW_ENCODER_FRAMES = WINDOW_SAMPLES // MEL_HOP // ENCODER_STRIDE  # 1500
 
 Message = dict[str, Any]
 
@@ -53,40 +56,16 @@ class ChatLayoutError(SpeechLLMError):
 # --------------------------------------------------------------------------------------------
 
 
-def num_windows(num_samples: int) -> int:
-    """Number of 30 s encoder windows for ``num_samples`` samples at 16 kHz (at least one)."""
-    return max(1, math.ceil(num_samples / WINDOW_SAMPLES))
-
-
-def window_sample_counts(num_samples: int) -> list[int]:
-    """Samples of real audio in each 30 s window (the last one is usually partial)."""
-    counts = [WINDOW_SAMPLES] * (num_windows(num_samples) - 1)
-    counts.append(max(0, num_samples - WINDOW_SAMPLES * len(counts)))
-    return counts
-
-
-def encoder_frames(window_samples: int) -> int:
-    """Encoder frames that carry real audio in a window of ``window_samples`` samples: one mel
-    frame per 160 samples, halved (rounding up) by the stride-2 convolution; at least one."""
-    mel_frames = min(window_samples, WINDOW_SAMPLES) // MEL_HOP
-    return max(1, min(WINDOW_ENCODER_FRAMES, math.ceil(mel_frames / ENCODER_STRIDE)))
-
-
 def adapter_output_length(num_samples: int, config: ModelConfig) -> int:
-    """Adapter vectors for an audio of ``num_samples`` samples (16 kHz).
-
-    ``qformer``: ``num_queries`` per started 30 s window (DeSTA2: 64). ``mlp``: per window,
-    ``ceil(real encoder frames / mlp_stack)``; padding frames of the last window produce nothing.
-    Raises :class:`AudioTooLongError` past ``config.max_audio_seconds``.
+    """Adapter vectors for an audio of ``num_samples`` samples (16 kHz): the adapter class's own
+    count (``num_vectors``; ``qformer``: ``num_queries`` per started 30 s window, DeSTA2: 64;
+    ``mlp``: per window ``ceil(real encoder frames / mlp_stack)``, padding frames produce
+    nothing). Raises :class:`AudioTooLongError` past ``config.max_audio_seconds``.
     """
+    from speechllm.models.adapters import adapter_class
+
     check_audio_length(num_samples, config)
-    if config.adapter == "qformer":
-        return config.num_queries * num_windows(num_samples)
-    if config.adapter == "mlp":
-        return sum(
-            math.ceil(encoder_frames(n) / config.mlp_stack) for n in window_sample_counts(num_samples)
-        )
-    raise ChatLayoutError(f"unknown adapter {config.adapter!r}; known: qformer, mlp")
+    return adapter_class(config.adapter).num_vectors(num_samples, config)
 
 
 def effective_transcript_tokens(transcript_token_count: int, config: ModelConfig) -> int:

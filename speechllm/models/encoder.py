@@ -28,11 +28,35 @@ from typing import Any
 import numpy as np
 
 from speechllm.errors import ModelResolutionError
-from speechllm.models.chat_layout import (
-    WINDOW_SAMPLES,
-    encoder_frames,
-    window_sample_counts,
-)
+
+# Whisper's framing: 16 kHz input cut into fixed 30 s windows; a mel frame every 160 samples,
+# halved by the stride-2 second convolution: 1500 encoder frames per window.
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 30
+WINDOW_SAMPLES = SAMPLE_RATE * WINDOW_SECONDS  # Whisper's fixed input: 30 s
+MEL_HOP = 160  # samples per mel frame (10 ms)
+ENCODER_STRIDE = 2  # Whisper's second convolution halves the mel frames
+WINDOW_ENCODER_FRAMES = WINDOW_SAMPLES // MEL_HOP // ENCODER_STRIDE  # 1500
+
+
+def num_windows(num_samples: int) -> int:
+    """Number of 30 s encoder windows for ``num_samples`` samples at 16 kHz (at least one)."""
+    return max(1, math.ceil(num_samples / WINDOW_SAMPLES))
+
+
+def window_sample_counts(num_samples: int) -> list[int]:
+    """Samples of real audio in each 30 s window (the last one is usually partial)."""
+    counts = [WINDOW_SAMPLES] * (num_windows(num_samples) - 1)
+    counts.append(max(0, num_samples - WINDOW_SAMPLES * len(counts)))
+    return counts
+
+
+def encoder_frames(window_samples: int) -> int:
+    """Encoder frames that carry real audio in a window of ``window_samples`` samples: one mel
+    frame per 160 samples, halved (rounding up) by the stride-2 convolution; at least one."""
+    mel_frames = min(window_samples, WINDOW_SAMPLES) // MEL_HOP
+    return max(1, min(WINDOW_ENCODER_FRAMES, math.ceil(mel_frames / ENCODER_STRIDE)))
+
 
 # DeSTA2's taps by encoder depth (tiny, base-like, small, medium, large).
 _KNOWN_TAPS: dict[int, list[int]] = {
@@ -46,30 +70,36 @@ _KNOWN_TAPS: dict[int, list[int]] = {
 TAP_POINTS = ("hidden_states", "block_output")
 
 
-def _quarter_taps(num_layers: int) -> list[int]:
+def quarter_taps(num_layers: int) -> list[int]:
     """Four evenly spaced indices ``ceil(k * L / 4) - 1`` for k = 1..4."""
     return sorted({max(0, math.ceil(k * num_layers / 4) - 1) for k in range(1, 5)})
 
 
+def desta_taps(num_layers: int, tap_point: str) -> list[int]:
+    """DeSTA's taps in ``tap_point``'s numbering. ``hidden_states`` (DeSTA2): tiny (4 blocks)
+    0,1,2,3; small (12) 2,5,8,11; medium (24) 5,11,17,23; large (32) 3,7,...,31; other depths
+    ``ceil(k * L / 4) - 1`` for k = 1..4 (the rule the known sizes other than large follow; base,
+    6 blocks: 1,2,4,5). ``block_output`` (DeSTA2.5): that rule at every depth (large-v3: 7,15,23,31)."""
+    if tap_point == "hidden_states" and num_layers in _KNOWN_TAPS:
+        return list(_KNOWN_TAPS[num_layers])
+    return quarter_taps(num_layers)
+
+
+def last_block_tap(num_layers: int, tap_point: str) -> list[int]:
+    """The last block alone: index L (after the closing LayerNorm), or L - 1 as a block output."""
+    return [num_layers - 1] if tap_point == "block_output" else [num_layers]
+
+
 def default_encoder_layers(num_layers: int, adapter: str = "qformer",
                            tap_point: str = "hidden_states") -> list[int]:
-    """The DeSTA taps for an encoder of ``num_layers`` blocks, in ``tap_point``'s numbering.
+    """The default taps for an encoder of ``num_layers`` blocks, in ``tap_point``'s numbering: the
+    adapter class's own (``default_taps``; the Q-Former's are :func:`desta_taps`, the ``mlp``
+    adapter's :func:`last_block_tap`, as Ultravox and SLAM-LLM do)."""
+    from speechllm.models.adapters import adapter_class
 
-    ``hidden_states`` (DeSTA2): tiny (4 blocks) 0,1,2,3; small (12) 2,5,8,11; medium (24)
-    5,11,17,23; large (32) 3,7,...,31; other depths ``ceil(k * L / 4) - 1`` for k = 1..4 (the rule
-    the known sizes other than large follow; base, 6 blocks: 1,2,4,5). ``block_output``
-    (DeSTA2.5): that rule at every depth (large-v3: 7,15,23,31). The ``mlp`` adapter taps only the
-    last block (index L, or L - 1 as a block output), as Ultravox and SLAM-LLM do.
-    """
     if tap_point not in TAP_POINTS:
         raise ModelResolutionError(f"model.tap_point: {tap_point!r} is not one of {', '.join(TAP_POINTS)}")
-    if tap_point == "block_output":
-        return [num_layers - 1] if adapter == "mlp" else _quarter_taps(num_layers)
-    if adapter == "mlp":
-        return [num_layers]
-    if num_layers in _KNOWN_TAPS:
-        return list(_KNOWN_TAPS[num_layers])
-    return _quarter_taps(num_layers)
+    return adapter_class(adapter).default_taps(num_layers, tap_point)
 
 
 def is_openai_checkpoint(ref: str) -> bool:
@@ -205,7 +235,7 @@ class WhisperTapEncoder:
     def mel(self, windows: Sequence[np.ndarray]):
         """Log-mel features ``(N, n_mels, 3000)`` of windows zero-padded to 30 s."""
         feats = self.feature_extractor(
-            list(windows), sampling_rate=16_000, return_tensors="pt", padding="max_length"
+            list(windows), sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length"
         ).input_features
         return feats.to(self.device, self.dtype)
 
