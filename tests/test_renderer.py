@@ -76,3 +76,27 @@ def test_formatting_helpers():
 def test_unknown_template_names_known_ones():
     with pytest.raises(TemplateError, match="desta2-v1"):
         render_description(_row(), template="desta9")
+
+
+def test_v2_says_no_speech_and_what_the_sound_is():
+    row = _row(transcript=None, duration=3.6,
+               attributes={"contains_speech": False, "sound": "music", "volume": "normal",
+                           "gender": "male", "pitch": "high", "snr": "low"})
+    # A sound has no speaker: gender, pitch and SNR are left out even when an annotator set them.
+    assert render_description(row, "desta2-v2") == (
+        "[00:00:00 - 00:00:04]: No speech. (Sound: music, Volume: normal, Duration: 4s)")
+    assert "Gender: Male" in render_description(row, "desta2-v1")  # v1 is unchanged
+
+
+def test_v2_names_noise_and_reverberation():
+    attributes = {"gender": "female", "accent": "British", "snr": "low", "snr_db": 4.2,
+                  "noise": "pink noise", "reverberation": "strong", "c50_db": 2.1}
+    row = _row(attributes=attributes, duration=3.0)
+    assert render_description(row, "desta2-v2") == (
+        '[00:00:00 - 00:00:03]: "These days are long gone." (Gender: Female, Accent: British, '
+        "SNR level: low, Background noise: pink noise, Reverberation: strong, Duration: 3s)")
+
+
+def test_v2_equals_v1_on_rows_without_its_new_attributes():
+    for row in (_row(), _row(transcript=None), _row(attributes={"contains_speech": True, "volume": "loud"})):
+        assert render_description(row, "desta2-v2") == render_description(row, "desta2-v1")

@@ -24,29 +24,50 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from speechllm.data.manifest import PROVENANCE_CORPUS, Utterance, write_manifest
+from speechllm.data.sounds import (
+    HELDOUT_SOUND_KINDS,
+    NOISE_TYPES,
+    SOUND_KINDS,
+    make_noise,
+    make_sound,
+    mix_at_snr,
+    random_room,
+    reverberate,
+    reverberation_bin,
+)
+from speechllm.data.tts.base import NATURAL_ENGINES, SynthError, Voice
+from speechllm.data.tts.classic import (
+    APT_PACKAGES,
+    ESPEAK_DEFAULT_PITCH,
+    ESPEAK_DEFAULT_SPEED,
+)
+from speechllm.data.tts.classic import check_installed as check_tts_installed
 from speechllm.describe import measures
 from speechllm.describe.config import (
     PITCH_NAMES,
     RATE_NAMES,
+    SNR_NAMES,
     VOLUME_NAMES,
     PitchBins,
+    SnrBins,
     SpeakingRateBins,
     VolumeBins,
     bin_value,
 )
-from speechllm.errors import SpeechLLMError
 
 log = logging.getLogger(__name__)
+
+__all__ = ["APT_PACKAGES", "CorpusMix", "SynthError", "Voice", "build_synthetic_corpus", "check_tts_installed",
+           "list_voices", "plan_corpus", "plan_mixed_corpus", "read_sentences", "render_utterance",
+           "split_sentences"]
 
 SAMPLE_RATE = 16_000
 SPLITS = ("train", "dev", "test")
@@ -67,8 +88,6 @@ BIN_WEIGHTS = (0.25, 0.5, 0.25)  # low / normal / high bins
 FLITE_SHARE = 0.4  # flite sounds natural but has four voices; espeak-ng has 84 robotic ones
 PEAK_LIMIT = 0.99  # gain is reduced so that no sample clips; the label follows the real level
 
-ESPEAK_DEFAULT_SPEED = 175  # words per minute
-ESPEAK_DEFAULT_PITCH = 50  # 0-99
 # espeak-ng's F0 grows roughly exponentially with -p: measured 1.5x from p=50 to p=90 on
 # several variants, i.e. one octave per ~67 steps.
 ESPEAK_PITCH_STEPS_PER_OCTAVE = 67.0
@@ -85,24 +104,6 @@ ACCENTS = {
 ESPEAK_FEMALE = ("f1", "f2", "f3", "f4", "f5")
 ESPEAK_MALE = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
 HELDOUT_ESPEAK_VARIANTS = ("f4", "m6")
-APT_PACKAGES = {"flite": "flite", "espeak-ng": "espeak-ng"}
-
-
-class SynthError(SpeechLLMError):
-    """The synthetic corpus cannot be built (missing TTS binary, sentence file, bad arguments)."""
-
-
-@dataclass(frozen=True)
-class Voice:
-    """A TTS voice: ``id`` is the speaker id written to the manifest."""
-
-    id: str
-    engine: str  # "flite" | "espeak-ng"
-    name: str  # flite -voice NAME / espeak-ng -v NAME
-    gender: str
-    accent: str
-    heldout: bool
-    pitch_control: bool = True
 
 
 def list_voices() -> list[Voice]:
@@ -128,16 +129,6 @@ def list_voices() -> list[Voice]:
                 )
             )
     return voices
-
-
-def check_tts_installed(engines: tuple[str, ...] = ("flite", "espeak-ng")) -> None:
-    """Raise :class:`SynthError` naming the apt package for each missing TTS binary."""
-    missing = [e for e in engines if shutil.which(e) is None]
-    if missing:
-        pkgs = " ".join(APT_PACKAGES[e] for e in missing)
-        raise SynthError(
-            f"TTS binary not found: {', '.join(missing)}; install it with: apt-get install {pkgs}"
-        )
 
 
 def harvard_sentences() -> list[str]:
@@ -198,15 +189,27 @@ def split_counts(num: int) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class UtteranceSpec:
-    """What to synthesise for one row (chosen in the parent; rendered in a worker)."""
+    """What to synthesise for one row (chosen in the parent; rendered in a worker).
+
+    ``kind`` is ``speech`` (``voice`` says robotic or natural) or ``nonspeech`` (``sound`` names
+    the kind of :mod:`speechllm.data.sounds`). ``noise`` (a noise type) with ``snr_bin``, and
+    ``reverb``, are the acoustic conditions of a speech row; ``render_seed`` seeds every draw
+    made while rendering (F0 jitter, noise samples, the room).
+    """
 
     id: str
     split: str
     text: str
-    voice: Voice
+    voice: Voice | None
     rate_bin: str
     pitch_bin: str
     volume_bin: str
+    kind: str = "speech"
+    sound: str = ""
+    noise: str = ""
+    snr_bin: str = ""
+    reverb: bool = False
+    render_seed: int = 0
 
 
 def plan_corpus(sentences: list[str], num: int, seed: int) -> list[UtteranceSpec]:
@@ -244,35 +247,112 @@ def plan_corpus(sentences: list[str], num: int, seed: int) -> list[UtteranceSpec
     return specs
 
 
-def _run_tts(voice: Voice, text: str, out_wav: Path, *, rate: float | None = None,
+@dataclass(frozen=True)
+class CorpusMix:
+    """What a mixed corpus holds: shares of rows by kind, and the conditions of its speech.
+
+    Rows are natural speech (Kokoro, Piper) with probability ``natural``, non-speech with
+    probability ``nonspeech``, robotic speech (flite, espeak-ng) otherwise. Each speech row is
+    mixed with background noise with probability ``noisy`` (SNR bin drawn uniformly) and put in
+    a simulated room with probability ``reverb``.
+    """
+
+    natural: float = 0.5
+    nonspeech: float = 0.15
+    noisy: float = 0.25
+    reverb: float = 0.2
+    engines: tuple[str, ...] = ("kokoro", "piper")
+    heldout_sounds: tuple[str, ...] = field(default_factory=lambda: tuple(HELDOUT_SOUND_KINDS))
+
+    def __post_init__(self) -> None:
+        for name in ("natural", "nonspeech", "noisy", "reverb"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise SynthError(f"--{name} must be a share between 0 and 1, got {value}")
+        if self.natural + self.nonspeech > 1.0 + 1e-9:
+            raise SynthError(f"--natural ({self.natural}) + --nonspeech ({self.nonspeech}) exceed 1: "
+                             "the rest of the rows are robotic speech")
+        unknown = [e for e in self.engines if e not in NATURAL_ENGINES]
+        if unknown:
+            raise SynthError(f"unknown natural engine {', '.join(unknown)}; known: {', '.join(NATURAL_ENGINES)}")
+        bad = [k for k in self.heldout_sounds if k not in SOUND_KINDS]
+        if bad:
+            raise SynthError(f"unknown non-speech kind {', '.join(bad)}; known: {', '.join(SOUND_KINDS)}")
+
+    @property
+    def is_plain(self) -> bool:
+        """No natural voices, no non-speech and no conditions: the original flite/espeak-ng corpus."""
+        return not (self.natural or self.nonspeech or self.noisy or self.reverb)
+
+
+#: SNR (dB) drawn per bin, each well inside the describe thresholds (low < 10 < medium < 25 < high).
+SNR_RANGES = {"low": (0.0, 7.0), "medium": (13.0, 22.0), "high": (28.0, 40.0)}
+NONSPEECH_SECONDS = (1.5, 6.0)
+NATURAL_DEFAULT_RATE = 4.5  # syllables/s of the Kokoro and Piper voices at speed 1 (measured)
+NATURAL_SPEED_RANGE = (0.6, 1.5)  # outside it Kokoro drags or slurs
+F0_JITTER = 0.07  # natural voices: the F0 target of a pitch bin varies by +-7%
+
+
+def plan_mixed_corpus(sentences: list[str], num: int, seed: int, mix: CorpusMix) -> list[UtteranceSpec]:
+    """The deterministic plan of a corpus that mixes natural, robotic and non-speech rows.
+
+    Test rows with an even index use held-out voices (speech) or held-out kinds of sound
+    (non-speech); odd test rows and every train/dev row use the others.
+    """
+    from speechllm.data.tts import natural_voices
+
+    if mix.is_plain:
+        return plan_corpus(sentences, num, seed)
+    pools = split_sentences(sentences, seed)
+    robotic = list_voices()
+    natural = [v for v in natural_voices() if v.engine in mix.engines]
+    train_sounds = [k for k in SOUND_KINDS if k not in mix.heldout_sounds]
+    specs: list[UtteranceSpec] = []
+    for split_index, (split, count) in enumerate(split_counts(num).items()):
+        pool = pools[split]
+        for k in range(count):
+            rng = np.random.default_rng([seed, split_index, k, 19])
+            heldout = split == "test" and k % 2 == 0
+            u = rng.random()
+            rate_bin = RATE_NAMES[int(rng.choice(3, p=BIN_WEIGHTS))]
+            pitch_bin = PITCH_NAMES[int(rng.choice(3, p=BIN_WEIGHTS))]
+            volume_bin = VOLUME_NAMES[int(rng.choice(3, p=BIN_WEIGHTS))]
+            noisy, reverb = rng.random() < mix.noisy, rng.random() < mix.reverb
+            noise = sorted(NOISE_TYPES)[int(rng.integers(len(NOISE_TYPES)))]
+            snr_bin = SNR_NAMES[int(rng.integers(3))]
+            render_seed = int(rng.integers(2**31))
+            common = {"id": f"synth_{split}_{k:05d}", "split": split, "volume_bin": volume_bin,
+                      "render_seed": render_seed}
+            if u < mix.nonspeech:
+                kinds = list(mix.heldout_sounds) if heldout and mix.heldout_sounds else train_sounds
+                specs.append(UtteranceSpec(text="", voice=None, rate_bin="", pitch_bin="", kind="nonspeech",
+                                           sound=kinds[int(rng.integers(len(kinds)))], **common))
+                continue
+            if u < mix.nonspeech + mix.natural and natural:
+                gender = "female" if rng.random() < 0.5 else "male"
+                candidates = [v for v in natural if v.heldout == heldout]
+                voice_pool = [v for v in candidates if v.gender == gender] or candidates or natural
+            else:
+                candidates = [v for v in robotic if v.heldout == heldout]
+                engine = "flite" if rng.random() < FLITE_SHARE else "espeak-ng"
+                voice_pool = [v for v in candidates if v.engine == engine] or candidates
+            voice = voice_pool[int(rng.integers(len(voice_pool)))]
+            if voice.engine == "flite" and not voice.pitch_control:
+                pitch_bin = "normal"
+            specs.append(UtteranceSpec(text=pool[k % len(pool)], voice=voice, rate_bin=rate_bin, pitch_bin=pitch_bin,
+                                       noise=noise if noisy else "", snr_bin=snr_bin if noisy else "",
+                                       reverb=reverb, **common))
+    return specs
+
+
+def _run_tts(voice: Voice, text: str, out_wav: Path | None = None, *, rate: float | None = None,
              pitch: float | None = None) -> tuple[np.ndarray, list[str]]:
-    """Synthesise ``text``; returns (mono float32 at 16 kHz, the command's settings args)."""
+    """Synthesise ``text`` with flite/espeak-ng; returns (mono float32 at 16 kHz, the settings args)."""
     from speechllm.audio import resample
+    from speechllm.data.tts import classic
 
-    if voice.engine == "flite":
-        settings: list[str] = []
-        if rate is not None:
-            settings += ["--setf", f"duration_stretch={rate:.4f}"]
-        if pitch is not None:
-            settings += ["--setf", f"int_f0_target_mean={pitch:.1f}"]
-        cmd = ["flite", "-voice", voice.name, *settings, "-t", text, "-o", str(out_wav)]
-    else:
-        speed = ESPEAK_DEFAULT_SPEED if rate is None else int(rate)
-        pitch_value = ESPEAK_DEFAULT_PITCH if pitch is None else int(pitch)
-        settings = ["-s", str(speed), "-p", str(pitch_value)]
-        cmd = ["espeak-ng", "-v", voice.name, *settings, "-w", str(out_wav), text]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise SynthError(
-            f"{voice.engine} not found; install it with: apt-get install {APT_PACKAGES[voice.engine]}"
-        ) from None
-    if proc.returncode != 0 or not out_wav.is_file():
-        raise SynthError(f"{' '.join(cmd[:4])} ... failed: {proc.stderr.strip()[:300]}")
-    import soundfile as sf
-
-    data, sr = sf.read(str(out_wav), dtype="float32", always_2d=True)
-    return resample(data.mean(axis=1), sr, SAMPLE_RATE), settings
+    wave, sr, settings = classic.synthesize(voice, text, rate=rate, pitch=pitch)
+    return resample(wave, sr, SAMPLE_RATE), settings
 
 
 @dataclass(frozen=True)
@@ -324,43 +404,123 @@ def _settings_for(spec: UtteranceSpec, calib: VoiceCalibration) -> dict[str, Any
             "expected_f0": expected_f0, "settings": {"speed_wpm": speed, "pitch": pitch_value}}
 
 
-def render_utterance(spec: UtteranceSpec, wav_dir: str | os.PathLike) -> Utterance:
-    """Synthesise one utterance into ``wav_dir/<id>.wav`` (16 kHz int16) and return its row."""
-    import soundfile as sf
-
-    wav_path = Path(wav_dir) / f"{spec.id}.wav"
-    with tempfile.TemporaryDirectory(prefix="speechllm-tts-") as tmp:
-        calib = calibrate(spec.voice, spec.text, Path(tmp))
-        plan = _settings_for(spec, calib)
-        wave, _ = _run_tts(spec.voice, spec.text, Path(tmp) / "tts.wav",
-                           rate=plan["rate"], pitch=plan["pitch"])
-    level = measures.active_level_dbfs(wave, SAMPLE_RATE)
-    gain_db = VOLUME_TARGETS[spec.volume_bin] - level
-    peak = float(np.abs(wave).max())
-    if peak * 10 ** (gain_db / 20) > PEAK_LIMIT:
-        gain_db = 20 * math.log10(PEAK_LIMIT / peak)
-    # Round to the int16 grid before measuring, so the label describes the bytes on disk.
-    pcm = np.round(np.clip(wave * 10 ** (gain_db / 20), -1.0, 1.0) * 32767).astype(np.int16)
-    sf.write(str(wav_path), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    final_level = measures.active_level_dbfs(pcm.astype(np.float32) / 32767, SAMPLE_RATE)
-
+def _robotic_speech(spec: UtteranceSpec) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+    """flite/espeak-ng: (16 kHz wave, labels so far, synth record so far)."""
     voice = spec.voice
+    assert voice is not None
+    with tempfile.TemporaryDirectory(prefix="speechllm-tts-") as tmp:
+        calib = calibrate(voice, spec.text, Path(tmp))
+        plan = _settings_for(spec, calib)
+        wave, _ = _run_tts(voice, spec.text, Path(tmp) / "tts.wav", rate=plan["rate"], pitch=plan["pitch"])
     labels = {
         "gender": voice.gender,
         "accent": voice.accent,
         "speaking_rate": bin_value(plan["expected_rate"], SpeakingRateBins().slow_below,
                                    SpeakingRateBins().fast_above, RATE_NAMES),
-        "volume": bin_value(final_level, VolumeBins().quiet_below, VolumeBins().loud_above, VOLUME_NAMES),
-        "tts_engine": voice.engine,
-        "tts_voice": voice.name,
+    }
+    record = {
+        "requested": {"speaking_rate": spec.rate_bin, "volume": spec.volume_bin,
+                      **({"pitch": spec.pitch_bin} if voice.pitch_control else {})},
+        "default_syllables_per_s": round(calib.syllables_per_s, 3),
+        "default_f0_hz": round(calib.f0_hz, 1),
+        **plan["settings"],
+        "expected_syllables_per_s": round(plan["expected_rate"], 3),
+        "expected_f0_hz": round(plan["expected_f0"], 1),
     }
     if voice.pitch_control:
         # A voice whose pitch the synth cannot set gets no pitch label (the pitch annotator
         # measures it); a label would only restate the voice's default.
-        labels["pitch"] = bin_value(plan["expected_f0"], *PitchBins().thresholds(voice.gender), PITCH_NAMES)
-    utt = Utterance(
+        record["pitch_label"] = bin_value(plan["expected_f0"], *PitchBins().thresholds(voice.gender), PITCH_NAMES)
+    return wave, labels, record
+
+
+def _natural_speech(spec: UtteranceSpec, cache_dir: str | None) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+    """Kokoro/Piper: (16 kHz wave, labels so far, synth record so far).
+
+    Speed is set for the rate bin and F0 moved to the pitch bin's target (+-7%) with Praat's
+    PSOLA (formants kept); the labels are the bins of the rate and F0 measured on the result.
+    """
+    from speechllm.data.tts import TtsCache, set_median_f0, synthesize_natural
+
+    voice = spec.voice
+    assert voice is not None
+    rng = np.random.default_rng([spec.render_seed, 1])
+    speed = float(np.clip(RATE_TARGETS[spec.rate_bin] / NATURAL_DEFAULT_RATE * math.exp(rng.uniform(-0.05, 0.05)),
+                          *NATURAL_SPEED_RANGE))
+    f0_target = PITCH_TARGETS[voice.gender][spec.pitch_bin] * math.exp(rng.uniform(-F0_JITTER, F0_JITTER))
+    wave = synthesize_natural(voice, spec.text, speed=speed, cache=TtsCache(cache_dir), sample_rate=SAMPLE_RATE)
+    wave = set_median_f0(wave, SAMPLE_RATE, f0_target, voice.gender, seed=spec.render_seed)
+    start, end = measures.energy_speech_span(wave, SAMPLE_RATE)
+    rate = measures.count_syllables(spec.text) / max(end - start, 1e-3)
+    f0, _ = measures.median_f0(wave, SAMPLE_RATE)
+    labels = {
+        "gender": voice.gender,
+        "accent": voice.accent,
+        "speaking_rate": bin_value(rate, SpeakingRateBins().slow_below, SpeakingRateBins().fast_above, RATE_NAMES),
+    }
+    record: dict[str, Any] = {
+        "requested": {"speaking_rate": spec.rate_bin, "volume": spec.volume_bin, "pitch": spec.pitch_bin},
+        "speed": round(speed, 4),
+        "warp": voice.warp,
+        "phonemes": voice.language,
+        "f0_target_hz": round(f0_target, 1),
+        "measured_syllables_per_s": round(rate, 3),
+    }
+    if f0 is not None:
+        record["measured_f0_hz"] = round(float(f0), 1)
+        record["pitch_label"] = bin_value(float(f0), *PitchBins().thresholds(voice.gender), PITCH_NAMES)
+    return wave, labels, record
+
+
+def render_utterance(spec: UtteranceSpec, wav_dir: str | os.PathLike, cache_dir: str | None = None) -> Utterance:
+    """Synthesise one row into ``wav_dir/<id>.wav`` (16 kHz int16) and return it.
+
+    Speech: the voice, then the room (if any), then the gain for the volume bin, then the
+    background noise at the drawn SNR (if any). Every label describes the bytes written.
+    ``cache_dir`` caches the natural engines' output (None: no cache).
+    """
+    if spec.kind == "nonspeech":
+        return _render_nonspeech(spec, wav_dir)
+    voice = spec.voice
+    assert voice is not None
+    if voice.natural:
+        wave, labels, record = _natural_speech(spec, cache_dir)
+    else:
+        wave, labels, record = _robotic_speech(spec)
+    pitch_label = record.pop("pitch_label", None)
+    conditions: dict[str, Any] = {}
+    condition_record: dict[str, Any] = {}
+    if spec.reverb:
+        room = random_room(np.random.default_rng([spec.render_seed, 2]))
+        wave = reverberate(wave, room.rir)
+        c50 = room.c50
+        conditions.update({"reverberation": reverberation_bin(c50), "c50_db": round(c50, 1)})
+        condition_record["room"] = {"dims_m": list(room.dims), "rt60_s": room.rt60,
+                                    "distance_m": round(room.distance, 2)}
+    snr_db = None
+    if spec.noise:
+        low, high = SNR_RANGES[spec.snr_bin]
+        snr_db = float(np.random.default_rng([spec.render_seed, 3]).uniform(low, high))
+    pcm, gain_db, final_level = _level_and_write(wave, spec, snr_db, Path(wav_dir) / f"{spec.id}.wav")
+    if spec.noise:
+        assert snr_db is not None
+        bins = SnrBins()
+        conditions.update({"snr": bin_value(snr_db, bins.low_below, bins.high_above, SNR_NAMES),
+                           "snr_db": round(snr_db, 1), "noise": NOISE_TYPES[spec.noise]})
+
+    labels["volume"] = bin_value(final_level, VolumeBins().quiet_below, VolumeBins().loud_above, VOLUME_NAMES)
+    labels["tts_engine"] = voice.engine
+    labels["tts_voice"] = voice.name if not voice.natural else voice.id
+    if pitch_label is not None:
+        labels["pitch"] = pitch_label
+    labels.update(conditions)
+    record.update({"gain_db": round(gain_db, 2), "level_dbfs": round(final_level, 2), "heldout_voice": voice.heldout})
+    if voice.natural:
+        record["natural"] = True
+    record.update(condition_record)
+    return Utterance(
         id=spec.id,
-        audio=str(wav_path),
+        audio=str(Path(wav_dir) / f"{spec.id}.wav"),
         duration=round(pcm.size / SAMPLE_RATE, 4),
         speaker=voice.id,
         transcript=spec.text,
@@ -368,27 +528,67 @@ def render_utterance(spec: UtteranceSpec, wav_dir: str | os.PathLike) -> Utteran
         split=spec.split,
         attributes=labels,
         provenance={name: PROVENANCE_CORPUS for name in [*labels, "transcript"]},
-        extra={
-            "synth": {
-                "requested": {"speaking_rate": spec.rate_bin, "volume": spec.volume_bin,
-                              **({"pitch": spec.pitch_bin} if voice.pitch_control else {})},
-                "default_syllables_per_s": round(calib.syllables_per_s, 3),
-                "default_f0_hz": round(calib.f0_hz, 1),
-                **plan["settings"],
-                "expected_syllables_per_s": round(plan["expected_rate"], 3),
-                "expected_f0_hz": round(plan["expected_f0"], 1),
-                "gain_db": round(gain_db, 2),
-                "level_dbfs": round(final_level, 2),
-                "heldout_voice": voice.heldout,
-            }
-        },
+        extra={"synth": record},
     )
-    return utt
 
 
-def _render_worker(args: tuple[UtteranceSpec, str]) -> Utterance:
-    spec, wav_dir = args
-    return render_utterance(spec, wav_dir)
+def _level_and_write(wave: np.ndarray, spec: UtteranceSpec, snr_db: float | None,
+                     wav_path: Path) -> tuple[np.ndarray, float, float]:
+    """Scale to the volume bin's level (no sample clipping), add the noise, write int16.
+
+    Returns (pcm, gain in dB, the active level in dBFS of what was written).
+    """
+    import soundfile as sf
+
+    level = measures.active_level_dbfs(wave, SAMPLE_RATE)
+    gain_db = VOLUME_TARGETS[spec.volume_bin] - level
+    peak = float(np.abs(wave).max())
+    if peak * 10 ** (gain_db / 20) > PEAK_LIMIT:
+        gain_db = 20 * math.log10(PEAK_LIMIT / peak)
+    scaled = wave * 10 ** (gain_db / 20)
+    if snr_db is not None:
+        noise = make_noise(spec.noise, np.random.default_rng([spec.render_seed, 4]), scaled.size)
+        scaled = mix_at_snr(scaled, noise, snr_db, SAMPLE_RATE)
+        mixed_peak = float(np.abs(scaled).max())
+        if mixed_peak > PEAK_LIMIT:  # the SNR is kept: speech and noise are scaled together
+            gain_db += 20 * math.log10(PEAK_LIMIT / mixed_peak)
+            scaled = scaled * (PEAK_LIMIT / mixed_peak)
+    # Round to the int16 grid before measuring, so the label describes the bytes on disk.
+    pcm = np.round(np.clip(scaled, -1.0, 1.0) * 32767).astype(np.int16)
+    sf.write(str(wav_path), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    final_level = measures.active_level_dbfs(pcm.astype(np.float32) / 32767, SAMPLE_RATE)
+    return pcm, gain_db, final_level
+
+
+def _render_nonspeech(spec: UtteranceSpec, wav_dir: str | os.PathLike) -> Utterance:
+    """A non-speech clip: labelled ``contains_speech: false`` and ``sound`` (what it is), no speaker."""
+    rng = np.random.default_rng([spec.render_seed, 5])
+    wave, words = make_sound(spec.sound, rng, float(rng.uniform(*NONSPEECH_SECONDS)), SAMPLE_RATE)
+    pcm, gain_db, final_level = _level_and_write(wave, spec, None, Path(wav_dir) / f"{spec.id}.wav")
+    labels = {
+        "contains_speech": False,
+        "sound": words,
+        "volume": bin_value(final_level, VolumeBins().quiet_below, VolumeBins().loud_above, VOLUME_NAMES),
+    }
+    return Utterance(
+        id=spec.id,
+        audio=str(Path(wav_dir) / f"{spec.id}.wav"),
+        duration=round(pcm.size / SAMPLE_RATE, 4),
+        speaker=None,
+        transcript=None,
+        corpus="synth",
+        split=spec.split,
+        attributes=labels,
+        provenance={name: PROVENANCE_CORPUS for name in labels},
+        extra={"synth": {"sound_kind": spec.sound, "heldout_sound": spec.sound in HELDOUT_SOUND_KINDS,
+                         "requested": {"volume": spec.volume_bin}, "gain_db": round(gain_db, 2),
+                         "level_dbfs": round(final_level, 2)}},
+    )
+
+
+def _render_worker(args: tuple[UtteranceSpec, str, str | None]) -> Utterance:
+    spec, wav_dir, cache_dir = args
+    return render_utterance(spec, wav_dir, cache_dir)
 
 
 def build_synthetic_corpus(
@@ -400,10 +600,15 @@ def build_synthetic_corpus(
     jobs: int = 2,
     overwrite: bool = False,
     progress: bool = True,
+    mix: CorpusMix | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, int]:
     """Build the corpus into ``out_dir``: ``wav/``, ``{train,dev,test,all}.jsonl``.
 
-    The folder appears complete or not at all. Returns the row count per split.
+    ``mix`` adds natural voices, non-speech and acoustic conditions (None: the flite/espeak-ng
+    corpus); ``cache_dir`` caches the natural voices' synthesis (default
+    :func:`speechllm.data.tts.default_cache_dir`). The folder appears complete or not at all.
+    Returns the row count per split.
     """
     if num < 1:
         raise SynthError(f"--num must be >= 1, got {num}")
@@ -411,15 +616,31 @@ def build_synthetic_corpus(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SynthError(f"{out} already exists and is not empty; pass --overwrite to replace it")
     check_tts_installed()
+    mix = mix or CorpusMix(natural=0.0, nonspeech=0.0, noisy=0.0, reverb=0.0)
+    if mix.natural > 0:
+        from speechllm.data.tts import check_natural_installed
+
+        check_natural_installed(mix.engines)
+    if mix.reverb > 0:
+        try:
+            import pyroomacoustics  # noqa: F401
+        except ImportError:
+            raise SynthError("--reverb needs pyroomacoustics; install it with: pip install pyroomacoustics "
+                             "(or bash scripts/install.sh)") from None
+    if cache_dir is None and mix.natural > 0:
+        from speechllm.data.tts import default_cache_dir
+
+        cache_dir = default_cache_dir()
     sentences = read_sentences(sentences_path)
-    specs = plan_corpus(sentences, num, seed)
+    specs = plan_mixed_corpus(sentences, num, seed, mix)
 
     from speechllm.utils.fs import atomic_directory
 
     with atomic_directory(out, overwrite=True) as tmp:
         wav_dir = tmp / "wav"
         wav_dir.mkdir()
-        rows = _render_all(specs, wav_dir, jobs=jobs, progress=progress)
+        rows = _render_all(specs, wav_dir, jobs=jobs, progress=progress,
+                           cache_dir=str(cache_dir) if cache_dir is not None else None)
         counts: dict[str, int] = {}
         for split in SPLITS:
             split_rows = [u for u in rows if u.split == split]
@@ -429,10 +650,10 @@ def build_synthetic_corpus(
 
 
 def _render_all(specs: list[UtteranceSpec], wav_dir: Path, *, jobs: int,
-                progress: bool) -> list[Utterance]:
+                progress: bool, cache_dir: str | None = None) -> list[Utterance]:
     from speechllm.utils.progress import progress_bar
 
-    work = [(s, str(wav_dir)) for s in specs]
+    work = [(s, str(wav_dir), cache_dir) for s in specs]
     bar = progress_bar(len(work), "synth", "utt", enabled=progress)
     results: list[Utterance] = []
     try:

@@ -12,7 +12,12 @@ Generation, "text reference" evaluation and anything else that needs the descrip
 - the quoted text is the transcript, left out for non-speech (``contains_speech`` false) or when
   there is none;
 - attributes follow the template's order (or the caller's); missing or empty values are left out;
-  when none remain the parentheses are left out too.
+  when none remain the parentheses are left out too;
+- ``desta2-v2`` only: a non-speech row says ``No speech.`` and what the sound is (``sound``),
+  without speaker attributes; background noise (``noise``) and ``reverberation`` are named::
+
+    [00:00:00 - 00:00:04]: No speech. (Sound: music, Volume: normal, Duration: 4s)
+    [00:00:00 - 00:00:03]: "Glue the sheet." (Gender: Female, SNR level: low, Background noise: pink noise, Reverberation: strong, Duration: 3s)
 
 A template is immutable once released: a change in wording or order is a new id (``desta2-v2``),
 so rows rendered with the old one can still be recognised by their ``description_template``.
@@ -43,6 +48,11 @@ class DescriptionTemplate:
     attributes: tuple[str, ...]
     labels: Mapping[str, str]
     capitalised: frozenset[str]  # attributes whose value is written with a capital first letter
+    # Non-speech rows (``contains_speech`` false): these attributes are left out (a sound has no
+    # speaker, no accent, no speaking rate), and ``no_speech`` is written where the quoted text
+    # would stand. Empty (desta2-v1): non-speech rows are rendered like any other.
+    speech_only: frozenset[str] = frozenset()
+    no_speech: str = ""
 
     def label(self, attribute: str) -> str:
         return self.labels.get(attribute) or attribute.replace("_", " ").capitalize()
@@ -59,6 +69,24 @@ TEMPLATES: dict[str, DescriptionTemplate] = {
             "snr": "SNR level", "c50": "C50", "intent": "Intent", "duration": "Duration",
         },
         capitalised=frozenset({"gender"}),
+    ),
+    # desta2-v2: says what a non-speech clip is ("No speech." and its sound) instead of
+    # describing a speaker it does not have, and names background noise and reverberation.
+    # Rows without those attributes render exactly as in desta2-v1.
+    "desta2-v2": DescriptionTemplate(
+        id="desta2-v2",
+        attributes=("sound", "gender", "age", "accent", "emotion", "pitch", "volume", "speaking_rate",
+                    "snr", "noise", "reverberation", "c50", "intent", "duration"),
+        labels={
+            "sound": "Sound", "gender": "Gender", "age": "Age", "accent": "Accent", "emotion": "Emotion",
+            "pitch": "Pitch", "volume": "Volume", "speaking_rate": "Speaking speed",
+            "snr": "SNR level", "noise": "Background noise", "reverberation": "Reverberation",
+            "c50": "C50", "intent": "Intent", "duration": "Duration",
+        },
+        capitalised=frozenset({"gender"}),
+        speech_only=frozenset({"gender", "age", "accent", "emotion", "pitch", "speaking_rate", "snr",
+                               "noise", "reverberation", "c50", "intent"}),
+        no_speech="No speech.",
     ),
 }
 
@@ -139,9 +167,13 @@ def render_description(
     parts = []
     if shows_text:
         parts.append(f'"{text}"')
+    elif not is_speech and tpl.no_speech:
+        parts.append(tpl.no_speech)
 
     shown = []
     for name in order:
+        if not is_speech and name in tpl.speech_only:
+            continue
         if name == "duration":
             if duration:
                 shown.append(f"{tpl.label(name)}: {format_duration(float(duration))}")

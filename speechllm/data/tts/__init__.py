@@ -1,0 +1,116 @@
+"""Text-to-speech engines of the synthetic corpus, one module each.
+
+- :mod:`~speechllm.data.tts.classic`: flite and espeak-ng (Debian), the robotic subset;
+- :mod:`~speechllm.data.tts.kokoro`: Kokoro-82M speaking English from espeak-ng phonemes;
+- :mod:`~speechllm.data.tts.piper`: Piper's ``en_US-joe-medium`` voice.
+
+:func:`synthesize_natural` is the one entry for the neural voices: speed, vocal-tract warp,
+resampling to 16 kHz and the synthesis cache.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+
+from speechllm.data.tts.base import NATURAL_ENGINES, SynthError, TtsCache, Voice, default_cache_dir
+
+__all__ = ["NATURAL_ENGINES", "SynthError", "TtsCache", "Voice", "check_natural_installed",
+           "default_cache_dir", "natural_voices", "set_median_f0", "synthesize_natural"]
+
+#: Vocal-tract warps of every natural voice: +-8% moves F0 and formants together (a male voice
+#: stays male, a female one female: kumo's 91 Hz becomes 84-98 Hz, the female packs stay above
+#: 215 Hz) and gives the few packs more speakers.
+WARPS = (0.92, 1.0, 1.08)
+#: Held out of training: one female pack (and every blend with it) and the Piper voice (a
+#: different engine as well as a different speaker).
+HELDOUT_PACKS = ("jf_tebukuro",)
+HELDOUT_ENGINES = ("piper",)
+
+
+def natural_voices() -> list[Voice]:
+    """Kokoro (five packs and the 50/50 blends of two female packs, en-us and en-gb phonemes) and
+    Piper joe, each at every warp of :data:`WARPS`, in a fixed order.
+
+    Female+female blends keep a clean female voice; male+female blends land at an ambiguous pitch
+    and are not made.
+    """
+    from speechllm.data.tts import kokoro
+
+    females = [p for p, g in kokoro.PACKS.items() if g == "female"]
+    styles: list[tuple[tuple[tuple[str, float], ...], str]] = [(((p, 1.0),), g) for p, g in kokoro.PACKS.items()]
+    styles += [(((a, 0.5), (b, 0.5)), "female") for a, b in combinations(females, 2)]
+    voices = []
+    for language, accent in kokoro.LANGUAGES.items():
+        for blend, gender in styles:
+            packs = [p for p, _ in blend]
+            for warp in WARPS:
+                voices.append(Voice(
+                    id=f"kokoro-{language}-{'+'.join(packs)}" + ("" if warp == 1.0 else f"-w{warp:g}"),
+                    engine="kokoro", name=packs[0], gender=gender, accent=accent,
+                    heldout=any(p in HELDOUT_PACKS for p in packs), pitch_control=False,
+                    language=language, blend=blend if len(blend) > 1 else (), warp=warp))
+    for warp in WARPS:
+        voices.append(Voice(id="piper-joe" + ("" if warp == 1.0 else f"-w{warp:g}"), engine="piper",
+                            name="joe", gender="male", accent="American", heldout="piper" in HELDOUT_ENGINES,
+                            pitch_control=False, language="en-us", warp=warp))
+    return voices
+
+
+def check_natural_installed(engines: tuple[str, ...] = NATURAL_ENGINES) -> None:
+    """Raise :class:`SynthError` with the install command for each missing natural engine."""
+    from speechllm.data.tts import kokoro, piper
+
+    for engine in engines:
+        {"kokoro": kokoro, "piper": piper}[engine].check_installed()
+
+
+def synthesize_natural(voice: Voice, text: str, *, speed: float = 1.0, cache: TtsCache | None = None,
+                       sample_rate: int = 16_000) -> np.ndarray:
+    """``text`` spoken by a Kokoro or Piper voice at ``speed``, warped, at ``sample_rate``.
+
+    The engine runs at ``speed / warp`` so that the warp (which shortens the clip by its factor)
+    leaves the requested tempo. The engine's raw output is cached by (engine version, voice,
+    phonemes or text, engine speed).
+    """
+    from speechllm.audio import resample
+    from speechllm.data.tts import kokoro, piper
+
+    cache = cache or TtsCache(None)
+    engine_speed = round(speed / voice.warp, 4)
+    if voice.engine == "kokoro":
+        source, version = kokoro.english_phonemes(text, voice.language), kokoro.engine_version()
+    elif voice.engine == "piper":
+        source, version = text, piper.engine_version()
+    else:
+        raise SynthError(f"voice {voice.id}: {voice.engine} is not a natural engine ({', '.join(NATURAL_ENGINES)})")
+    key = cache.key(voice, source, {"speed": engine_speed}, version)
+    hit = cache.get(key)
+    if hit is None:
+        if voice.engine == "kokoro":
+            wave, sr = kokoro.synthesize(voice, source, speed=engine_speed)
+        else:
+            wave, sr = piper.synthesize(voice, source, speed=engine_speed)
+        cache.put(key, wave, sr)
+    else:
+        wave, sr = hit
+    # Played back at sr * warp: every frequency (F0 and formants) times warp, duration / warp.
+    return resample(wave, sr * voice.warp, sample_rate) if voice.warp != 1.0 else resample(wave, sr, sample_rate)
+
+
+def set_median_f0(wave: np.ndarray, sample_rate: int, target_hz: float, gender: str, *, seed: int = 0) -> np.ndarray:
+    """``wave`` with its median F0 moved to ``target_hz`` by Praat's PSOLA ("Change gender"), the
+    formants and the intonation's shape (pitch range factor 1) kept.
+
+    Praat places random pulses in unvoiced stretches; its generator is seeded with ``seed`` first,
+    so the same input gives the same samples.
+    """
+    import parselmouth
+    from parselmouth.praat import call, run
+
+    floor, ceiling = (60.0, 300.0) if gender == "male" else (100.0, 500.0)
+    run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
+    sound = parselmouth.Sound(wave.astype(np.float64), sample_rate)
+    out = call(sound, "Change gender", floor, ceiling, 1.0, float(target_hz), 1.0, 1.0)
+    return np.asarray(out.values[0], dtype=np.float32)
