@@ -23,6 +23,7 @@ corpus_dir=""           # where the corpus lies (default: from db.sh)
 prepare_opts=""         # extra options of `speechllm prepare` (e.g. "--splits train-clean-100 dev-clean")
 synth_num=300           # synthetic corpus: number of utterances
 synth_seed=0            # synthetic corpus: seed
+synth_opts=""           # synthetic corpus: extra options of `speechllm synth` (e.g. "--natural 0.5 --nonspeech 0.15")
 splits="train dev test"  # manifest names written by the prepare stage (<split>.jsonl)
 split_map=""            # prepare: corpus split -> ours, e.g. "train=train-clean-100 dev=dev-clean test=test-clean" ("" = speaker hash)
 split_dev=0.05          # prepare: share of speakers in dev (speaker-hash rule)
@@ -37,10 +38,12 @@ config=""               # recipe YAML under recipes/ (model + generation + train
 overrides=""            # extra dotted key=value overrides for train (space-separated)
 annotators=""           # describe: comma-separated annotators ("" = describe's default)
 describe_jobs=2         # describe: worker processes
+describe_opts=""        # describe: extra options (e.g. "--template desta2-v2")
 prompt_pool=""          # generate: prompt pool (e.g. builtin:attributes; "" = fixed instruction)
 gen_max_new_tokens=96   # generate: response length limit
 gen_batch_size=""       # generate: rows decoding at once (empty: the config's generation.batch_size)
 gen_extra=""            # generate: extra options
+targets_filter=""       # generate: command run as CMD DESCRIBED.jsonl TARGETS.jsonl after each split (may rewrite TARGETS)
 use_feature_cache=true  # stage 4: cache frozen-encoder features for training
 launcher=local          # local | accelerate | slurm
 num_gpus=1              # accelerate/slurm: processes per node
@@ -167,7 +170,8 @@ fi
 if run_stage 1 && ! skip_if_done 1; then
   log "stage 1 (prepare): $prepare_mode"
   if [ "$prepare_mode" = synth ]; then
-    speechllm synth "$data" --num "$synth_num" --seed "$synth_seed" --overwrite
+    # shellcheck disable=SC2086
+    speechllm synth "$data" --num "$synth_num" --seed "$synth_seed" --overwrite $synth_opts
   else
     [ -n "$corpus_dir" ] || die "no corpus folder: pass --corpus_dir or set it in egs/db.sh"
     [ -d "$corpus_dir" ] || die "corpus folder $corpus_dir does not exist (--corpus_dir or egs/db.sh)"
@@ -185,8 +189,9 @@ if run_stage 2 && ! skip_if_done 2; then
   for s in $splits; do
     need "$data/$s.jsonl" 1
     fresh "$described/$s.jsonl" "$described/$s.jsonl".* "$described/$s.describe.yaml"
+    # shellcheck disable=SC2086
     speechllm describe "$data/$s.jsonl" "$described/$s.jsonl" --jobs "$describe_jobs" \
-      ${annotators:+--annotators "$annotators"}
+      ${annotators:+--annotators "$annotators"} $describe_opts
   done
   mark_done 2
 fi
@@ -201,6 +206,8 @@ if run_stage 3 && ! skip_if_done 3; then
     speechllm generate "$described/$s.jsonl" "$targets/$s.jsonl" --config "$config" \
       --max-new-tokens "$gen_max_new_tokens" ${gen_batch_size:+--batch-size "$gen_batch_size"} \
       ${prompt_pool:+--prompt-pool "$prompt_pool"} "${gen_extra_args[@]}"
+    # shellcheck disable=SC2086
+    if [ -n "$targets_filter" ]; then $targets_filter "$described/$s.jsonl" "$targets/$s.jsonl"; fi
   done
   mark_done 3
 fi

@@ -210,6 +210,7 @@ class UtteranceSpec:
     snr_bin: str = ""
     reverb: bool = False
     render_seed: int = 0
+    label_speech: bool = False  # write contains_speech: true (a mixed corpus: VAD may miss speech in noise)
 
 
 def plan_corpus(sentences: list[str], num: int, seed: int) -> list[UtteranceSpec]:
@@ -322,7 +323,7 @@ def plan_mixed_corpus(sentences: list[str], num: int, seed: int, mix: CorpusMix)
             snr_bin = SNR_NAMES[int(rng.integers(3))]
             render_seed = int(rng.integers(2**31))
             common = {"id": f"synth_{split}_{k:05d}", "split": split, "volume_bin": volume_bin,
-                      "render_seed": render_seed}
+                      "render_seed": render_seed, "label_speech": True}
             if u < mix.nonspeech:
                 kinds = list(mix.heldout_sounds) if heldout and mix.heldout_sounds else train_sounds
                 specs.append(UtteranceSpec(text="", voice=None, rate_bin="", pitch_bin="", kind="nonspeech",
@@ -514,6 +515,8 @@ def render_utterance(spec: UtteranceSpec, wav_dir: str | os.PathLike, cache_dir:
     if pitch_label is not None:
         labels["pitch"] = pitch_label
     labels.update(conditions)
+    if spec.label_speech:
+        labels["contains_speech"] = True
     record.update({"gain_db": round(gain_db, 2), "level_dbfs": round(final_level, 2), "heldout_voice": voice.heldout})
     if voice.natural:
         record["natural"] = True
