@@ -48,7 +48,8 @@ REPLAY_PROMPTS = [
 def write_replay(llm, tokenizer, out: Path, *, sampled: bool, samples: int = 4) -> Path:
     """The base's answers to REPLAY_PROMPTS: ``samples`` draws at temperature 1 each (seeded),
     or one greedy answer each."""
-    from speechllm.eval.predictors import encode_chats, generate_ids, left_pad
+    from speechllm.eval.predictors import generate_ids
+    from speechllm.llm_runtime import encode_chats, left_pad
 
     chats = [[{"role": "user", "content": p}] for p in REPLAY_PROMPTS]
     ids = encode_chats(tokenizer, chats)
@@ -81,7 +82,8 @@ def self_generated_targets(llm, tokenizer, rows_file: Path, out: Path) -> Path:
     instruction with the seed description where the audio stands (shared chat layout)."""
     from speechllm.config import ModelConfig
     from speechllm.eval.predictors import generate_ids
-    from speechllm.models.chat_layout import render_text, substitute_audio_text
+    from speechllm.llm_runtime import render_text
+    from speechllm.models.chat_layout import substitute_audio_text
 
     config = ModelConfig()
     rows = [json.loads(x) for x in rows_file.read_text().splitlines() if x.strip()]

@@ -23,6 +23,7 @@ from speechllm.eval.predictors import (
     load_predictor,
 )
 from speechllm.eval.report import write_report
+from speechllm.llm_runtime import dtype_name_of
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,13 @@ def speech_ifeval_summary(categories: dict[str, dict[str, Any]]) -> dict[str, An
     return {"split_rates": rates, "if_rate": if_rate(rates)}
 
 
+def _llm_dtype(pred: Predictor) -> str:
+    """The precision of the evaluated model's LLM (fp32 for a predictor that holds none here)."""
+    if isinstance(pred, (TextLLMPredictor, SpeechLLMPredictor)):
+        return dtype_name_of(_tuned_text_lm(pred)[0])
+    return "fp32"
+
+
 def _tuned_text_lm(pred: Predictor):
     if isinstance(pred, TextLLMPredictor):
         return pred.model, pred.tokenizer
@@ -184,9 +192,9 @@ def run_retention(pred: Predictor, options: EvalOptions) -> dict[str, Any]:
     prompts = load_retention_prompts(options.retention_prompts)
     harmful = load_harmful_prompts(options.harmful_prompts)
     tuned, _ = _tuned_text_lm(pred)
-    # Load the base in the tuned model's dtype: a bf16 copy against an fp32 one differs by
-    # rounding alone (~1e-7 nats of KL), which would read as forgetting.
-    dtype = "bf16" if str(next(tuned.parameters()).dtype) == "torch.bfloat16" else "fp32"
+    # Load the base in the tuned model's dtype (fp16 included): a bf16 or fp16 copy against an
+    # fp32 one differs by rounding alone, which would read as forgetting.
+    dtype = dtype_name_of(tuned)
     base, tokenizer = load_causal_lm(options.base, dtype=dtype)
     out = retention_metrics(base, tuned, tokenizer, prompts=prompts[: options.limit or None],
                             harmful=harmful[: options.limit or None],
@@ -208,8 +216,10 @@ def run_speech_text_gap(pred: Predictor, bench, options: EvalOptions, *, judge: 
 
     # The text side wraps descriptions exactly as the evaluated model's layout wraps audio.
     layout_config = pred.model.config if isinstance(pred, SpeechLLMPredictor) else getattr(pred, "layout_config", None)
+    # ... and reads in the evaluated model's LLM dtype: the gap should measure hearing against
+    # reading, not bf16 against fp32.
     text_pred = TextLLMPredictor(options.base, max_new_tokens=options.max_new_tokens, batch_size=options.batch_size,
-                                 layout_config=layout_config)
+                                 layout_config=layout_config, dtype=_llm_dtype(pred))
     out = Path(options.out_dir) / "speech_text_gap"
     sides, sections = {}, {}
     for side, p in (("speech", pred), ("text", text_pred)):

@@ -80,51 +80,21 @@ def text_reference_message(request: Request, layout_config: Any = None) -> str:
 
 
 def load_causal_lm(ref: str, *, dtype: str = "fp32"):
-    """A causal LM and its tokenizer from ``offline:NAME``, a folder or a hub id (eval mode)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """``(model, tokenizer)``: an evaluation LLM (base, text reference, judge) loaded by
+    :func:`speechllm.llm_runtime.load_causal_lm`; its own code runs only with the user's
+    ``--trust-remote-code``, never because a file asks."""
+    from speechllm.llm_runtime import load_causal_lm as load
+    from speechllm.utils.remote_code import remote_code_allowed
 
-    from speechllm.assets import resolve_model
-    from speechllm.utils.remote_code import refusing_remote_code, remote_code_allowed
-
-    path = resolve_model(ref)
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    trust = remote_code_allowed()  # the user's --trust-remote-code only; never HF's interactive prompt
-    with refusing_remote_code(ref):
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust)
-    model.eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def encode_chats(tokenizer, chats: Sequence[list[dict[str, str]]]) -> list[list[int]]:
-    """Token ids of each chat rendered with the tokenizer's template plus the generation prompt."""
-    out = []
-    for chat in chats:
-        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return out
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int):
-    """(input_ids, attention_mask) tensors, left-padded for generation."""
-    import torch
-
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids, mask
+    loaded = load(ref, dtype=dtype, trust_remote_code=remote_code_allowed())
+    return loaded.model, loaded.tokenizer
 
 
 def generate_ids(model, tokenizer, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
     """Greedy continuations (token ids, eos and padding stripped) of a batch of prompts."""
     import torch
+
+    from speechllm.llm_runtime import left_pad
 
     ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
     with torch.inference_mode():
@@ -146,6 +116,8 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[Sequence[int]], max_new_
 
 def generate_chat(model, tokenizer, chats: Sequence[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
     """Greedy replies to a batch of chats."""
+    from speechllm.llm_runtime import encode_chats
+
     answers = generate_ids(model, tokenizer, encode_chats(tokenizer, chats), max_new_tokens)
     return [tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]
 

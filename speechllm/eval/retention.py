@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from speechllm.eval.items import BenchmarkError
-from speechllm.eval.predictors import encode_chats, generate_chat, generate_ids
+from speechllm.eval.predictors import generate_chat, generate_ids
 from speechllm.eval.scorers import is_refusal
+from speechllm.llm_runtime import encode_chats
 
 RESOURCE_DIR = "resources/eval"
 

@@ -182,13 +182,9 @@ def load_backend(
 
 def read_chat_template(path: str | os.PathLike) -> str:
     """A Jinja chat template from a file (clear error when absent or empty)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise GenerationError(f"chat template {p}: no such file (give a Jinja template file)")
-    text = p.read_text(encoding="utf-8")
-    if not text.strip():
-        raise GenerationError(f"chat template {p}: the file is empty")
-    return text
+    from speechllm.llm_runtime import read_chat_template as read
+
+    return read(path, error=GenerationError)
 
 
 def missing_chat_template_error(llm: str) -> GenerationError:
@@ -204,13 +200,15 @@ class TokenizerPrompts:
     ``dtype_name``)."""
 
     def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
-        from speechllm.models.chat_layout import render_text
+        from speechllm.llm_runtime import render_text
 
         return render_text(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a rendered prompt (the template already holds any BOS it wants)."""
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        from speechllm.llm_runtime import encode_prompt
+
+        return encode_prompt(self.tokenizer, text)
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))

@@ -39,27 +39,18 @@ from speechllm.utils.hf_compat import cache_kwargs
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
-    import torch
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu`` (:mod:`speechllm.llm_runtime`)."""
+    from speechllm.llm_runtime import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return resolve(device)
 
 
 def resolve_dtype_name(dtype: str, device: str) -> str:
     """``auto`` -> bf16 where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX)."""
-    from speechllm.utils.hardware import default_dtype_name
+    from speechllm.llm_runtime import resolve_dtype_name as resolve
 
-    if dtype == "auto":
-        return default_dtype_name(device)
-    if dtype not in _DTYPES:
-        raise GenerationError(f"dtype {dtype!r}: expected auto, fp32, bf16 or fp16")
-    return dtype
+    return resolve(dtype, device, error=GenerationError)
 
 
 class HFBackend(TokenizerPrompts):
@@ -77,36 +68,18 @@ class HFBackend(TokenizerPrompts):
         revision: str | None = None,
         trust_remote_code: bool = False,
     ):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from speechllm.assets import resolve_model
-        from speechllm.errors import ModelResolutionError
+        from speechllm.llm_runtime import load_causal_lm
 
         self.llm_ref = llm
         self.device = resolve_device(device)
         self.dtype_name = resolve_dtype_name(dtype, self.device)
-        self.resolved = resolve_model(llm)
         self.revision = revision
-        from speechllm.utils.remote_code import refusing_remote_code
-
-        try:
-            with refusing_remote_code(llm):
-                self.tokenizer = AutoTokenizer.from_pretrained(
-                    self.resolved, revision=revision, trust_remote_code=trust_remote_code)
-                self.model = AutoModelForCausalLM.from_pretrained(
-                    self.resolved, revision=revision, dtype=getattr(torch, _DTYPES[self.dtype_name]),
-                    trust_remote_code=trust_remote_code)
-        except OSError as e:
-            raise ModelResolutionError(f"cannot load LLM {llm!r} ({e})") from None
-        if chat_template:
-            self.tokenizer.chat_template = read_chat_template(chat_template)
+        loaded = load_causal_lm(llm, revision=revision, dtype=self.dtype_name, device=self.device,
+                                trust_remote_code=trust_remote_code,
+                                chat_template=read_chat_template(chat_template) if chat_template else None)
+        self.model, self.tokenizer, self.resolved = loaded.model, loaded.tokenizer, loaded.resolved
         if not getattr(self.tokenizer, "chat_template", None):
             raise missing_chat_template_error(llm)
-        self.model.to(self.device)
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
@@ -236,7 +209,7 @@ class _Decoder:
         import torch
         from transformers import DynamicCache
 
-        from speechllm.eval.predictors import left_pad
+        from speechllm.llm_runtime import left_pad
 
         n = len(indices)
         input_ids, attention = left_pad([prompt_ids[i] for i in indices], self.b.pad_id)
@@ -371,7 +344,7 @@ class _SlotDecoder(_Decoder):
         import torch
         from transformers import DynamicCache
 
-        from speechllm.eval.predictors import left_pad
+        from speechllm.llm_runtime import left_pad
 
         prefix_len, prefix = shared
         input_ids, own = left_pad([prompt_ids[r][prefix_len:] for r in rows], self.b.pad_id)

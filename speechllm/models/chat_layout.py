@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 from speechllm.audio.io import AudioTooLongError
 from speechllm.errors import SpeechLLMError
 
+# Rendering a chat with the LLM's template and left padding belong to the LLM runtime.
+from speechllm.llm_runtime import left_pad, positions_of, render_text  # noqa: F401
+
 # Whisper's framing belongs to the encoder; re-exported because the layout speaks of samples.
 from speechllm.models.encoder import (  # noqa: F401
     SAMPLE_RATE,
@@ -250,21 +253,6 @@ class RenderedChat:
         return len(self.segments) - 1
 
 
-def render_text(tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool) -> str:
-    """The chat template's rendering of ``messages`` as a string."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ChatLayoutError(
-            f"the LLM tokenizer ({getattr(tokenizer, 'name_or_path', '?')}) has no chat template; "
-            "set model.chat_template to a Jinja template file"
-        )
-    text = tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
-    )
-    if not isinstance(text, str):  # some versions return a list for batched input
-        text = text[0]
-    return text
-
-
 def _special_token_strings(tokenizer: Any) -> list[str]:
     specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
     for tok in getattr(tokenizer, "added_tokens_decoder", {}).values():
@@ -413,21 +401,10 @@ def collate_left_padded(sequences: Sequence[ChatSequence], pad_id: int) -> dict[
 
     if not sequences:
         raise ChatLayoutError("empty batch")
-    width = max(len(s) for s in sequences)
-    n = len(sequences)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    audio_mask = torch.zeros((n, width), dtype=torch.bool)
-    for row, s in enumerate(sequences):
-        k = len(s)
-        if k == 0:
-            continue
-        input_ids[row, width - k:] = torch.tensor(s.input_ids, dtype=torch.long)
-        labels[row, width - k:] = torch.tensor(s.labels, dtype=torch.long)
-        attention[row, width - k:] = 1
-        audio_mask[row, width - k:] = torch.tensor(s.audio_mask, dtype=torch.bool)
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    input_ids, attention = left_pad([s.input_ids for s in sequences], pad_id)
+    labels, _ = left_pad([s.labels for s in sequences], IGNORE_INDEX)
+    audio_mask, _ = left_pad([s.audio_mask for s in sequences], False, torch.bool)
+    position_ids = positions_of(attention)
     return {
         "input_ids": input_ids,
         "attention_mask": attention,

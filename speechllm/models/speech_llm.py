@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from speechllm.config import ModelConfig
-from speechllm.errors import ConfigError, ModelResolutionError, SpeechLLMError
+from speechllm.errors import ConfigError, SpeechLLMError
+from speechllm.llm_runtime import torch_dtype
 from speechllm.models import chat_layout as layout
 from speechllm.models.adapters import AdapterSpec, build_adapter
 from speechllm.models.encoder import (
@@ -32,24 +33,14 @@ from speechllm.models.encoder import (
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 class InvalidAudioError(SpeechLLMError):
     """A waveform given to the model that cannot be used (empty, NaN/Inf, not 1-D)."""
 
 
 def resolve_dtype(name: str | torch.dtype | None, device: str = "cpu") -> torch.dtype:
-    """``auto`` -> bf16 where the hardware runs it fast (CPU AVX512-BF16/AMX, CUDA), else fp32."""
-    if isinstance(name, torch.dtype):
-        return name
-    if name in (None, "auto"):
-        from speechllm.utils.hardware import default_dtype_name
-
-        name = default_dtype_name(str(device))
-    if name not in DTYPES:
-        raise ConfigError(f"dtype {name!r}: expected one of auto, {', '.join(DTYPES)}")
-    return DTYPES[name]
+    """``auto`` -> bf16 where the hardware runs it fast (CPU AVX512-BF16/AMX, CUDA), else fp32
+    (:func:`speechllm.llm_runtime.torch_dtype`)."""
+    return torch_dtype(name, device)
 
 
 @dataclass
@@ -516,32 +507,15 @@ class SpeechLLM(nn.Module):
         return (result, batch) if return_batch else result
 
 
-def load_llm(config: ModelConfig, ref: str, torch_dtype: torch.dtype):
-    """``(causal LM, tokenizer, resolved path or id)``; all weights frozen."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_llm(config: ModelConfig, ref: str, torch_dtype: torch.dtype | None):
+    """``(causal LM, tokenizer, resolved path or id)`` named by a ``ModelConfig``: its revision,
+    remote-code request (allowed only by the user) and chat-template file; all weights frozen."""
+    from speechllm.llm_runtime import load_causal_lm, read_chat_template
+    from speechllm.utils.remote_code import CONFIG_SOURCE, trust_remote_code
 
-    from speechllm.assets import resolve_model
-    from speechllm.utils.remote_code import CONFIG_SOURCE, refusing_remote_code, trust_remote_code
-
-    resolved = resolve_model(ref)
-    trust = trust_remote_code(config.trust_remote_code, source=CONFIG_SOURCE, model=ref)
-    try:
-        with refusing_remote_code(ref):
-            tokenizer = AutoTokenizer.from_pretrained(resolved, revision=config.llm_revision, trust_remote_code=trust)
-            llm = AutoModelForCausalLM.from_pretrained(resolved, revision=config.llm_revision, dtype=torch_dtype,
-                                                       trust_remote_code=trust)
-    except OSError as e:
-        raise ModelResolutionError(f"cannot load LLM {ref!r} ({e})") from None
-    if config.chat_template:
-        from pathlib import Path
-
-        path = Path(config.chat_template)
-        if not path.is_file():
-            raise ConfigError(f"model.chat_template: {path} does not exist")
-        tokenizer.chat_template = path.read_text(encoding="utf-8")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    for p in llm.parameters():
-        p.requires_grad_(False)
-    llm.eval()
-    return llm, tokenizer, resolved
+    template = (read_chat_template(config.chat_template, error=ConfigError, field="model.chat_template")
+                if config.chat_template else None)
+    loaded = load_causal_lm(ref, revision=config.llm_revision, dtype=torch_dtype,
+                            trust_remote_code=trust_remote_code(config.trust_remote_code, source=CONFIG_SOURCE, model=ref),
+                            chat_template=template)
+    return loaded.model, loaded.tokenizer, loaded.resolved

@@ -1,0 +1,48 @@
+"""The one LLM runtime (``speechllm.llm_runtime``): precision names, loading, left padding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def test_dtype_names_and_devices():
+    from speechllm.errors import ConfigError
+    from speechllm.llm_runtime import resolve_device, resolve_dtype_name, torch_dtype
+
+    assert [resolve_dtype_name(n) for n in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+    assert resolve_dtype_name(torch.float16) == "fp16" and torch_dtype("bf16") is torch.bfloat16
+    assert resolve_dtype_name("auto") in ("fp32", "bf16")
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="dtype 'fp8': expected one of auto, fp32, bf16, fp16"):
+        resolve_dtype_name("fp8")
+
+
+def test_every_llm_loads_through_one_loader(tiny_llm_dir):
+    from speechllm.config import ModelConfig
+    from speechllm.eval.predictors import load_causal_lm as eval_load
+    from speechllm.generate.hf_backend import HFBackend
+    from speechllm.llm_runtime import dtype_name_of, load_causal_lm
+    from speechllm.models.speech_llm import load_llm
+
+    loaded = load_causal_lm(str(tiny_llm_dir), dtype="fp16")
+    assert dtype_name_of(loaded.model) == "fp16" and not loaded.model.training
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    assert loaded.tokenizer.pad_token_id is not None
+    model, tok = eval_load(str(tiny_llm_dir), dtype="fp16")  # a retention base for an fp16 model
+    assert dtype_name_of(model) == "fp16"
+    llm, tok2, _ = load_llm(ModelConfig(), str(tiny_llm_dir), torch.bfloat16)
+    assert dtype_name_of(llm) == "bf16"
+    backend = HFBackend(str(tiny_llm_dir), dtype="fp32", device="cpu")
+    assert backend.dtype_name == "fp32" and backend.pad_id == loaded.tokenizer.pad_token_id
+    assert torch.equal(backend.model.get_input_embeddings().weight,
+                       load_causal_lm(str(tiny_llm_dir)).model.get_input_embeddings().weight)
+
+
+def test_left_padding_and_positions():
+    from speechllm.llm_runtime import left_pad, positions_of
+
+    ids, mask = left_pad([[5, 6, 7], [8], []], 0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    assert positions_of(mask).tolist() == [[0, 1, 2], [0, 0, 0], [0, 0, 0]]
