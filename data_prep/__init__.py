@@ -5,3 +5,16 @@ function registered with :func:`speechllm.data.importers.register_importer`.
 Importers only parse a corpus's own metadata; :class:`speechllm.data.importers.ManifestBuilder`
 reads durations from audio headers, normalises label names and values, and writes the manifest.
 """
+
+# Importing the package registers every built-in importer (the CLI's discovery).
+from data_prep import (  # noqa: F401, E402
+    accentdb,
+    commonvoice,
+    cremad,
+    folder,
+    iemocap,
+    kaldi,
+    librispeech,
+    ravdess,
+    vctk,
+)

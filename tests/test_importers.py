@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import data_prep  # noqa: F401  (registers the built-in importers, as `speechllm prepare` does)
 from speechllm.cli import main as cli_main
 from speechllm.data import read_manifest
 from speechllm.data.importers import (

@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import data_prep  # noqa: F401  (registers the built-in importers)
     from speechllm.data.importers import get_importer, list_importers
     from speechllm.errors import SpeechLLMError
 

@@ -1,8 +1,10 @@
 """Corpus importers: the registry, the builder every importer fills, label normalisation.
 
 An importer is a function ``prepare_<name>(corpus_dir, output_dir=None, **options)`` in the
-``data_prep`` package, registered with :func:`register_importer`. The CLI mirrors the Python API
-(lhotse style): ``speechllm prepare vctk CORPUS OUT`` calls ``data_prep.vctk.prepare_vctk``.
+``data_prep`` package, registered with :func:`register_importer`. The dependency points one way:
+``data_prep`` uses this module, and whoever wants the built-in importers imports ``data_prep``
+(``speechllm prepare`` does; so does ``import data_prep`` in Python). The CLI mirrors the Python
+API (lhotse style): ``speechllm prepare vctk CORPUS OUT`` calls ``data_prep.vctk.prepare_vctk``.
 Importers only parse the corpus's metadata; :class:`ManifestBuilder` does the rest (durations
 from audio headers, label names and values made uniform, provenance ``corpus``, files that
 cannot be used counted by kind, manifests and a summary written).
@@ -10,7 +12,6 @@ cannot be used counted by kind, manifests and a summary written).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import math
@@ -25,9 +26,6 @@ from typing import Any
 from speechllm.data.manifest import PROVENANCE_CORPUS, Utterance, write_manifest
 from speechllm.errors import SpeechLLMError
 
-#: Modules of the ``data_prep`` package that register importers.
-IMPORTER_MODULES = ("librispeech", "vctk", "cremad", "ravdess", "iemocap", "commonvoice",
-                    "accentdb", "kaldi", "folder")
 #: How many example ids/paths a summary keeps for each kind of skipped file.
 EXAMPLES_PER_PROBLEM = 5
 
@@ -307,24 +305,20 @@ def register_importer(name: str, *, labels: str, source: str) -> Callable:
     return wrap
 
 
-def _load_builtin_importers() -> None:
-    for module in IMPORTER_MODULES:
-        importlib.import_module(f"data_prep.{module}")
-
-
 def list_importers() -> list[Importer]:
     """Every registered importer, sorted by name."""
-    _load_builtin_importers()
     return sorted(_REGISTRY.values(), key=lambda i: i.name)
 
 
 def get_importer(name: str) -> Importer:
     """The importer called ``name``; an error listing the known ones otherwise."""
-    _load_builtin_importers()
     try:
         return _REGISTRY[_key(name)]
     except KeyError:
         known = ", ".join(sorted(i.name for i in _REGISTRY.values()))
+        if not known:
+            raise CorpusError(f"unknown corpus {name!r}: no importer is registered; `import data_prep` "
+                              "registers the built-in ones (speechllm prepare does)") from None
         raise CorpusError(f"unknown corpus {name!r}; importers: {known}") from None
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from speechllm.errors import SpeechLLMError
 
 
-class MergeError(SpeechLLMError):
-    """A checkpoint that cannot be interpolated (no LoRA weights)."""
+class LoraMergeError(SpeechLLMError):
+    """A checkpoint that cannot be interpolated (no LoRA weights). (``generate``'s ``MergeError``
+    is another meaning: shards that do not join.)"""
 
 
 def merge_checkpoint(checkpoint: str | Path, out_root: str | Path, lambdas: Sequence[float]) -> list[Path]:
@@ -30,7 +31,7 @@ def merge_checkpoint(checkpoint: str | Path, out_root: str | Path, lambdas: Sequ
     meta = read_checkpoint_config(src)
     lora_file = src / LORA_DIR / "adapter_model.safetensors"
     if "lora" not in meta.get("trained", []) or not lora_file.is_file():
-        raise MergeError(
+        raise LoraMergeError(
             f"{src}: holds no LoRA weights; merging interpolates trained LLM weights toward the base "
             "(train with model.lora.enabled=true)"
         )
