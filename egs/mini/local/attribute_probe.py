@@ -15,7 +15,20 @@ SmolLM2-135M answers "male" to most descriptions that say "Gender: Female".
         --llm offline:smollm2-135m-instruct --out exp/mini/eval/attribute_probe.json
 
 A reply counts as correct when it names the label and no other label of that attribute
-(``single_option``, the built-in benchmark's rule).
+(``single_option``, the built-in benchmark's rule). On a non-speech clip (``contains_speech``
+false) a reply counts as correct when it invents no speaker: it names no gender and no accent
+(``speechllm.generate.faithful.names_a_speaker``); its baselines are 0 for the majority label
+(which names one) and 1/(labels + 1) for chance (a uniform pick among the labels and "no
+speaker"). ``says no speech`` gives the share of those replies that also say that nothing is
+spoken.
+
+Rows are grouped by what the model could have learnt from: voices seen in training or held out
+(natural voices, Kokoro/Piper, apart from the robotic flite/espeak-ng ones), non-speech of kinds
+made for training or held out of it, and, with ``--real DIR``, real recordings (a folder with a
+``LABELS.tsv`` as in tests/data/audio: file, kind, speaker, gender). Real recordings are
+described for the LLM reference with the describe stage's annotators and Whisper's transcript;
+synthetic rows use their ``description`` when the manifest has one (a described split), else the
+row rendered with ``--template``.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+REAL_ANNOTATORS = "duration,vad,volume,snr,pitch,asr,speaking_rate"
 QUESTIONS = {
     "gender": "Is the speaker male or female?",
     "accent": "What accent does the speaker have?",
@@ -44,12 +58,48 @@ def names_only(reply: str, label: str, labels: list[str]) -> bool:
     return desta_label_match(reply, label) and not any(desta_label_match(reply, o) for o in labels if o != label)
 
 
-def ask(predictor, rows: list[dict], question: str, audio_root: Path, batch: int) -> list[str]:
+def is_speech(row: dict) -> bool:
+    return row["attributes"].get("contains_speech") is not False
+
+
+def group_of(row: dict, seen_voices: set) -> str:
+    """What the model could have learnt this row from (see the module docstring)."""
+    synth = row.get("synth") or {}
+    if row.get("real"):
+        return "real speech" if is_speech(row) else "real non-speech"
+    if not is_speech(row):
+        return "non-speech, held-out kinds" if synth.get("heldout_sound") else "non-speech, trained kinds"
+    voices = "seen voices" if row.get("speaker") in seen_voices else "held-out voices"
+    return f"natural, {voices}" if synth.get("natural") else voices
+
+
+def read_real(folder: Path, template: str) -> list[dict]:
+    """Rows of a folder of real recordings (LABELS.tsv), described as the describe stage would."""
+    import csv
+
+    from speechllm.data.manifest import Utterance
+    from speechllm.describe.config import DescribeConfig
+    from speechllm.describe.pipeline import UtteranceDescriber
+
+    describer = UtteranceDescriber(DescribeConfig(annotators=REAL_ANNOTATORS.split(","), template=template))
+    rows = []
+    with (folder / "LABELS.tsv").open(encoding="utf-8") as f:
+        for label in csv.DictReader(f, delimiter="\t"):
+            speech = label["kind"] == "speech"
+            attributes = {"contains_speech": speech, **({"gender": label["gender"]} if speech else {})}
+            utt = Utterance(id=Path(label["file"]).stem, audio=str((folder / label["file"]).resolve()),
+                            attributes=attributes, provenance={k: "user" for k in attributes})
+            utt, _, _ = describer.describe(utt)
+            rows.append(utt.to_dict() | {"real": True})
+    return rows
+
+
+def ask(predictor, rows: list[dict], question: str, audio_root: Path, batch: int, template: str) -> list[str]:
     from speechllm.describe.renderer import render_description
     from speechllm.eval.predictors import Request
 
     requests = [Request(id=r["id"], text=question, audios=[str(audio_root / r["audio"])],
-                        audio_text=render_description(r)) for r in rows]
+                        audio_text=r.get("description") or render_description(r, template)) for r in rows]
     replies: list[str] = []
     for start in range(0, len(requests), batch):
         replies += predictor.predict(requests[start:start + batch])
@@ -57,16 +107,25 @@ def ask(predictor, rows: list[dict], question: str, audio_root: Path, batch: int
 
 
 def score(rows, replies, attribute, labels, seen_voices, majority) -> dict:
+    from speechllm.generate.faithful import names_a_speaker, says_no_speech
+
     groups: dict[str, list[bool]] = collections.defaultdict(list)
     majority_hits: dict[str, list[bool]] = collections.defaultdict(list)
+    no_speech: dict[str, list[bool]] = collections.defaultdict(list)
     for row, reply in zip(rows, replies, strict=True):
-        label = row["attributes"][attribute]
-        ok = names_only(reply, label, labels)
-        group = "seen voices" if row["speaker"] in seen_voices else "held-out voices"
+        group = group_of(row, seen_voices)
+        if is_speech(row):
+            label = row["attributes"][attribute]
+            ok, majority_ok = names_only(reply, label, labels), label == majority
+        else:  # no invented speaker; the majority label names one
+            ok, majority_ok = names_a_speaker(reply) is None, False
+            no_speech[group].append(says_no_speech(reply))
         for g in ("all", group):
             groups[g].append(ok)
-            majority_hits[g].append(label == majority)
-    return {g: {"n": len(v), "accuracy": sum(v) / len(v), "majority": sum(majority_hits[g]) / len(v)}
+            majority_hits[g].append(majority_ok)
+    return {g: {"n": len(v), "accuracy": sum(v) / len(v), "majority": sum(majority_hits[g]) / len(v),
+                "chance": 1 / len(labels) if g not in no_speech else 1 / (len(labels) + 1),
+                **({"says_no_speech": sum(no_speech[g]) / len(no_speech[g])} if g in no_speech else {})}
             for g, v in groups.items()}
 
 
@@ -80,6 +139,10 @@ def main() -> int:
                     help="system prompt for --llm: generation.context_prompt of the targets ('' for none)")
     ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--template", default="desta2-v1",
+                    help="description template for rows without a description (the describe stage's)")
+    ap.add_argument("--real", type=Path, default=None,
+                    help="also ask about the real recordings of this folder (LABELS.tsv, e.g. tests/data/audio)")
     args = ap.parse_args()
 
     from speechllm.config import ModelConfig
@@ -87,7 +150,9 @@ def main() -> int:
     from speechllm.generate.prompts import generation_context
 
     test, train = read_rows(args.test), read_rows(args.train)
-    seen = {r["speaker"] for r in train}
+    seen = {r.get("speaker") for r in train} - {None}
+    if args.real:
+        test += read_real(args.real, args.template)
     predictors = {"speech model": SpeechLLMPredictor(args.model, max_new_tokens=24)}
     if args.llm:
         system = generation_context(None, args.llm_context or None, ModelConfig())
@@ -95,25 +160,32 @@ def main() -> int:
                                                                      system_prompt=system)
     results: dict = {}
     for attribute, question in QUESTIONS.items():
-        labels = sorted({r["attributes"][attribute] for r in train + test})
-        majority = collections.Counter(r["attributes"][attribute] for r in train).most_common(1)[0][0]
+        # Speech rows without this label (a real reader's accent) are not asked about it.
+        asked = [r for r in test if not is_speech(r) or attribute in r["attributes"]]
+        labels = sorted({r["attributes"][attribute] for r in train + asked if attribute in r["attributes"]})
+        majority = collections.Counter(r["attributes"][attribute] for r in train
+                                       if attribute in r["attributes"]).most_common(1)[0][0]
         entry = {"question": question, "labels": labels, "majority_label": majority, "chance": 1 / len(labels)}
         for name, predictor in predictors.items():
-            replies = ask(predictor, test, question, args.test.parent, args.batch_size)
-            entry[name] = score(test, replies, attribute, labels, seen, majority)
+            replies = ask(predictor, asked, question, args.test.parent, args.batch_size, args.template)
+            entry[name] = score(asked, replies, attribute, labels, seen, majority)
             entry[name]["answers"] = collections.Counter(replies).most_common(5)
+            entry[name]["replies"] = {r["id"]: reply for r, reply in zip(asked, replies, strict=True)
+                                      if r.get("real")}
         results[attribute] = entry
 
-    print("| attribute | voices | n | " + " | ".join(predictors) + " | majority label | uniform chance |")
+    groups = ("all", "seen voices", "held-out voices", "natural, seen voices", "natural, held-out voices",
+              "non-speech, trained kinds", "non-speech, held-out kinds", "real speech", "real non-speech")
+    print("| attribute | rows | n | " + " | ".join(predictors) + " | majority label | uniform chance |")
     print("| --- | --- | ---: | " + " | ".join("---:" for _ in predictors) + " | ---: | ---: |")
     for attribute, entry in results.items():
         first = entry["speech model"]
-        for group in ("all", "seen voices", "held-out voices"):
+        for group in groups:
             if group not in first:
                 continue
             accs = " | ".join(f"{entry[name][group]['accuracy']:.3f}" for name in predictors)
             print(f"| {attribute} | {group} | {first[group]['n']} | {accs} | {first[group]['majority']:.3f} "
-                  f"({entry['majority_label']}) | {entry['chance']:.3f} |")
+                  f"({entry['majority_label']}) | {first[group]['chance']:.3f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
