@@ -91,3 +91,44 @@ def test_training_curves_keep_the_last_row_of_a_repeated_step_and_plot(tmp_path)
     png = plot_training_curves(tmp_path)
     assert png == tmp_path / "plots" / "training_curves.png" and png.read_bytes()[:4] == b"\x89PNG"
     assert plot_training_curves(tmp_path / "empty") is None
+
+
+def test_governor_follows_load_that_arrives_mid_run_and_leaves_own_cpu_out(monkeypatch):
+    """/proc/stat counts this process's own threads as busy too: only other processes' time may
+    take cores away. Jiffies over 5 s on a 2-core machine: 1000 ticks in all per count."""
+    import torch
+
+    set_to = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: set_to[-1] if set_to else 2)
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    clock = [0.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    # (idle, total) of /proc/stat and this process's ticks, one reading per count.
+    readings = iter([((0, 0), 0),          # start
+                     ((0, 1000), 1000),    # both cores busy, all of it ours: nobody else
+                     ((0, 2000), 1500),    # both busy, half ours: another job took a core
+                     ((900, 3000), 1600)])  # the other job ended
+    current = {}
+
+    def cpu():
+        current["r"] = next(readings)
+        return current["r"][0]
+
+    monkeypatch.setattr(threads, "_cpu_times", cpu)
+    monkeypatch.setattr(threads, "_own_cpu_ticks", lambda: current["r"][1])
+    governor = threads.ThreadGovernor(interval_seconds=5)
+    assert governor.maybe_adjust() is None  # within the interval: no count
+    clock[0] = 5
+    assert governor.maybe_adjust() is None and set_to == []  # our own load takes nothing away
+    clock[0] = 10
+    assert governor.maybe_adjust() == 1 and set_to == [1]
+    clock[0] = 15
+    assert governor.maybe_adjust() == 2 and set_to == [1, 2]
+
+
+def test_governor_reads_this_machine_without_error():
+    governor = threads.ThreadGovernor(interval_seconds=0.0)
+    busy = governor._others_busy_cores(threads._cpu_times(), threads._own_cpu_ticks())
+    assert busy is None or 0.0 <= busy <= os.cpu_count()

@@ -5,6 +5,8 @@ stage scripts, cluster jobs) used to be silent for minutes. :func:`progress_bar`
 on a terminal and otherwise a :class:`LogLineProgress` that prints one line every
 ``$SPEECHLLM_PROGRESS_SECONDS`` (default 30) with the count, rate and ETA, plus a last line at the
 end. Both take the same calls (``update``, ``set_postfix_str``, ``set_postfix``, ``close``).
+Each update also lets ``auto`` threads follow the machine's load (:func:`~speechllm.utils.threads.adapt_threads`):
+every long loop passes through here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import sys
 import time
 from typing import Any, TextIO
+
+from speechllm.utils.threads import adapt_threads
 
 DEFAULT_INTERVAL_SECONDS = 30.0
 
@@ -51,6 +55,7 @@ class LogLineProgress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
+        adapt_threads()
         now = time.monotonic()
         if now - self._last >= self._interval:
             self._last = now
@@ -116,5 +121,10 @@ def progress_bar(total: int | None, desc: str, unit: str = "it", *, enabled: boo
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True, smoothing=0.1)
+        class _Bar(tqdm):
+            def update(self, n: float | None = 1) -> bool | None:
+                adapt_threads()
+                return super().update(n)
+
+        return _Bar(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True, smoothing=0.1)
     return LogLineProgress(total, desc, unit, initial=initial)

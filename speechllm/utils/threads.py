@@ -8,6 +8,12 @@ sets the thread count explicitly from ``--num-threads`` or ``$SPEECHLLM_NUM_THRE
 uses that many, at least one: on an idle 2-core machine it gives 2 (the faster choice there), and
 with another busy process beside it 1, instead of the oversubscribed 2 that runs up to 10-20x
 slower (``benchmarks/threads_under_load.py`` measures the three settings side by side).
+
+Load that arrives after a command started is the common case on a shared box (a second job is
+launched half-way through training), so with ``auto`` a :class:`ThreadGovernor` re-counts the idle
+cores every few seconds while a long loop runs, leaving out this process's own CPU time, and
+moves torch's thread count down or back up. Long loops reach it through their progress bar
+(:func:`speechllm.utils.progress.progress_bar` calls :func:`adapt_threads` on each update).
 """
 
 from __future__ import annotations
@@ -62,6 +68,74 @@ def auto_num_threads(sample_seconds: float = IDLE_SAMPLE_SECONDS) -> int:
     return max(1, min(cores, cores - round(busy)))
 
 
+def _own_cpu_ticks() -> int | None:
+    """This process's user + system CPU time, in the clock ticks /proc/stat counts in."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+
+
+# Seconds between re-counts: long enough that a count costs nothing, short enough to catch a
+# second job within a few training steps.
+GOVERNOR_INTERVAL_SECONDS = 5.0
+
+
+class ThreadGovernor:
+    """Keeps torch's intra-op threads at the cores other processes leave idle (``auto`` mode)."""
+
+    def __init__(self, interval_seconds: float = GOVERNOR_INTERVAL_SECONDS):
+        self.interval = interval_seconds
+        self._reset()
+
+    def _reset(self) -> None:
+        self._time = time.monotonic()
+        self._cpu = _cpu_times()
+        self._own = _own_cpu_ticks()
+
+    def _others_busy_cores(self, cpu: tuple[int, int] | None, own: int | None) -> float | None:
+        """Cores other processes kept busy between the last count and ``cpu``/``own``."""
+        if cpu is None or own is None or self._cpu is None or self._own is None:
+            return None
+        total = cpu[1] - self._cpu[1]
+        if total <= 0:
+            return None
+        busy_by_others = max(0, total - (cpu[0] - self._cpu[0]) - (own - self._own))
+        return busy_by_others / total * (os.cpu_count() or 1)
+
+    def maybe_adjust(self) -> int | None:
+        """Re-count at most every ``interval`` seconds; returns the new thread count when changed."""
+        now = time.monotonic()
+        if now - self._time < self.interval:
+            return None
+        cpu, own = _cpu_times(), _own_cpu_ticks()
+        busy = self._others_busy_cores(cpu, own)
+        self._time, self._cpu, self._own = now, cpu, own
+        if busy is None:
+            return None
+        cores = usable_cores()
+        wanted = max(1, min(cores, cores - round(busy)))
+        import torch
+
+        current = torch.get_num_threads()
+        if wanted == current:
+            return None
+        torch.set_num_threads(wanted)
+        logging.getLogger(__name__).info("torch threads: %d -> %d (other processes keep %.1f of %d cores busy)",
+                                         current, wanted, busy, cores)
+        return wanted
+
+
+_governor: ThreadGovernor | None = None
+
+
+def adapt_threads() -> int | None:
+    """With ``auto`` threads, let the governor re-count idle cores (cheap; rate-limited)."""
+    return _governor.maybe_adjust() if _governor is not None else None
+
+
 def _parse(value: str | int | None) -> int | str | None:
     if value is None:
         return None
@@ -83,6 +157,8 @@ def resolve_num_threads(requested: int | str | None = None) -> int | None:
             if choice is not None:
                 break
     if choice == AUTO:
+        global _governor
+        _governor = ThreadGovernor()
         n = auto_num_threads()
         logging.getLogger(__name__).info("torch threads: %d (auto: %d of %d usable cores idle)",
                                          n, n, usable_cores())
