@@ -181,7 +181,7 @@ def main() -> int:
             run = trainer.run()
             tuned = trainer.model.llm.eval()
             m = teacher_forced_metrics(base, tuned, prompt_ids, answers)
-            stm_share = trainer.stm_counts[0] / trainer.stm_counts[1] if trainer.stm_counts[1] else None
+            stm_share = trainer.forgetting.stm_masked_share
             results[name][seed] = {**m, "final_ce": run.losses[-1].get("loss_ce"), "stm_masked": stm_share,
                                    "seconds": time.perf_counter() - t0}
             print(f"seed {seed} {name:22s} KL-to-base {m['kl_to_base']:.5f}  dNLL {m['delta_nll']:+.4f}  top-1 agree "

@@ -105,7 +105,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_llm_dir, 
         trainer = Trainer(cfg)
         assert trainer.model.base_causal_lm().is_gradient_checkpointing is checkpointing
         rows = [trainer.dataset[i] for i in (0, 1, 2)]
-        losses.append(trainer.accumulate_gradients([rows])[0]["ce"])
+        losses.append(trainer.accumulate_gradients([rows]).losses["ce"])
         grads.append([p.grad.clone() for p in trainer.trainable])
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     assert all(g.abs().sum() > 0 for g in grads[0][:3])
@@ -447,7 +447,7 @@ def test_shared_prefix_kv_gives_the_same_loss_and_gradients(tiny_llm_dir, tiny_w
         starts = speech.input_ids.shape[1] - speech.attention_mask.sum(1)
         for r, start in enumerate(starts.tolist()):  # the prefix ends before each row's audio span
             assert not speech.audio_mask[r, start:start + shared].any() and speech.audio_mask[r].any()
-        losses.append(trainer.accumulate_gradients([items])[0]["ce"])
+        losses.append(trainer.accumulate_gradients([items]).losses["ce"])
         grads.append([p.grad.clone() for p in trainer.trainable])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for a, b in zip(*grads, strict=True):
@@ -471,10 +471,10 @@ def test_stm_leaves_replay_rows_alone_unless_asked(tiny_llm_dir, tiny_whisper_di
         batch = trainer.builder.build([trainer.dataset[i] for i in (0, 1, n, n + 1)])  # 2 audio, 2 replay rows
         assert batch.replay == [False, False, True, True]
         before = (batch.speech.labels != IGNORE_INDEX).sum(1)
-        trainer._stm(batch)
+        trainer.forgetting.apply_stm(batch)
         after = (batch.speech.labels != IGNORE_INDEX).sum(1)
         assert (after[:2] < before[:2]).all()  # audio rows lose their hard tokens either way
         kept[stm_replay] = (after[2:] == before[2:]).all().item()
         counted = int(before.sum()) if stm_replay else int(before[:2].sum())
-        assert trainer.stm_counts[1] == counted  # the masked share reports the rows STM applies to
+        assert trainer.forgetting.stm_counts[1] == counted  # the masked share reports the rows STM applies to
     assert kept == {False: True, True: False}

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,9 @@ from speechllm.train.distributed import (
     gather_objects,
     setup_distributed,
 )
+from speechllm.train.forgetting import ForgettingControls
+from speechllm.train.precision import attention_context, autocast_context, setup_memory_levers
+from speechllm.train.run_folder import StopFlag, environment
 from speechllm.train.sampler import BucketingBatchSampler
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,22 @@ log = logging.getLogger(__name__)
 
 class TrainingDivergedError(SpeechLLMError):
     """The loss or gradient became NaN/inf; the last good state was saved."""
+
+
+@dataclass
+class StepResult:
+    """One optimiser step's forward and backward, before the update: the logged (globally
+    normalised) losses and penalties, the objective weights, the global target counts, this
+    rank's batches, and the global sample, position and audio-second counts."""
+
+    losses: dict[str, float]
+    penalties: dict[str, torch.Tensor]
+    weights: dict[str, float]
+    counts: dict[str, float]
+    batches: list[TrainBatch]
+    samples: float
+    positions: float
+    audio_seconds: float
 
 
 @dataclass
@@ -69,77 +87,6 @@ def lr_lambda(kind: str, warmup: int, total: int):
     return f
 
 
-def autocast_context(precision: str, device: str):
-    if precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
-    return contextlib.nullcontext()
-
-
-def resolve_attention(choice: str, device: str) -> str:
-    """``auto``: eager on CPU (measured ~10% faster per training step than SDPA's fused CPU
-    kernels for SmolLM2-135M at ~160 positions: their backward is slow), sdpa on GPU."""
-    if choice == "auto":
-        return "sdpa" if device.startswith("cuda") else "eager"
-    return choice
-
-
-def attention_context(choice: str, device: str):
-    """For ``eager``, SDPA calls outside the LLM (the Q-Former) use the plain math kernel too
-    (the forward picks the kernel; the backward follows it)."""
-    if resolve_attention(choice, device) == "eager":
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel([SDPBackend.MATH])
-    return contextlib.nullcontext()
-
-
-def _versions() -> dict[str, Any]:
-    import importlib.metadata as md
-    import subprocess
-
-    out: dict[str, Any] = {}
-    for pkg in ("speechllm", "torch", "transformers", "peft", "accelerate", "safetensors", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    try:
-        root = Path(__file__).resolve().parents[2]
-        out["git_commit"] = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                           text=True, timeout=10).stdout.strip() or None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        out["git_dirty"] = bool(dirty)
-    except (OSError, subprocess.SubprocessError):
-        out["git_commit"] = None
-    return out
-
-
-class _StopFlag:
-    """SIGTERM / SIGINT set a flag; the loop saves at the end of the step and exits cleanly."""
-
-    def __init__(self):
-        self.raised = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):  # noqa: ARG002
-        log.warning("signal %d: saving a checkpoint at the end of this step", signum)
-        self.raised = True
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 class Trainer:
     """Builds the model, data, optimiser; runs steps; saves and resumes. See ``docs/training.md``."""
 
@@ -164,7 +111,7 @@ class Trainer:
         self.trainable_named = {n: p for n, p in model.named_parameters() if p.requires_grad}
         if not self.trainable:
             raise ConfigError("nothing to train: the model has no trainable parameters")
-        self._setup_memory_levers()
+        setup_memory_levers(model, self.tc, self.dist.device)
         self.need_text = bool(self.weights.get("kl") or self.weights.get("diva") or self.tc.stm_tau)
         self.prefix_kv = None
         if self.tc.reuse_prefix_kv and not self.tc.gradient_checkpointing and not self.llm_trainable():
@@ -184,11 +131,7 @@ class Trainer:
         use_scaler = self.tc.precision == "fp16" and self.dist.device.startswith("cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.step = 0
-        self.stm_masks: dict[str, list[bool]] = {}
-        self.stm_counts = [0, 0]  # masked, total
-        self._stm_warned = False
-        self.anchors = {n: p.detach().float().clone() for n, p in self.llm_trainable().items()}
-        self.fisher: dict[str, torch.Tensor] | None = None
+        self.forgetting = ForgettingControls(model, self.tc, self.llm_trainable())
         self.out_dir = Path(self.tc.output_dir)
         self.writer = None
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -198,21 +141,6 @@ class Trainer:
     def llm_trainable(self) -> dict[str, torch.nn.Parameter]:
         """Trained parameters inside the LLM (LoRA or unfrozen layers): what L2-SP/EWC regularise."""
         return {n: p for n, p in self.trainable_named.items() if n.startswith("llm.")}
-
-    def _setup_memory_levers(self) -> None:
-        base = self.model.base_causal_lm()
-        attention = resolve_attention(self.tc.attention, self.dist.device)
-        if getattr(base.config, "_attn_implementation", None) != attention:
-            try:
-                base.set_attn_implementation(attention)
-            except (ValueError, ImportError) as e:
-                log.warning("train.attention=%s not available for this LLM (%s); keeping %s", attention, e,
-                            base.config._attn_implementation)
-        if self.tc.gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if self.tc.compile:
-            self.model.adapter.compile(dynamic=True)
-            base.get_decoder().compile(dynamic=True)
 
     def _setup_data(self) -> None:
         dc = self.cfg.data
@@ -280,9 +208,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "skipped": self.builder.skipped.state_dict(),
-            "stm_masks": self.stm_masks,
-            "stm_counts": self.stm_counts,
-            "fisher": self.fisher,
+            **self.forgetting.state_dict(),  # stm_masks, stm_counts, fisher
         }
 
     def save(self, *, name: str | None = None) -> Path | None:
@@ -310,9 +236,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
         self.builder.skipped.load_state_dict(state["skipped"])
-        self.stm_masks = state.get("stm_masks", {})
-        self.stm_counts = state.get("stm_counts", [0, 0])
-        self.fisher = state.get("fisher")
+        self.forgetting.load_state_dict(state)
         self.step = int(state["step"])
         if self.dist.is_main:  # the steps after the checkpoint run again: list them once
             ckpt.truncate_run_logs(self.out_dir, self.step)
@@ -320,48 +244,6 @@ class Trainer:
         log.info("resumed from %s at step %d", folder, self.step)
 
     # ------------------------------------------------------------------ objectives
-
-    def _stm(self, batch: TrainBatch) -> None:
-        """Apply selective token masking (masks computed once per example id, then reused)."""
-        tau = self.tc.stm_tau
-        ids = batch.ids
-        exempt = [rep and not self.tc.stm_replay for rep in batch.replay]
-        need = [i for i, rid in enumerate(ids) if rid not in self.stm_masks and not exempt[i]]
-        if need:
-            ppl = self._base_perplexities(batch, replay=self.tc.stm_replay)
-            for i in need:
-                mask = [p > tau for p in ppl[i]]
-                self.stm_masks[ids[i]] = mask
-                self.stm_counts[0] += sum(mask)
-                self.stm_counts[1] += len(mask)
-            share = self.stm_counts[0] / max(1, self.stm_counts[1])
-            if share > 0.5 and not self._stm_warned:
-                self._stm_warned = True  # once per run; summary.json reports the final share
-                log.warning("STM masks %.0f%% of target tokens (tau=%g): the base model cannot do this task and "
-                            "little will be learned; raise train.stm_tau or turn STM off", 100 * share, tau)
-        masks = [[] if exempt[i] else self.stm_masks[rid] for i, rid in enumerate(ids)]
-        batch.speech.labels = obj.apply_token_mask(batch.speech.labels, masks)
-        if batch.text is not None:
-            batch.text.labels = obj.apply_token_mask(batch.text.labels, [masks[r] for r in batch.text_rows])
-
-    def _base_perplexities(self, batch: TrainBatch, *, replay: bool = True) -> list[list[float]]:
-        """Per response token: the base LLM's perplexity reading the text view (replay rows: as
-        is, when ``replay``; else they get no values)."""
-        result: list[list[float]] = [[] for _ in batch.ids]
-        if batch.text is not None:
-            for r, p in zip(batch.text_rows, obj.token_perplexities(self.model, batch.text)):
-                result[r] = p
-        replay_rows = [r for r, rep in enumerate(batch.replay) if rep] if replay else []
-        if replay_rows:
-            from speechllm.models.speech_llm import SpeechBatch
-
-            sb = batch.speech
-            sub = SpeechBatch(input_ids=sb.input_ids[replay_rows], attention_mask=sb.attention_mask[replay_rows],
-                              position_ids=sb.position_ids[replay_rows], labels=sb.labels[replay_rows],
-                              audio_mask=sb.audio_mask[replay_rows])
-            for r, p in zip(replay_rows, obj.token_perplexities(self.model, sub)):
-                result[r] = p
-        return result
 
     def micro_losses(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         """Summed (not yet normalised) objective values of one micro-batch."""
@@ -382,11 +264,9 @@ class Trainer:
             if self.weights.get("diva"):
                 sums["diva"] = (obj.diva_terms(model, batch, student, teacher, self.tc.diva_num_align)[0]
                                 if teacher is not None else student.logits.sum() * 0.0)
-            if self.tc.replay_kl_weight and any(batch.replay) and self.llm_trainable():
-                rows = [r for r, rep in enumerate(batch.replay) if rep]
-                with torch.no_grad():
-                    base = model.response_forward(batch.speech, disable_lora=True)
-                sums["replay_kl"] = obj.kl_sum(obj.rows_logits(student, rows), obj.rows_logits(base, rows), 1.0)
+            replay_kl = self.forgetting.replay_kl(batch, student)
+            if replay_kl is not None:
+                sums["replay_kl"] = replay_kl
         return sums
 
     def _counts(self, batch: TrainBatch) -> dict[str, float]:
@@ -396,69 +276,35 @@ class Trainer:
         return {"ce": float(labels.sum()), "kl": float(kl_tokens), "diva": float(len(batch.text_rows)),
                 "replay_kl": float(replay_tokens)}
 
-    def _penalties(self) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        params = self.llm_trainable()
-        if not params:
-            return out
-        if self.tc.l2sp_alpha:
-            out["l2sp"] = self.tc.l2sp_alpha * obj.l2sp_penalty(params, self.anchors)
-        if self.tc.ewc_lambda:
-            if self.fisher is None:
-                raise RuntimeError("EWC Fisher not estimated; run() estimates it before the first step")
-            out["ewc"] = self.tc.ewc_lambda * obj.ewc_penalty(params, self.anchors, self.fisher)
-        return out
-
-    def estimate_fisher(self, num_batches: int = 8) -> dict[str, torch.Tensor]:
-        """Diagonal Fisher of the trained LLM weights on replay rows (else on the training rows'
-        text view), from squared per-batch gradients of the CE loss, normalised to mean 1."""
-        params = self.llm_trainable()
-        fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    def _fisher_batches(self, num_batches: int = 8):
+        """Up to ``num_batches`` batches for the EWC Fisher: replay rows (else the training rows),
+        drawn with the run's seed, through a builder of their own (skip counts stay the run's)."""
         builder = BatchBuilder(self.model, self.cfg.data.max_length, feature_cache=self.feature_cache,
                                need_text=self.need_text)
-        was_training = self.model.training
-        self.model.eval()
         rng = torch.Generator().manual_seed(self.tc.seed)
         pool = (list(range(len(self.rows), len(self.dataset))) if self.replay_rows is not None
                 else list(range(len(self.rows))))
         order = torch.randperm(len(pool), generator=rng).tolist()[: num_batches * self.tc.batch_size]
         for k in range(0, len(order), self.tc.batch_size):
-            items = [self.dataset[pool[i]] for i in order[k:k + self.tc.batch_size]]
-            batch = builder.build(items)
-            if batch is None:
-                continue
-            target = batch.speech if batch.text is None or any(batch.replay) else batch.text
-            for p in params.values():
-                p.grad = None
-            out = self.model.response_forward(target)
-            loss = obj.ce_sum(out) / max(1, out.targets.numel())
-            loss.backward()
-            for n, p in params.items():
-                if p.grad is not None:
-                    fisher[n] += p.grad.detach().float() ** 2
-        for p in params.values():
-            p.grad = None
-        self.model.train(was_training)
-        return obj.normalise_fisher(fisher)
+            batch = builder.build([self.dataset[pool[i]] for i in order[k:k + self.tc.batch_size]])
+            if batch is not None:
+                yield batch
 
     # ------------------------------------------------------------------ step
 
     def train_step(self, micro_items: list[list[Any]]) -> dict[str, float]:
         """One optimiser step over this rank's micro-batches."""
         t0 = time.perf_counter()
-        logged, penalties, weights, global_counts, batches, (g_samples, g_positions, g_seconds) = \
-            self.accumulate_gradients(micro_items)
-        return self._finish_step(t0, logged, penalties, weights, global_counts, batches,
-                                 g_samples, g_positions, g_seconds)
+        return self._finish_step(t0, self.accumulate_gradients(micro_items))
 
-    def accumulate_gradients(self, micro_items: list[list[Any]]):
+    def accumulate_gradients(self, micro_items: list[list[Any]]) -> StepResult:
         """Forward + backward of every micro-batch with losses divided by the global target
         count, then the gradient all-reduce: afterwards ``p.grad`` is the step's gradient."""
         self.model.train()
         batches = [b for b in (self.builder.build(items) for items in micro_items) if b is not None]
         if self.tc.stm_tau is not None:
             for b in batches:
-                self._stm(b)
+                self.forgetting.apply_stm(b)
         local = {"ce": 0.0, "kl": 0.0, "diva": 0.0, "replay_kl": 0.0}
         stats = [0.0, 0.0, 0.0]  # samples, positions, audio seconds
         for b in batches:
@@ -485,7 +331,7 @@ class Trainer:
                 total = term if total is None else total + term
             if total is not None:
                 self.scaler.scale(total).backward()
-        penalties = self._penalties()
+        penalties = self.forgetting.penalties()
         if penalties:
             # Each rank adds 1/world of the penalty; the gradient all-reduce sums them.
             pen = sum(penalties.values()) / self.dist.world_size
@@ -499,10 +345,11 @@ class Trainer:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         all_reduce_gradients(self.trainable, self.dist)
-        return logged, penalties, weights, global_counts, batches, (g_samples, g_positions, g_seconds)
+        return StepResult(losses=logged, penalties=penalties, weights=weights, counts=global_counts,
+                          batches=batches, samples=g_samples, positions=g_positions, audio_seconds=g_seconds)
 
-    def _finish_step(self, t0, logged, penalties, weights, global_counts, batches,
-                     g_samples, g_positions, g_seconds) -> dict[str, float]:
+    def _finish_step(self, t0: float, r: StepResult) -> dict[str, float]:
+        logged, penalties, weights = r.losses, r.penalties, r.weights
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.trainable, self.tc.max_grad_norm if self.tc.max_grad_norm > 0 else float("inf"))
@@ -511,7 +358,7 @@ class Trainer:
         finite = math.isfinite(loss_total) and bool(torch.isfinite(grad_norm))
         if not finite and not self.scaler.is_enabled():
             self.optimizer.zero_grad(set_to_none=True)
-            ids = [i for b in batches for i in b.ids]
+            ids = [i for b in r.batches for i in b.ids]
             path = self.save(name=f"last-good-step-{self.step:08d}")
             raise TrainingDivergedError(
                 f"step {self.step + 1}: loss {loss_total} / grad norm {float(grad_norm)} is not finite "
@@ -526,9 +373,9 @@ class Trainer:
         self.step += 1
         dt = time.perf_counter() - t0
         record = {"step": self.step, "loss": loss_total, **{f"loss_{k}": v for k, v in logged.items()},
-                  "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": g_samples / dt,
-                  "tokens_per_s": g_positions / dt, "audio_s_per_s": g_seconds / dt,
-                  "target_tokens": global_counts["ce"], "tokens": g_positions, "samples": g_samples}
+                  "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": r.samples / dt,
+                  "tokens_per_s": r.positions / dt, "audio_s_per_s": r.audio_seconds / dt,
+                  "target_tokens": r.counts["ce"], "tokens": r.positions, "samples": r.samples}
         return record
 
     # ------------------------------------------------------------------ logging
@@ -558,7 +405,7 @@ class Trainer:
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_resolved_config(self.cfg, self.out_dir)
-        atomic_write_text(self.out_dir / "environment.json", json.dumps(_versions(), indent=2) + "\n")
+        atomic_write_text(self.out_dir / "environment.json", json.dumps(environment(), indent=2) + "\n")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -622,10 +469,10 @@ class Trainer:
         elif resume is None and self.step == 0 and ckpt.list_checkpoints(self.out_dir) and self.dist.is_main:
             log.warning("%s already holds checkpoints; starting from step 0 (use --resume auto to continue)",
                         self.out_dir)
-        if self.tc.ewc_lambda and self.llm_trainable() and self.fisher is None:
+        if self.forgetting.needs_fisher():
             # Before any step: the estimate uses (and then clears) the trained weights' gradients.
             with torch.random.fork_rng(devices=[]):
-                self.fisher = self.estimate_fisher()
+                self.forgetting.fisher = self.forgetting.estimate_fisher(self._fisher_batches())
         records: list[dict[str, float]] = []
         stream = self._micro_batches()
         status = "finished"
@@ -634,7 +481,7 @@ class Trainer:
             from speechllm.utils.progress import progress_bar
 
             progress = progress_bar(self.total_steps, "train", "step", initial=self.step)
-        with _StopFlag() as stop, contextlib.ExitStack() as closing:
+        with StopFlag() as stop, contextlib.ExitStack() as closing:
             if progress is not None:
                 closing.callback(progress.close)
             while self.step < self.total_steps:
@@ -671,7 +518,7 @@ class Trainer:
             if skipped:
                 log.warning("skipped rows: %s (first: %s)", skipped, self.builder.skipped.examples[:3])
             summary = {"status": status, "step": self.step, "skipped": skipped,
-                       "stm_masked_share": (self.stm_counts[0] / self.stm_counts[1]) if self.stm_counts[1] else None}
+                       "stm_masked_share": self.forgetting.stm_masked_share}
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
             from speechllm.train.curves import plot_training_curves
 
