@@ -66,7 +66,8 @@ def group_of(row: dict, seen_voices: set) -> str:
     """What the model could have learnt this row from (see the module docstring)."""
     synth = row.get("synth") or {}
     if row.get("real"):
-        return "real speech" if is_speech(row) else "real non-speech"
+        base = "real speech" if is_speech(row) else "real non-speech"
+        return f"{base} ({row['real_source']})" if row.get("real_source") else base
     if not is_speech(row):
         return "non-speech, held-out kinds" if synth.get("heldout_sound") else "non-speech, trained kinds"
     voices = "seen voices" if row.get("speaker") in seen_voices else "held-out voices"
@@ -90,7 +91,7 @@ def read_real(folder: Path, template: str) -> list[dict]:
             utt = Utterance(id=Path(label["file"]).stem, audio=str((folder / label["file"]).resolve()),
                             attributes=attributes, provenance={k: "user" for k in attributes})
             utt, _, _ = describer.describe(utt)
-            rows.append(utt.to_dict() | {"real": True})
+            rows.append(utt.to_dict() | {"real": True, "real_source": folder.name})
     return rows
 
 
@@ -141,8 +142,9 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--template", default="desta2-v1",
                     help="description template for rows without a description (the describe stage's)")
-    ap.add_argument("--real", type=Path, default=None,
-                    help="also ask about the real recordings of this folder (LABELS.tsv, e.g. tests/data/audio)")
+    ap.add_argument("--real", type=Path, action="append", default=[],
+                    help="also ask about the real recordings of this folder (LABELS.tsv, e.g. tests/data/audio); "
+                         "repeatable")
     args = ap.parse_args()
 
     from speechllm.config import ModelConfig
@@ -151,8 +153,8 @@ def main() -> int:
 
     test, train = read_rows(args.test), read_rows(args.train)
     seen = {r.get("speaker") for r in train} - {None}
-    if args.real:
-        test += read_real(args.real, args.template)
+    for folder in args.real:
+        test += read_real(folder, args.template)
     predictors = {"speech model": SpeechLLMPredictor(args.model, max_new_tokens=24)}
     if args.llm:
         system = generation_context(None, args.llm_context or None, ModelConfig())
@@ -174,8 +176,10 @@ def main() -> int:
                                       if r.get("real")}
         results[attribute] = entry
 
-    groups = ("all", "seen voices", "held-out voices", "natural, seen voices", "natural, held-out voices",
-              "non-speech, trained kinds", "non-speech, held-out kinds", "real speech", "real non-speech")
+    order = ("all", "seen voices", "held-out voices", "natural, seen voices", "natural, held-out voices",
+             "non-speech, trained kinds", "non-speech, held-out kinds", "real")
+    found = {g for entry in results.values() for g in entry["speech model"] if g not in ("answers", "replies")}
+    groups = sorted(found, key=lambda g: (next(i for i, o in enumerate(order) if g.startswith(o)), g))
     print("| attribute | rows | n | " + " | ".join(predictors) + " | majority label | uniform chance |")
     print("| --- | --- | ---: | " + " | ".join("---:" for _ in predictors) + " | ---: | ---: |")
     for attribute, entry in results.items():

@@ -4,7 +4,7 @@
   ("Front left", ...; median F0 about 200 Hz) and ``Noise.wav``;
 - ``sound-theme-freedesktop``: /usr/share/sounds/freedesktop/stereo/*.oga, real sound effects
   (bell, alarm clock, camera shutter, phone ringing, ...). Its ``audio-channel-*`` clips are the
-  ALSA voice again and are left out; so are the links to other files.
+  ALSA voice again and are left out; so are the links to other files and clips under 0.3 s.
 
 None of these were heard in training: the probe (egs/mini/local/attribute_probe.py --real OUT)
 uses them as real speech and real non-speech of kinds the corpus never made. Nothing is copied
@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 ALSA = Path("/usr/share/sounds/alsa")
+MIN_SECONDS = 0.3  # audio-volume-change.oga is a 67 ms click: too short to describe
 FREEDESKTOP = Path("/usr/share/sounds/freedesktop/stereo")
 
 
@@ -29,6 +30,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="folder to write LABELS.tsv into")
     args = ap.parse_args()
+    import soundfile as sf
+
     if not ALSA.is_dir() or not FREEDESKTOP.is_dir():
         print(f"{ALSA} or {FREEDESKTOP} missing: apt-get install alsa-utils sound-theme-freedesktop", file=sys.stderr)
         return 1
@@ -39,7 +42,7 @@ def main() -> int:
         else:
             rows.append((wav, "speech", "ALSA speaker-test voice", "female", "alsa-utils"))
     for oga in sorted(FREEDESKTOP.glob("*.oga")):
-        if oga.is_symlink() or oga.stem.startswith("audio-channel-"):
+        if oga.is_symlink() or oga.stem.startswith("audio-channel-") or sf.info(str(oga)).duration < MIN_SECONDS:
             continue
         rows.append((oga, "non-speech", "-", "-", f"sound-theme-freedesktop ({oga.stem})"))
     args.out.mkdir(parents=True, exist_ok=True)
