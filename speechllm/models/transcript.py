@@ -1,8 +1,11 @@
 """Whisper's own transcript of an audio, behind a voice-activity check.
 
-silero-vad runs first (its weights ship in the wheel); audio without speech gets an empty
-transcript and no ASR. Speech is decoded greedily by the Whisper decoder, reusing the encoder
-output that the adapter's taps came from (one encoder pass per window), with a KV cache. Long
+silero-vad runs first (its weights ship in the wheel, loaded once per process by
+:func:`silero_model`, which the describe stage's VAD reads too); audio without speech gets an
+empty transcript and no ASR. Speech is decoded by :func:`whisper_generate`, the one Whisper
+decoding path (the describe stage's ``asr`` annotator uses it too): Hugging Face's Whisper
+``generate`` (greedy, timestamp-free, Whisper's own suppress lists, text tokens only), here
+reusing the encoder output that the adapter's taps came from (one encoder pass per window). Long
 audio is decoded window by window and the texts are joined.
 """
 
@@ -17,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from speechllm.errors import SpeechLLMError
-from speechllm.utils.hf_compat import cache_kwargs, output_cache
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,16 @@ def training_transcript(row_transcript: str | None, config: Any) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _silero():
+def silero_model():
+    """The silero-vad model, loaded once per process (silero's loader sets torch to one thread;
+    the thread count is restored)."""
+    import torch
     from silero_vad import load_silero_vad
 
-    return load_silero_vad()
+    threads = torch.get_num_threads()
+    model = load_silero_vad()
+    torch.set_num_threads(threads)
+    return model
 
 
 def has_speech(wave: np.ndarray, sample_rate: int = 16_000, *, threshold: float = 0.5,
@@ -58,7 +66,7 @@ def has_speech(wave: np.ndarray, sample_rate: int = 16_000, *, threshold: float 
 
     if sample_rate not in (8_000, 16_000):
         raise ValueError(f"silero-vad runs at 8 or 16 kHz, got {sample_rate}")
-    model = _silero()
+    model = silero_model()
     model.reset_states()
     window = 512 if sample_rate == 16_000 else 256
     needed = max(1, math.ceil(min_speech_ms / 1000 * sample_rate / window))
@@ -84,8 +92,75 @@ def has_speech(wave: np.ndarray, sample_rate: int = 16_000, *, threshold: float 
     return False
 
 
+def _generation_config(whisper: Any, tokenizer: Any):
+    """Whisper's generation config, completed from its tokenizer where a checkpoint left it bare
+    (a converted openai-whisper ``.pt``, a test model): the special token ids ``generate`` reads."""
+    import copy
+
+    gc = copy.deepcopy(whisper.generation_config)
+    ids = tokenizer.convert_tokens_to_ids
+    sot, eot = ids("<|startoftranscript|>"), ids("<|endoftext|>")
+    if getattr(gc, "no_timestamps_token_id", None) is None:
+        gc.no_timestamps_token_id = ids("<|notimestamps|>")
+    if gc.decoder_start_token_id is None:
+        gc.decoder_start_token_id = sot
+    if gc.eos_token_id is None:
+        gc.eos_token_id = eot
+    if gc.pad_token_id is None:
+        gc.pad_token_id = eot
+    if whisper.config.vocab_size >= 51865 and not getattr(gc, "lang_to_id", None):
+        translate = ids("<|translate|>")
+        gc.lang_to_id = {tokenizer.convert_ids_to_tokens(i): i for i in range(sot + 1, translate)}
+        gc.task_to_id = {"transcribe": ids("<|transcribe|>"), "translate": translate}
+        gc.is_multilingual = True
+    return gc
+
+
+def whisper_generate(whisper: Any, tokenizer: Any, *, encoder_out: Any = None, input_features: Any = None,
+                     language: str | None = None, max_new_tokens: int = MAX_TOKENS_PER_WINDOW,
+                     scores: bool = False):
+    """Whisper's transcript of a batch of 30 s windows: Hugging Face's ``generate`` (greedy,
+    timestamp-free, Whisper's suppress lists), restricted to text tokens and end-of-text.
+
+    Give the windows' final encoder states ``encoder_out`` ``(N, 1500, d)`` (reused, no second
+    encoder pass) or their log-mel ``input_features``. Multilingual models transcribe in
+    ``language`` (``en``, ...) or detect it per window when it is None; English-only ones take
+    none. Returns ``generate``'s output (``sequences``, and ``scores`` when asked).
+    """
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from speechllm.models.cpu_decode import onednn_off_for_small_steps
+
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+    class TextTokensOnly(LogitsProcessor):
+        def __call__(self, input_ids, logits):
+            logits[:, eot + 1:] = float("-inf")
+            return logits
+
+    kwargs: dict[str, Any] = {}
+    if whisper.config.vocab_size >= 51865:  # multilingual: transcribe, in the given language
+        kwargs = {"task": "transcribe", **({"language": language} if language else {})}
+    if encoder_out is not None:
+        kwargs["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoder_out)
+    else:
+        kwargs["input_features"] = input_features
+        # Every window is padded to Whisper's 30 s and the encoder reads the padding too: the mask
+        # is all ones (it only tells transformers that the batch is not ragged).
+        kwargs["attention_mask"] = torch.ones(input_features.shape[0], input_features.shape[-1], dtype=torch.long,
+                                              device=input_features.device)
+    with torch.inference_mode(), onednn_off_for_small_steps(whisper):
+        return whisper.generate(
+            generation_config=_generation_config(whisper, tokenizer), max_new_tokens=max_new_tokens,
+            return_timestamps=False, do_sample=False, num_beams=1,
+            logits_processor=LogitsProcessorList([TextTokensOnly()]),
+            return_dict_in_generate=scores, output_scores=scores, **kwargs)
+
+
 class WhisperTranscriber:
-    """Greedy, timestamp-free Whisper decoding of precomputed encoder outputs."""
+    """Whisper's transcript of precomputed encoder outputs (:func:`whisper_generate`)."""
 
     def __init__(self, whisper: Any, tokenizer: Any, *, language: str | None = None):
         if tokenizer is None:
@@ -98,7 +173,6 @@ class WhisperTranscriber:
         self.tokenizer = tokenizer
         ids = tokenizer.convert_tokens_to_ids
         self.sot = ids("<|startoftranscript|>")
-        self.eot = ids("<|endoftext|>")
         self.no_timestamps = ids("<|notimestamps|>")
         self.transcribe_id = ids("<|transcribe|>")
         # Multilingual vocabularies have one more base token than English-only ones (51864).
@@ -106,6 +180,8 @@ class WhisperTranscriber:
         self.language = language
 
     def _prompt(self) -> list[int]:
+        """The decoder's opening tokens ``generate`` forces (the language is detected, and
+        follows ``<|startoftranscript|>``, when a multilingual model has none given)."""
         if not self.multilingual:
             return [self.sot, self.no_timestamps]
         lang = self.tokenizer.convert_tokens_to_ids(f"<|{self.language}|>") if self.language else None
@@ -113,46 +189,8 @@ class WhisperTranscriber:
 
     def decode(self, encoder_out) -> list[str]:
         """Transcribe a batch of windows from their final encoder states ``(N, 1500, d)``."""
-        import torch
-        from transformers.modeling_outputs import BaseModelOutput
-
-        model = self.whisper
-        n = encoder_out.shape[0]
-        device = encoder_out.device
-        enc = BaseModelOutput(last_hidden_state=encoder_out)
-        prompt = self._prompt()
-        tokens = torch.tensor([prompt] * n, device=device)
-        from speechllm.models.cpu_decode import onednn_off_for_small_steps
-
-        with torch.inference_mode(), onednn_off_for_small_steps(model):
-            if len(prompt) == 1:  # multilingual without a fixed language: detect it
-                out = model(encoder_outputs=enc, decoder_input_ids=tokens, use_cache=False)
-                # Language tokens sit between <|startoftranscript|> and <|translate|>.
-                translate = self.tokenizer.convert_tokens_to_ids("<|translate|>")
-                lang_ids_t = torch.arange(self.sot + 1, translate, device=device)
-                best = lang_ids_t[out.logits[:, -1, lang_ids_t].argmax(-1)]
-                tail = torch.tensor([self.transcribe_id, self.no_timestamps], device=device).expand(n, 2)
-                tokens = torch.cat([tokens, best[:, None], tail], dim=1)
-            generated: list[list[int]] = [[] for _ in range(n)]
-            done = torch.zeros(n, dtype=torch.bool, device=device)
-            past = None
-            step_input = tokens
-            for _ in range(MAX_TOKENS_PER_WINDOW):
-                out = model(encoder_outputs=enc, decoder_input_ids=step_input, **cache_kwargs(model, past),
-                            use_cache=True)
-                past = output_cache(out)
-                logits = out.logits[:, -1].float()
-                logits[:, self.eot + 1:] = float("-inf")  # text tokens and end-of-text only
-                nxt = logits.argmax(-1)
-                nxt = torch.where(done, torch.full_like(nxt, self.eot), nxt)
-                for i, t in enumerate(nxt.tolist()):
-                    if not done[i] and t != self.eot:
-                        generated[i].append(t)
-                done |= nxt == self.eot
-                if bool(done.all()):
-                    break
-                step_input = nxt[:, None]
-        return [self.tokenizer.decode(g, skip_special_tokens=True).strip() for g in generated]
+        out = whisper_generate(self.whisper, self.tokenizer, encoder_out=encoder_out, language=self.language)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
 def transcribe_windows(

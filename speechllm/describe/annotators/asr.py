@@ -110,13 +110,15 @@ class AsrAnnotator(Annotator):
         self.model = None
 
     def _load_model(self) -> None:
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+        # The speech model's loader and decoding path (speechllm.models): one way to run Whisper.
+        from speechllm.models.encoder import load_whisper
 
-        from speechllm.assets import resolve_model
+        self.model, self.feature_extractor, self.tokenizer, _ = load_whisper(self.config.asr_model)
+        if self.tokenizer is None:
+            from speechllm.models.transcript import TranscriptError
 
-        path = resolve_model(self.config.asr_model)
-        self.processor = WhisperProcessor.from_pretrained(path)
-        self.model = WhisperForConditionalGeneration.from_pretrained(path).eval()
+            raise TranscriptError(f"describe.asr_model {self.config.asr_model}: no Whisper tokenizer beside the "
+                                  "weights; add tokenizer.json to the model folder")
 
     def transcribe_windows(self, waves: list[np.ndarray], sample_rate: int = 16_000) -> list[WindowTranscript]:
         """Greedy Whisper transcripts of audio windows of at most 30 s each, in batches."""
@@ -128,25 +130,21 @@ class AsrAnnotator(Annotator):
     def _transcribe_batch(self, waves: list[np.ndarray], sample_rate: int) -> list[WindowTranscript]:
         import torch
 
+        from speechllm.models.transcript import whisper_generate
+
         if getattr(self, "model", None) is None:
             self._load_model()
-        features = self.processor.feature_extractor(
-            list(waves), sampling_rate=sample_rate, return_tensors="pt"
+        features = self.feature_extractor(
+            list(waves), sampling_rate=sample_rate, return_tensors="pt", padding="max_length"
         ).input_features
         # A multilingual Whisper left to detect the language can pick a wrong one on short or
-        # noisy clips; English-only models take no language argument.
-        language = {"language": self.config.asr_language, "task": "transcribe"} if (
-            self.config.asr_language and self.model.config.vocab_size >= 51865) else {}
-        # Every window is padded to Whisper's 30 s, and the encoder reads the padding too: the
-        # mask is all ones (it only tells transformers that the batch is not ragged).
-        mask = torch.ones(features.shape[0], features.shape[-1], dtype=torch.long)
+        # noisy clips (asr_language fixes it); English-only models take no language.
+        out = whisper_generate(self.model, self.tokenizer, input_features=features.to(self.model.dtype),
+                               language=self.config.asr_language, max_new_tokens=self.config.asr_max_new_tokens,
+                               scores=True)
         with torch.inference_mode():
-            out = self.model.generate(
-                features, attention_mask=mask, max_new_tokens=self.config.asr_max_new_tokens,
-                return_dict_in_generate=True, output_scores=True, **language,
-            )
             scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-        eos = self.model.generation_config.eos_token_id
+        eos = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
         generated = out.sequences[:, -scores.shape[1]:]
         results = []
         for row in range(len(waves)):
@@ -156,7 +154,7 @@ class AsrAnnotator(Annotator):
             n = int(ends[0]) + 1 if len(ends) else generated.shape[1]
             logprobs = scores[row, :n]
             logprobs = logprobs[torch.isfinite(logprobs)]
-            text = self.processor.tokenizer.decode(out.sequences[row], skip_special_tokens=True).strip()
+            text = self.tokenizer.decode(out.sequences[row], skip_special_tokens=True).strip()
             results.append(WindowTranscript(text, float(logprobs.sum()), int(logprobs.numel())))
         return results
 

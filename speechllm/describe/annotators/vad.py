@@ -38,11 +38,10 @@ class BatchedSileroVad:
 
     def __init__(self) -> None:
         import torch
-        from silero_vad import load_silero_vad
 
-        threads = torch.get_num_threads()
-        self._jit = load_silero_vad()  # silero's loader forces one torch thread; restore ours
-        torch.set_num_threads(threads)
+        from speechllm.models.transcript import silero_model
+
+        self._jit = silero_model()  # loaded once per process, shared with the speech model's VAD
         state = self._jit._model.state_dict()
         self.batched = set(_KEY_MAP) <= set(state)
         if not self.batched:
