@@ -66,6 +66,8 @@ def cache_key(model) -> dict[str, Any]:
     tap_point = getattr(model.encoder, "tap_point", "hidden_states")
     if tap_point != "hidden_states":  # keyed only when set, so caches built before the option stay valid
         key["tap_point"] = tap_point
+    if model.config.transcript_source == "whisper":  # cached Whisper transcripts: how they were decoded
+        key["asr_decoding"] = "generate"  # HF generate with Whisper's suppress lists (issue 18 item 4)
     key["hash"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return key
 
