@@ -19,6 +19,7 @@ import functools
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -123,6 +124,24 @@ def _packs() -> dict[str, np.ndarray]:
         return {k: npz[k].astype(np.float32) for k in npz.files}
 
 
+def _assembled_model(model_path: Callable[[], Any]) -> Any:
+    """The package assembles its model from four parts into one shared cache file, checking the
+    SHA-256, through a fixed temporary name: parallel synth workers on a fresh machine raced on it
+    (FileNotFoundError). One process assembles under a lock; the others then find the file."""
+    import fcntl
+
+    from speechllm.assets import cache_dir
+
+    lock_path = cache_dir() / "kokoro-model.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return model_path()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @functools.lru_cache(maxsize=1)
 def _session() -> Any:
     check_installed()
@@ -133,7 +152,7 @@ def _session() -> Any:
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     try:
-        path = model_path()  # assembles the four parts once, checking the SHA-256
+        path = _assembled_model(model_path)
     except RuntimeError as e:
         raise SynthError(f"Kokoro model: {e}") from None
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
