@@ -41,3 +41,27 @@ def test_config_show_applies_overrides_on_both_sides_of_an_option(tmp_path, caps
     assert main(["config", "show", "train.batch_size=3", "--config", str(recipe), "train.seed=7"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["train"]["lr"] == 0.5 and shown["train"]["batch_size"] == 3 and shown["train"]["seed"] == 7
+
+
+@pytest.mark.parametrize("argv, overrides", [
+    (["train", "--set", "train.lr=1", "train.seed=2", "--set=train.lr=3"], ["train.lr=1", "train.seed=2", "train.lr=3"]),
+    (["init-model", "out", "--set", "model.lora.r=4", "num_queries=8"], ["model.lora.r=4", "num_queries=8"]),
+    (["cache-features", "--set", "data.train=[a]", "--out", "c"], ["data.train=[a]"]),
+    (["config", "show", "train.seed=1", "--set", "train.seed=2"], ["train.seed=1", "train.seed=2"]),
+    (["generate", "in.jsonl", "out.jsonl", "generation.top_p=0.5", "--set", "generation.seed=3"],
+     ["generation.top_p=0.5", "generation.seed=3"]),
+])
+def test_every_command_takes_both_override_forms_in_command_line_order(argv, overrides):
+    args = parse_command_line(build_parser(), argv)
+    assert args.overrides == overrides
+
+
+def test_config_get_prints_one_resolved_value(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model": {"llm": "offline:smollm2-135m-instruct"}}))
+    assert main(["config", "get", "--config", str(recipe), "model.llm"]) == 0
+    assert capsys.readouterr().out == "offline:smollm2-135m-instruct\n"
+    assert main(["config", "get", "model.use_vad", "--set", "model.use_vad=false"]) == 0
+    assert capsys.readouterr().out == "false\n"
+    assert main(["config", "get", "model.nope"]) == 2
+    assert "model.nope: no such config key" in capsys.readouterr().err

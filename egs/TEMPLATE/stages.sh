@@ -160,8 +160,8 @@ if run_stage 0; then
   log "stage 0 (setup): install speechllm and its offline models"
   if [ "$skip_install" != true ]; then bash "$repo/scripts/install.sh"; fi
   # The recipe's offline models, and Whisper tiny.en: describe's default ASR for rows without text.
-  for ref in $(speechllm config show --config "$config" | awk '$1=="encoder:"||$1=="llm:"{print $2}') \
-             offline:whisper-tiny.en; do
+  for ref in $(speechllm config get --config "$config" model.encoder) \
+             $(speechllm config get --config "$config" model.llm) offline:whisper-tiny.en; do
     case "$ref" in offline:*) speechllm assets install "${ref#offline:}" ;; esac
   done
 fi
@@ -270,7 +270,7 @@ if run_stage 7 && ! skip_if_done 7; then
     bench_args+=(--bench "builtin:$dump/builtin.jsonl")
   fi
   for b in $benches; do bench_args+=(--bench "$b"); done
-  llm=$(speechllm config show --config "$config" | awk '$1=="llm:"{print $2}')
+  llm=$(speechllm config get --config "$config" model.llm)
   limit_args=(); [ "$eval_limit" -gt 0 ] && limit_args=(--limit "$eval_limit")
   speechllm eval --model "$model_dir" "${bench_args[@]}" --bench retention --base "$llm" \
     --out "$exp/eval" "${limit_args[@]}"

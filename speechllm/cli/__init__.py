@@ -166,16 +166,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_overrides(p: argparse.ArgumentParser, example: str = "train.lr=3e-4") -> None:
+    """The one override convention, for every command that reads a config: dotted ``KEY=VALUE``
+    anywhere on the line, or as ``--set KEY=VALUE`` (repeatable); applied in command-line order,
+    so a later one wins."""
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted config overrides, e.g. {example}")
+    p.add_argument("--set", dest="set_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dotted config override (the same as KEY=VALUE on its own); repeatable")
+
+
+def _in_command_line_order(argv: Sequence[str], given: list[str]) -> list[str]:
+    """``given`` (the overrides argparse collected, ``--set`` ones included) in the order the
+    command line holds them."""
+    from collections import Counter
+
+    left = Counter(given)
+    ordered: list[str] = []
+    skip = False
+    for i, tok in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        value = tok
+        if tok == "--set" and i + 1 < len(argv):
+            value, skip = argv[i + 1], True
+        elif tok.startswith("--set="):
+            value = tok[len("--set="):]
+        if left[value] > 0:
+            ordered.append(value)
+            left[value] -= 1
+    return ordered + list(left.elements())
+
+
 def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """``parser.parse_args`` that takes dotted ``key=value`` overrides anywhere on the line: argparse
-    fills a positional list once, so ``train a=1 --resume auto b=2`` would leave ``b=2`` unrecognized."""
+    """``parser.parse_args`` that takes dotted ``key=value`` overrides anywhere on the line (argparse
+    fills a positional list once, so ``train a=1 --resume auto b=2`` would leave ``b=2`` unrecognized)
+    and as ``--set KEY=VALUE``, all in command-line order."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extras = parser.parse_known_args(argv)
     overrides = getattr(args, "overrides", None)
     unknown = [a for a in extras if not (isinstance(overrides, list) and _OVERRIDE.match(a))]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if extras:
-        args.overrides = [*overrides, *extras]  # command-line order kept: a later override wins
+    if isinstance(overrides, list):
+        paths = getattr(args, "paths", None)
+        if isinstance(paths, list):  # a variable list of files swallows what follows it: dotted keys are overrides
+            moved = [p for p in paths if _OVERRIDE.match(p) and "." in p.split("=", 1)[0]]
+            args.paths = [p for p in paths if p not in moved]
+            extras = [*moved, *extras]
+        given = [*getattr(args, "set_overrides", []), *overrides, *extras]
+        args.overrides = _in_command_line_order(argv, given)  # a later override wins
     return args
 
 

@@ -11,8 +11,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     show = csub.add_parser("show", help="print the config that a run would use")
     show.add_argument("--config", "-c", default=None, help="recipe YAML (default: built-in defaults)")
-    show.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=3e-4")
+    from speechllm.cli import add_overrides
+
+    add_overrides(show)
     show.set_defaults(func=_show)
+
+    get = csub.add_parser("get", help="print one resolved value, e.g. `speechllm config get -c r.yaml model.llm` "
+                          "(for scripts: no YAML to parse)")
+    get.add_argument("key", help="dotted key, e.g. model.llm")
+    get.add_argument("--config", "-c", default=None, help="recipe YAML (default: built-in defaults)")
+    add_overrides(get)
+    get.set_defaults(func=_get)
 
     fields = csub.add_parser("fields", help="list every config key with its type, default and help")
     fields.set_defaults(func=_fields)
@@ -23,6 +32,29 @@ def _show(args: argparse.Namespace) -> int:
 
     cfg = load_config(RunConfig, args.config, args.overrides)
     print(dump_yaml(cfg), end="")
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from speechllm.config import RunConfig, load_config
+    from speechllm.errors import ConfigError
+
+    value = load_config(RunConfig, args.config, args.overrides)
+    for part in args.key.split("."):
+        if not dataclasses.is_dataclass(value) or part not in {f.name for f in dataclasses.fields(value)}:
+            raise ConfigError(f"{args.key}: no such config key (`speechllm config fields` lists them)")
+        value = getattr(value, part)
+    if dataclasses.is_dataclass(value) or isinstance(value, (list, dict)):
+        import yaml
+
+        value = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        print(yaml.safe_dump(value, sort_keys=False), end="")
+    elif isinstance(value, bool):
+        print(str(value).lower())
+    else:
+        print("" if value is None else value)
     return 0
 
 

@@ -21,8 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lora", action="store_true", help="add (untrained) LoRA adapters on the LLM")
     p.add_argument("--seed", type=int, default=0, help="seed of the adapter's initialisation")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="model config overrides, e.g. num_queries=32 or model.lora.r=8")
+    from speechllm.cli import add_overrides
+
+    # A key without a section is a model key here (num_queries=32 = model.num_queries=32).
+    add_overrides(p, "model.num_queries=32 (or num_queries=32)")
     p.set_defaults(func=_run)
 
 

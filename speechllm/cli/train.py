@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(see recipes/accelerate/). Example: speechllm train --config recipes/X.yaml "
                        "train.max_steps=100")
     p.add_argument("--config", "-c", default=None, help="recipe YAML (default: built-in defaults)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=3e-4")
+    from speechllm.cli import add_overrides
+
+    add_overrides(p, "train.lr=3e-4")
     p.add_argument("--resume", default=None,
                    help="'auto' (newest checkpoint in train.output_dir, if any) or a checkpoint folder")
     p.add_argument("--stop-at-step", type=int, default=None,
