@@ -3,7 +3,7 @@
 A training-like step (bf16 forward + backward through SmolLM2-135M-sized MLP blocks, batch 8 x 128
 tokens) is timed with 1 thread, with one thread per core, and with ``auto`` (the cores idle when
 the command starts, re-counted every 5 s while it runs: speechllm.utils.threads), in three
-conditions: the idle machine, one other busy process from the start (a pure-Python spin loop on
+conditions: the machine as found (its background load is measured and printed), one added busy process from the start (a pure-Python spin loop on
 one core, like a second job on a shared box), and that process arriving mid-run. Each setting runs
 in its own process, one after another, so the ratios come from one run on one machine. The
 figure is the median step time over the second half of the steps (after the load arrived).
@@ -90,20 +90,24 @@ def main() -> None:
                         help="seconds after the start at which the busy process arrives (third condition)")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    conditions = {"idle": None, "one busy process": 0.0,
-                  f"busy process arrives after {args.arrive_after:g} s": args.arrive_after}
+    conditions = {"no added load": None, "one added busy process": 0.0,
+                  f"busy process added after {args.arrive_after:g} s": args.arrive_after}
+    from speechllm.utils.threads import busy_cores
+
     rows = []
     for load, spin_after in conditions.items():
         for threads in ["1", str(cores), "auto"]:
+            # Other work already on the machine, measured just before: an honest "idle" needs ~0.
+            background = busy_cores(1.0) or 0.0
             result = measure(threads, args.steps, spin_after)
-            rows.append((load, threads, result["threads"], result["threads_at_end"], result["median_s"]))
+            rows.append((load, threads, background, result["threads"], result["threads_at_end"], result["median_s"]))
     print(f"{cores} usable cores; bf16 MLP step (4 blocks 576-1536-576, 1024 tokens); "
           f"median of the last {args.steps - args.steps // 2} of {args.steps} steps")
-    print("| machine | --num_threads | threads at start | at end | s/step | vs 1 thread |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for load, threads, start, end, seconds in rows:
-        base = next(s for (l2, t, _, _, s) in rows if l2 == load and t == "1")
-        print(f"| {load} | {threads} | {start} | {end} | {seconds:.3f} | {base / seconds:.2f}x |")
+    print("| condition | background busy cores | --num_threads | threads at start | at end | s/step | vs 1 thread |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for load, threads, background, start, end, seconds in rows:
+        base = next(r[-1] for r in rows if r[0] == load and r[1] == "1")
+        print(f"| {load} | {background:.1f} | {threads} | {start} | {end} | {seconds:.3f} | {base / seconds:.2f}x |")
 
 
 if __name__ == "__main__":
