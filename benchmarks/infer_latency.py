@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-CLIP = REPO.parent / "shared" / "audio" / "3436-172162-0000.ogg"
+CLIP = REPO / "tests" / "data" / "audio" / "3436-172162-0000.ogg"
 PROMPT = "What can you hear from the audio?"
 
 

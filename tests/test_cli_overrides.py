@@ -65,3 +65,15 @@ def test_config_get_prints_one_resolved_value(tmp_path, capsys):
     assert capsys.readouterr().out == "false\n"
     assert main(["config", "get", "model.nope"]) == 2
     assert "model.nope: no such config key" in capsys.readouterr().err
+
+
+def test_generate_merge_is_a_sub_command_with_its_own_options(capsys):
+    args = parse_command_line(build_parser(), ["--log-level", "ERROR", "generate", "merge", "a.jsonl", "b.jsonl",
+                                               "-o", "all.jsonl", "--expect", "d.jsonl"])
+    assert args.command == "generate merge" and args.shards == ["a.jsonl", "b.jsonl"]
+    assert args.output == "all.jsonl" and args.expect == "d.jsonl"
+    with pytest.raises(SystemExit) as info:
+        parse_command_line(build_parser(), ["generate", "merge", "--help"])
+    assert info.value.code == 0 and "speechllm generate merge" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # merge's options are not generate's
+        parse_command_line(build_parser(), ["generate", "in.jsonl", "out.jsonl", "--expect", "d.jsonl"])

@@ -203,7 +203,14 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     fills a positional list once, so ``train a=1 --resume auto b=2`` would leave ``b=2`` unrecognized)
     and as ``--set KEY=VALUE``, all in command-line order."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from speechllm.cli.generate import MERGE_COMMAND
+
+    if "generate" in argv[:-1] and argv[argv.index("generate") + 1] == "merge":  # a sub-command of generate
+        at = argv.index("generate")
+        argv = [*argv[:at], MERGE_COMMAND, *argv[at + 2:]]
     args, extras = parser.parse_known_args(argv)
+    if getattr(args, "command", None) == MERGE_COMMAND:
+        args.command = "generate merge"
     overrides = getattr(args, "overrides", None)
     unknown = [a for a in extras if not (isinstance(overrides, list) and _OVERRIDE.match(a))]
     if unknown:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+#: the parser of ``speechllm generate merge`` (the command line's two words map to it)
+MERGE_COMMAND = "generate-merge"
+
 # generation.<field> set by a flag of the same name (flags left out keep the config's value).
 _GENERATION_FLAGS = ("backend", "instruction", "prompt_pool", "system_prompt", "context_prompt", "chat_template",
                      "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty",
@@ -77,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
               "       speechllm generate merge SHARD.jsonl... --output TARGETS.jsonl [--expect DESCRIBED.jsonl]",
     )
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="DESCRIBED.jsonl TARGETS.jsonl; or 'merge' followed by the shard files")
+                   help="DESCRIBED.jsonl TARGETS.jsonl (`speechllm generate merge --help`: joining shards)")
     add_generation_options(p)
     p.add_argument("--instruction", default=None,
                    help="fixed instruction (default DeSTA2's 'What can you hear from the audio?')")
@@ -87,18 +90,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-degenerate", action="store_true",
                    help="move empty and looping responses to TARGETS.dropped.jsonl instead of keeping them")
     p.add_argument("--strict", action="store_true", help="a row without a description is an error (default: skip and count)")
-    p.add_argument("--output", "-o", default=None, help="merge: the joined output file")
-    p.add_argument("--expect", default=None, metavar="DESCRIBED.jsonl",
-                   help="merge: check that every described id of this input is present")
-    p.add_argument("--allow-incomplete", action="store_true", help="merge: write even when ids are missing (duplicates still fail)")
     p.set_defaults(func=_run)
+
+    # `speechllm generate merge` is a sub-command of its own (its options, its help); the command
+    # line reaches it through parse_command_line, which reads "generate merge" as MERGE_COMMAND.
+    m = sub.add_parser(MERGE_COMMAND, prog="speechllm generate merge",
+                       description="Join the outputs of `speechllm generate --shard i/N` runs into one file.")
+    m.add_argument("shards", nargs="+", metavar="SHARD.jsonl", help="shard files, in the order to join them")
+    m.add_argument("--output", "-o", required=True, help="the joined output file")
+    m.add_argument("--expect", default=None, metavar="DESCRIBED.jsonl",
+                   help="check that every described id of this input is present")
+    m.add_argument("--allow-incomplete", action="store_true", help="write even when ids are missing (duplicates still fail)")
+    m.set_defaults(func=_merge)
 
 
 def _run(args: argparse.Namespace) -> int:
     from speechllm.errors import SpeechLLMError
 
-    if args.paths[0] == "merge":
-        return _merge(args)
     if len(args.paths) != 2:
         raise SpeechLLMError("usage: speechllm generate DESCRIBED.jsonl TARGETS.jsonl --llm MODEL "
                              "(or: speechllm generate merge SHARD... --output FILE)")
@@ -124,13 +132,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from speechllm.errors import SpeechLLMError
     from speechllm.generate.merge import merge_shards
 
-    shards = args.paths[1:]
-    if not shards or not args.output:
-        raise SpeechLLMError("usage: speechllm generate merge SHARD.jsonl... --output TARGETS.jsonl [--expect DESCRIBED.jsonl]")
-    report = merge_shards(shards, args.output, expected=args.expect, allow_incomplete=args.allow_incomplete)
+    report = merge_shards(args.shards, args.output, expected=args.expect, allow_incomplete=args.allow_incomplete)
     for line in report.lines():
         print(line)
     print(f"wrote {args.output}")

@@ -25,9 +25,6 @@ INSTALL_HINT = (
     "(or pip install vllm); on CPU use generation.backend=hf"
 )
 
-_VLLM_DTYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
 def import_vllm():
     """Import vllm or raise a :class:`GenerationError` with the install command."""
     try:
@@ -48,19 +45,24 @@ class VLLMBackend(TokenizerPrompts):
         from transformers import AutoTokenizer
 
         from speechllm.assets import resolve_model
+        from speechllm.llm_runtime import DTYPE_NAMES, resolve_dtype_name
+        from speechllm.utils.remote_code import refusing_remote_code
 
         self.llm_ref = llm
         self.resolved = resolve_model(llm)
         self.revision = revision
         self.dtype_name = dtype
-        self.tokenizer = AutoTokenizer.from_pretrained(self.resolved, revision=revision,
-                                                       trust_remote_code=trust_remote_code)
+        with refusing_remote_code(llm):
+            self.tokenizer = AutoTokenizer.from_pretrained(self.resolved, revision=revision,
+                                                           trust_remote_code=trust_remote_code)
         if chat_template:
             self.tokenizer.chat_template = read_chat_template(chat_template)
         if not getattr(self.tokenizer, "chat_template", None):
             raise missing_chat_template_error(llm)
         self._vllm = vllm
-        self.engine = vllm.LLM(model=self.resolved, revision=revision, dtype=_VLLM_DTYPES.get(dtype, dtype),
+        # vllm's own "auto" reads the checkpoint's dtype; the names are the one precision table's.
+        vllm_dtype = "auto" if dtype == "auto" else DTYPE_NAMES[resolve_dtype_name(dtype, error=GenerationError)]
+        self.engine = vllm.LLM(model=self.resolved, revision=revision, dtype=vllm_dtype,
                                trust_remote_code=trust_remote_code, tokenizer=self.resolved)
 
     def describe(self) -> dict[str, Any]:
