@@ -151,12 +151,12 @@ def whisper_generate(whisper: Any, tokenizer: Any, *, encoder_out: Any = None, i
         # is all ones (it only tells transformers that the batch is not ragged).
         kwargs["attention_mask"] = torch.ones(input_features.shape[0], input_features.shape[-1], dtype=torch.long,
                                               device=input_features.device)
+    gc = _generation_config(whisper, tokenizer)
+    gc.update(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, return_dict_in_generate=scores,
+              output_scores=scores)
     with torch.inference_mode(), onednn_off_for_small_steps(whisper):
-        return whisper.generate(
-            generation_config=_generation_config(whisper, tokenizer), max_new_tokens=max_new_tokens,
-            return_timestamps=False, do_sample=False, num_beams=1,
-            logits_processor=LogitsProcessorList([TextTokensOnly()]),
-            return_dict_in_generate=scores, output_scores=scores, **kwargs)
+        return whisper.generate(generation_config=gc, return_timestamps=False,
+                                logits_processor=LogitsProcessorList([TextTokensOnly()]), **kwargs)
 
 
 class WhisperTranscriber:
