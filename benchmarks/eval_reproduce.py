@@ -33,11 +33,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speechllm.eval.harness import speech_ifeval_summary  # noqa: E402
 from speechllm.eval.loaders import load_benchmark  # noqa: E402
 from speechllm.eval.retention import relative_drop  # noqa: E402
-from speechllm.eval.scoring import aggregate, score_item  # noqa: E402
+from speechllm.eval.scoring_profiles import aggregate, score_item  # noqa: E402
 from speechllm.eval.speech_ifeval import SPLITS, parse_result_verdict  # noqa: E402
+from speechllm.eval.suite import speech_ifeval_summary  # noqa: E402
 
 MMAU_RESULTS = "examples/evaluation/MMAU-v05.15.25/results/mmau-test-mini_results.json"
 #: Published figures, in percent: DeSTA2.5-Audio's MMAU README (test-mini) and Speech-IFEval's README.

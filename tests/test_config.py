@@ -211,13 +211,13 @@ def test_config_fields_lists_the_allowed_range(capsys):
     ("--batch-size", "two", "argument --batch-size: expected int, got 'two'"),
 ])
 def test_eval_number_options_are_range_checked_before_anything_runs(capsys, monkeypatch, flag, value, fragment):
-    import speechllm.eval.harness
+    import speechllm.eval.suite
     from speechllm.cli import main
 
     def refuse(*args, **kwargs):
         raise AssertionError("evaluation started although an option is out of range")
 
-    monkeypatch.setattr(speechllm.eval.harness, "evaluate", refuse)
+    monkeypatch.setattr(speechllm.eval.suite, "evaluate", refuse)
     with pytest.raises(SystemExit) as e:
         main(["eval", "--model", "m", "--bench", "b.jsonl", "--out", "o", flag, value])
     assert e.value.code == 2

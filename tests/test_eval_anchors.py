@@ -14,13 +14,13 @@ import pytest
 
 from speechllm.cli.eval import parse_scoring_args
 from speechllm.eval.constraints import check_constraint
-from speechllm.eval.harness import speech_ifeval_summary
 from speechllm.eval.items import BenchItem, BenchmarkError
 from speechllm.eval.judge import SPEECH_IFEVAL_COT, judge_answers
 from speechllm.eval.loaders import load_benchmark
 from speechllm.eval.retention import relative_drop
-from speechllm.eval.scoring import aggregate, score_item
+from speechllm.eval.scoring_profiles import aggregate, score_item
 from speechllm.eval.speech_ifeval import count_sentences, count_words, if_rate, parse_result_verdict
+from speechllm.eval.suite import speech_ifeval_summary
 
 ANCHORS = Path(__file__).parent / "data" / "eval_anchors"
 
@@ -252,7 +252,7 @@ class _TextStub:
 
 
 def test_speech_ifeval_report_names_the_profile_and_gives_split_rates_and_if_rate(tmp_path, monkeypatch):
-    from speechllm.eval import harness
+    from speechllm.eval import suite as harness
 
     judge = _FakeJudge("The answer reasons. Result: YES")
     monkeypatch.setattr(harness, "make_judge", lambda *a, **k: judge)
@@ -270,7 +270,7 @@ def test_speech_ifeval_report_names_the_profile_and_gives_split_rates_and_if_rat
 
 
 def test_scoring_override_reaches_the_report_and_names_must_match_a_bench(tmp_path):
-    from speechllm.eval.harness import EvalOptions, evaluate
+    from speechllm.eval.suite import EvalOptions, evaluate
 
     rows = json.loads((ANCHORS / "mmau-test-mini.json").read_text())
     (tmp_path / "mmau.json").write_text(json.dumps(rows))

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from speechllm.audio import AudioError, load_audio
-from speechllm.eval.harness import EvalOptions, evaluate
+from speechllm.eval.suite import EvalOptions, evaluate
 from speechllm.utils.jsonl import read_jsonl
 
 SR = 16_000

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from speechllm.data.manifest import Utterance, write_manifest
+from speechllm.eval.answer_match import ANSWER_FORMAT_INSTRUCTION
 from speechllm.eval.builtin import build_builtin_items, render_seed_description, write_builtin
 from speechllm.eval.items import BenchItem, BenchmarkError
 from speechllm.eval.loaders import (
@@ -22,7 +23,6 @@ from speechllm.eval.loaders import (
     parse_inline_choices,
 )
 from speechllm.eval.predictors import build_prompt
-from speechllm.eval.scorers import ANSWER_FORMAT_INSTRUCTION
 
 
 def _wav(path: Path, seconds: float = 0.5) -> Path:
@@ -236,7 +236,7 @@ def test_bench_item_validation():
 
 
 def test_builtin_short_style_asks_one_word_answers_scored_strictly(tmp_path):
-    from speechllm.eval.scoring import score_item
+    from speechllm.eval.scoring_profiles import score_item
 
     manifest = _synth_manifest(tmp_path)
     items = {i.id: i for i in build_builtin_items(manifest, seed=0, style="short")}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechllm.eval.harness import EvalOptions, evaluate
+from speechllm.eval.bench_run import split_runnable
 from speechllm.eval.items import BenchItem, BenchmarkError
 from speechllm.eval.judge import (
     HFJudge,
@@ -38,7 +38,7 @@ from speechllm.eval.retention import (
     teacher_forced_metrics,
     text_path_invariance,
 )
-from speechllm.eval.runner import split_runnable
+from speechllm.eval.suite import EvalOptions, evaluate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

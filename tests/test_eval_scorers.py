@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from speechllm.eval.constraints import (
-    check_constraint,
-    count_words,
-    list_constraints,
-    split_sentences,
-)
-from speechllm.eval.items import BenchItem
-from speechllm.eval.scorers import (
+from speechllm.eval.answer_match import (
     char_errors,
     desta_label_match,
     exact_match,
@@ -21,7 +14,14 @@ from speechllm.eval.scorers import (
     parse_option_letter,
     word_errors,
 )
-from speechllm.eval.scoring import aggregate, score_item
+from speechllm.eval.constraints import (
+    check_constraint,
+    count_words,
+    list_constraints,
+    split_sentences,
+)
+from speechllm.eval.items import BenchItem
+from speechllm.eval.scoring_profiles import aggregate, score_item
 
 
 @pytest.mark.parametrize("prediction,label,expected", [
@@ -237,7 +237,7 @@ def test_unknown_constraint_and_none_kwargs():
 def test_wilson_interval_equals_scipys():
     from scipy.stats import binomtest
 
-    from speechllm.eval.scoring import wilson_interval
+    from speechllm.eval.scoring_profiles import wilson_interval
 
     for k, n in ((15, 18), (0, 17), (17, 17), (2, 17), (500, 1000)):
         ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
@@ -247,7 +247,7 @@ def test_wilson_interval_equals_scipys():
 
 def test_label_categories_carry_interval_chance_and_majority_baselines():
     from speechllm.eval.items import BenchItem
-    from speechllm.eval.scoring import aggregate, score_item
+    from speechllm.eval.scoring_profiles import aggregate, score_item
 
     options = ["male", "female"]
     refs = ["male"] * 11 + ["female"] * 7
@@ -264,7 +264,7 @@ def test_label_categories_carry_interval_chance_and_majority_baselines():
 
 def test_wer_bootstrap_interval_brackets_the_corpus_wer_and_is_seeded():
     from speechllm.eval.items import BenchItem
-    from speechllm.eval.scoring import aggregate, score_item
+    from speechllm.eval.scoring_profiles import aggregate, score_item
 
     refs = ["the cat sat on the mat", "a b c d", "hello world", "one two three four five"]
     hyps = ["the cat sat on a mat", "a b c d", "hello there world", "one two"]

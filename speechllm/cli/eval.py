@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from speechllm.errors import SpeechLLMError
-    from speechllm.eval.harness import EvalOptions, evaluate
+    from speechllm.eval.suite import EvalOptions, evaluate
 
     missing = [name for name, value in (("--model", args.model), ("--bench", args.bench), ("--out", args.out)) if not value]
     if missing:
@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def parse_scoring_args(values: list[str]) -> dict[str, str]:
     """``--scoring`` values -> {benchmark name or "*": profile}; unknown profiles fail at once."""
-    from speechllm.eval.scoring import get_profile
+    from speechllm.eval.scoring_profiles import get_profile
 
     out: dict[str, str] = {}
     for value in values:
@@ -130,7 +130,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from speechllm.eval.constraints import list_constraints
     from speechllm.eval.loaders import DEFAULT_SCORING, known_benchmarks
-    from speechllm.eval.scoring import PROFILES
+    from speechllm.eval.scoring_profiles import PROFILES
 
     print("benchmarks (default scoring profile):")
     for name, desc in known_benchmarks().items():

@@ -1,9 +1,10 @@
 """Evaluation: benchmark loaders, scorers, constraint checkers, judges, the retention suite and
 reports. ``speechllm eval`` is :func:`evaluate`; docs/evaluation.md describes every part."""
 
+from speechllm.eval.answer_match import desta_label_match, is_refusal, parse_choice, word_errors
+from speechllm.eval.bench_run import run_benchmark
 from speechllm.eval.builtin import build_builtin_items, render_seed_description, write_builtin
 from speechllm.eval.constraints import check_constraint, list_constraints, split_sentences
-from speechllm.eval.harness import EvalOptions, evaluate
 from speechllm.eval.items import KINDS, BenchItem, BenchmarkError
 from speechllm.eval.judge import HFJudge, JudgeError, OpenAIJudge, judge_answers, make_judge
 from speechllm.eval.loaders import Benchmark, known_benchmarks, load_benchmark
@@ -17,9 +18,8 @@ from speechllm.eval.predictors import (
 )
 from speechllm.eval.report import compare_runs, write_report
 from speechllm.eval.retention import retention_metrics, speech_text_gap, teacher_forced_metrics
-from speechllm.eval.runner import run_benchmark
-from speechllm.eval.scorers import desta_label_match, is_refusal, parse_choice, word_errors
-from speechllm.eval.scoring import aggregate, score_item
+from speechllm.eval.scoring_profiles import aggregate, score_item
+from speechllm.eval.suite import EvalOptions, evaluate
 
 __all__ = [
     "KINDS", "BenchItem", "Benchmark", "BenchmarkError", "EvalOptions", "HFJudge", "JudgeError",

@@ -13,7 +13,7 @@ from typing import Any
 
 from speechllm.errors import SpeechLLMError
 
-#: Item kinds and what scores them (see :mod:`speechllm.eval.scoring`).
+#: Item kinds and what scores them (see :mod:`speechllm.eval.scoring_profiles`).
 KIND_LABEL = "label"  # classification / short answer with a label (Dynamic-SUPERB style)
 KIND_CHOICE = "multiple_choice"  # choices shown, chosen option parsed (MMAU style)
 KIND_ASR = "asr"  # transcription: WER / CER

@@ -33,7 +33,7 @@ SPECIAL_BENCHMARKS = ("retention",)
 @dataclass
 class Benchmark:
     """Loaded items, what the report should break accuracy down by, and the scoring profile
-    (:data:`speechllm.eval.scoring.PROFILES`) its answers are scored with."""
+    (:data:`speechllm.eval.scoring_profiles.PROFILES`) its answers are scored with."""
 
     name: str
     source: str
@@ -99,7 +99,7 @@ def load_benchmark(spec: str, *, audio_root: str | Path | None = None, scoring: 
         seen.add(item.id)
     if not items:
         raise BenchmarkError(f"{name}: {p}: no items found")
-    from speechllm.eval.scoring import get_profile
+    from speechllm.eval.scoring_profiles import get_profile
 
     profile = get_profile(scoring or DEFAULT_SCORING[name]).name
     return Benchmark(name=name, source=str(p), items=items, breakdown_keys=breakdown, scoring=profile)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from speechllm.eval.answer_match import ANSWER_FORMAT_INSTRUCTION, format_choices
 from speechllm.eval.items import KIND_CHOICE, BenchItem
-from speechllm.eval.scorers import ANSWER_FORMAT_INSTRUCTION, format_choices
 
 log = logging.getLogger(__name__)
 

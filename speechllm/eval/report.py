@@ -1,7 +1,7 @@
 """Reports: ``report.json`` (everything), ``report.md`` (tables), PNG plots (matplotlib, Agg).
 
 ``compare_runs`` puts several run folders side by side and draws the learning-vs-forgetting
-scatter: each run's target score (see :mod:`speechllm.eval.scoring`) against its KL-to-base.
+scatter: each run's target score (see :mod:`speechllm.eval.scoring_profiles`) against its KL-to-base.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def plot_accuracy_per_task(report: dict[str, Any], path: Path) -> Path | None:
     interval, the chance level (dashed) and the majority-answer baseline (dotted) where known.
     A WER above 1 (answers that loop to the token limit) is drawn at 0 and labelled with its
     value, not hidden."""
-    from speechllm.eval.scoring import normalized_primary
+    from speechllm.eval.scoring_profiles import normalized_primary
 
     bars: list[dict[str, Any]] = []
     for name, bench in report.get("benchmarks", {}).items():

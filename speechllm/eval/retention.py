@@ -23,9 +23,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from speechllm.eval.answer_match import is_refusal
 from speechllm.eval.items import BenchmarkError
 from speechllm.eval.predictors import generate_chat, generate_ids
-from speechllm.eval.scorers import is_refusal
 from speechllm.llm_runtime import encode_chats
 
 RESOURCE_DIR = "resources/eval"

@@ -53,7 +53,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def names_only(reply: str, label: str, labels: list[str]) -> bool:
-    from speechllm.eval.scorers import desta_label_match
+    from speechllm.eval.answer_match import desta_label_match
 
     return desta_label_match(reply, label) and not any(desta_label_match(reply, o) for o in labels if o != label)
 

@@ -65,7 +65,7 @@ def _official_string_match(mmau_clone: Path):
 
 def make_mmau(mmau: Path, desta25: Path, out: Path) -> None:
     sys.path.insert(0, str(REPO))
-    from speechllm.eval.scorers import parse_choice
+    from speechllm.eval.answer_match import parse_choice
 
     string_match = _official_string_match(mmau)
     rows = json.loads((desta25 / MMAU_RESULTS).read_text(encoding="utf-8"))

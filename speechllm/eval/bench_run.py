@@ -30,7 +30,7 @@ from speechllm.eval.items import KIND_OPEN, BenchItem, BenchmarkError
 from speechllm.eval.judge import Judge, judge_answers
 from speechllm.eval.loaders import Benchmark
 from speechllm.eval.predictors import Predictor, make_request
-from speechllm.eval.scoring import aggregate, score_item
+from speechllm.eval.scoring_profiles import aggregate, score_item
 from speechllm.models.chat_layout import ChatLayoutError
 from speechllm.utils.fs import refuse_same_file
 from speechllm.utils.jsonl import ResumableJsonlWriter, iter_jsonl, write_jsonl

@@ -37,17 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from speechllm.eval.constraints import check_constraint
-from speechllm.eval.items import (
-    KIND_ASR,
-    KIND_CHOICE,
-    KIND_INSTRUCTION,
-    KIND_LABEL,
-    KIND_OPEN,
-    KIND_REFUSAL,
-    BenchItem,
-)
-from speechllm.eval.scorers import (
+from speechllm.eval.answer_match import (
     DESTA25_ANSWER_PREFIX,
     LETTERS,
     char_errors,
@@ -60,6 +50,16 @@ from speechllm.eval.scorers import (
     option_letter_match,
     parse_choice,
     word_errors,
+)
+from speechllm.eval.constraints import check_constraint
+from speechllm.eval.items import (
+    KIND_ASR,
+    KIND_CHOICE,
+    KIND_INSTRUCTION,
+    KIND_LABEL,
+    KIND_OPEN,
+    KIND_REFUSAL,
+    BenchItem,
 )
 
 PRIMARY_METRIC = {
@@ -76,8 +76,8 @@ class ScoringProfile:
     stay available by name (``speechllm eval --scoring BENCH=PROFILE``). Fields, by item kind:
 
     - ``choice_rule`` (multiple choice): ``lenient``, speechllm's parser
-      (:func:`~speechllm.eval.scorers.parse_choice`: answer format, option letter, choice text),
-      or ``mmau``, MMAU's ``string_match`` (:func:`~speechllm.eval.scorers.mmau_string_match`);
+      (:func:`~speechllm.eval.answer_match.parse_choice`: answer format, option letter, choice text),
+      or ``mmau``, MMAU's ``string_match`` (:func:`~speechllm.eval.answer_match.mmau_string_match`);
     - ``answer_prefix``: text removed (every occurrence, case-sensitive) before the choice rule
       reads the answer, as DeSTA2.5 removes ``The correct answer is: `` for MMAU;
     - ``empty_label`` (label items scored by DeSTA's rule): ``desta`` credits any answer when the

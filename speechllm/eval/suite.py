@@ -123,7 +123,7 @@ def evaluate(model: str, benches: Sequence[str], options: EvalOptions, *,
                 "versions": collect_versions()},
         "benchmarks": {},
     }
-    from speechllm.eval.runner import run_benchmark
+    from speechllm.eval.bench_run import run_benchmark
 
     for bench in loaded:
         section = run_benchmark(
@@ -147,7 +147,7 @@ def _profile_for(name: str, options: EvalOptions) -> str | None:
 def scoring_section(bench, section: dict[str, Any]) -> dict[str, Any]:
     """What the report says about how a benchmark was scored: the profile (``scoring``) and, for
     Speech-IFEval, its split rates and IF-rate (``speech_ifeval``)."""
-    from speechllm.eval.scoring import get_profile
+    from speechllm.eval.scoring_profiles import get_profile
 
     profile = get_profile(bench.scoring)
     out: dict[str, Any] = {"scoring": profile.name, "scoring_rule": profile.description}
@@ -209,9 +209,9 @@ def run_speech_text_gap(pred: Predictor, bench, options: EvalOptions, *, judge: 
     """The same items answered by the evaluated model (with audio) and by the base LLM reading
     each item's text stand-in (Speech-IFEval's text reference). For Speech-IFEval the relative
     drop of the IF-rate (its forgetting rate Δ) is reported too."""
+    from speechllm.eval.bench_run import run_benchmark
     from speechllm.eval.loaders import Benchmark
     from speechllm.eval.retention import speech_text_gap
-    from speechllm.eval.runner import run_benchmark
     from speechllm.utils.jsonl import read_jsonl
 
     # The text side wraps descriptions exactly as the evaluated model's layout wraps audio.
