@@ -46,3 +46,17 @@ def test_left_padding_and_positions():
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
     assert positions_of(mask).tolist() == [[0, 1, 2], [0, 0, 0], [0, 0, 0]]
+
+
+def test_auto_device_loads_a_checkpoint(tiny_llm_dir, tiny_whisper_dir, tmp_path):
+    from speechllm.config import ModelConfig
+    from speechllm.models import SpeechLLM
+
+    cfg = ModelConfig(encoder=str(tiny_whisper_dir), llm=str(tiny_llm_dir), dtype="fp32", num_queries=8,
+                      qformer_layers=1, qformer_ffn_dim=64)
+    model = SpeechLLM.from_config(cfg, device="auto")
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = SpeechLLM.from_pretrained(tmp_path / "ckpt", device="auto")
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert model.device.type == want and loaded.device.type == want
+    assert next(loaded.llm.parameters()).dtype == torch.float32

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default=None, help="JSONL of replies (batch mode; appended, resumable)")
     p.add_argument("--dtype", default=None, choices=["auto", "fp32", "bf16", "fp16"],
                    help="weights dtype (default: the checkpoint's, auto = bf16 where fast)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, auto (CUDA when visible)")
     p.set_defaults(func=_run)
 
 

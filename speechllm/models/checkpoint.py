@@ -228,6 +228,11 @@ def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=No
     config.encoder_layers = list(meta.get("encoder_layers") or config.encoder_layers or []) or None
     lora_trained = "lora" in meta.get("trained", [])
     config.lora.enabled = False  # LoRA comes from the saved folder, not fresh
+    from speechllm.llm_runtime import resolve_device, torch_dtype
+
+    device = resolve_device(device)
+    # Built on the CPU, then moved: `auto` still resolves for the device the model will run on.
+    dtype = torch_dtype(dtype if dtype is not None else config.dtype, device)
     model = cls._load_frozen(config, device="cpu", dtype=dtype, seed=0, encoder_ref=encoder, llm_ref=llm)
     _check_shapes(meta, model, folder)
     try:

@@ -129,8 +129,10 @@ class SpeechLLM(nn.Module):
     def from_config(cls, config: ModelConfig, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
                     seed: int = 0) -> SpeechLLM:
         """Load the frozen encoder and LLM named by ``config`` and create a new adapter
-        (seeded), plus LoRA when ``config.lora.enabled``."""
-        model = cls._load_frozen(config, device=device, dtype=dtype, seed=seed)
+        (seeded), plus LoRA when ``config.lora.enabled``. ``device`` ``auto``: CUDA when visible."""
+        from speechllm.llm_runtime import resolve_device
+
+        model = cls._load_frozen(config, device=resolve_device(device), dtype=dtype, seed=seed)
         if config.lora.enabled:
             model.enable_lora()
         return model
