@@ -51,6 +51,12 @@ class AllZeroAudioError(AudioError):
     kind = "all_zero"
 
 
+class NotMonoAudioError(AudioError):
+    """Samples handed over in memory that are not one 1-D mono signal."""
+
+    kind = "not_mono"
+
+
 class AudioTooShortError(AudioError):
     kind = "too_short"
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechllm.audio.io import AudioError, EmptyAudioError, NonFiniteAudioError, NotMonoAudioError
 from speechllm.config import ModelConfig
 from speechllm.errors import ConfigError, SpeechLLMError
 from speechllm.llm_runtime import torch_dtype
@@ -33,8 +34,10 @@ from speechllm.models.encoder import (
 
 log = logging.getLogger(__name__)
 
-class InvalidAudioError(SpeechLLMError):
-    """A waveform given to the model that cannot be used (empty, NaN/Inf, not 1-D)."""
+#: A waveform given to the model that cannot be used: the audio family's own error (one type per
+#: meaning: empty audio is ``EmptyAudioError`` whether it came from a file or from memory), so
+#: batch jobs count it by ``kind`` like a bad file.
+InvalidAudioError = AudioError
 
 
 def resolve_dtype(name: str | torch.dtype | None, device: str = "cpu") -> torch.dtype:
@@ -96,14 +99,15 @@ def _is_single_conversation(messages: Any) -> bool:
 
 
 def check_wave(wave: Any, where: str) -> np.ndarray:
-    """A 1-D float32 array of finite samples, or :class:`InvalidAudioError`."""
+    """A 1-D float32 array of finite samples, or the audio family's error (``empty``,
+    ``nan_or_inf``, ``not_mono``)."""
     arr = np.asarray(wave.detach().cpu() if isinstance(wave, torch.Tensor) else wave, dtype=np.float32)
     if arr.ndim != 1:
-        raise InvalidAudioError(f"{where}: expected mono 16 kHz samples (1-D), got shape {arr.shape}")
+        raise NotMonoAudioError(where, f"expected mono 16 kHz samples (1-D), got shape {arr.shape}")
     if arr.size == 0:
-        raise InvalidAudioError(f"{where}: empty audio (no samples)")
+        raise EmptyAudioError(where, "empty audio (no samples)")
     if not np.isfinite(arr).all():
-        raise InvalidAudioError(f"{where}: contains NaN or Inf samples")
+        raise NonFiniteAudioError(where, "contains NaN or Inf samples")
     return arr
 
 
