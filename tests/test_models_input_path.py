@@ -49,6 +49,15 @@ def test_training_and_inference_build_identical_inputs(tiny_llm_dir, tiny_whispe
     assert torch.equal(prompt.input_ids[0], row[:prompt.input_ids.shape[1]])
     first_label = int((train.labels[0][train.attention_mask[0].bool()] != -100).nonzero()[0])
     assert first_label == prompt.input_ids.shape[1]
+    # Each span is as long as the one length rule says.
+    from speechllm.models.chat_layout import audio_slot, audio_span_length
+
+    for e, (text,) in zip(items, train.transcripts, strict=True):
+        slot = audio_slot(model.tokenizer, e.num_samples, text, cfg)
+        assert len(slot) == audio_span_length(e.num_samples, len(slot.transcript_ids), cfg)
+    spans = train.audio_mask.sum(1).tolist()
+    assert spans == [audio_slot(model.tokenizer, e.num_samples, t, cfg).num_vectors
+                     for e, (t,) in zip(items, train.transcripts, strict=True)]
 
 
 def test_the_layout_asks_the_adapter_class_for_its_length_and_taps():

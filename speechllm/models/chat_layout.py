@@ -13,8 +13,10 @@ string is cut at every locator and at every response boundary and each piece is 
 own, so BPE merges can never run across a locator, and the prompt tokens of a training example are
 exactly the tokens the model sees when it generates.
 
-An audio span is ``[adapter vectors] + [transcript tokens]``: :func:`audio_span_length` is the one
-function that computes its length.
+An audio span is ``[adapter vectors] + [transcript tokens]``: :func:`audio_slot` is the one function
+that builds it (training and inference both call it through ``SpeechLLM.sequence``), and
+:func:`audio_span_length` the one that computes its length from counts (for planning without a
+tokenizer); ``len(audio_slot(...)) == audio_span_length(samples, len(slot.transcript_ids), config)``.
 """
 
 from __future__ import annotations
@@ -82,8 +84,11 @@ def effective_transcript_tokens(transcript_token_count: int, config: ModelConfig
 def audio_span_length(num_samples: int, transcript_token_count: int, config: ModelConfig) -> int:
     """Length in LLM positions of one audio span: adapter vectors + (truncated) transcript tokens.
 
+    ``transcript_token_count`` is the count of the transcript's tokens as they enter the span
+    (:func:`transcript_token_ids`: a blank transcript enters as ``no_speech_transcript``).
     ``audio_start``/``audio_end`` text around the span is ordinary prompt text and not counted.
-    This is the only place the span length is computed; the data pipeline and the model use it.
+    This is the only place the span length is computed from counts; :func:`audio_slot` builds
+    spans of exactly this length.
     """
     return adapter_output_length(num_samples, config) + effective_transcript_tokens(
         transcript_token_count, config
@@ -357,6 +362,13 @@ class AudioSlot:
 
     def __len__(self) -> int:
         return self.num_vectors + len(self.transcript_ids)
+
+
+def audio_slot(tokenizer: Any, num_samples: int, transcript: str | None, config: ModelConfig) -> AudioSlot:
+    """The span of one audio of ``num_samples`` samples whose transcript is ``transcript``:
+    :func:`adapter_output_length` vectors, then :func:`transcript_token_ids`."""
+    return AudioSlot(num_vectors=adapter_output_length(num_samples, config),
+                     transcript_ids=transcript_token_ids(tokenizer, transcript, config))
 
 
 @dataclass

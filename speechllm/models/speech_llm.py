@@ -314,9 +314,7 @@ class SpeechLLM(nn.Module):
                  ) -> tuple[layout.ChatSequence, list[list[int]]]:
         """One example laid out: ``chat`` with the span of each ``(num_samples, transcript)``
         audio where its locator stands; also the transcript token ids of each span."""
-        slots = [layout.AudioSlot(num_vectors=layout.adapter_output_length(n, self.config),
-                                  transcript_ids=layout.transcript_token_ids(self.tokenizer, t, self.config))
-                 for n, t in audios]
+        slots = [layout.audio_slot(self.tokenizer, n, t, self.config) for n, t in audios]
         return layout.build_sequence(chat, slots, self.pad_id), [s.transcript_ids for s in slots]
 
     def collate(self, sequences: Sequence[layout.ChatSequence], encoded: EncodedWindows | None = None,
