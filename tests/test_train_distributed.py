@@ -34,6 +34,7 @@ def _worker(rank, world, port, llm, whisper, train_file, out):
     trainer.run()
     torch.save({k: v.detach().clone() for k, v in trainer.model.adapter.state_dict().items()},
                os.path.join(out, f"adapter-rank{rank}.pt"))
+    torch.distributed.barrier()  # both ranks done with the group before either tears it down
     torch.distributed.destroy_process_group()
 
 

@@ -525,6 +525,9 @@ class Trainer:
             plot_training_curves(self.out_dir)  # plots/training_curves.png: loss and validation loss
             if self.writer is not None:
                 self.writer.close()
+        # Every rank leaves together: a rank that returned while the main one still wrote its
+        # summary and plot could tear the process group down under it (a gloo abort was seen).
+        barrier(self.dist)
         return TrainResult(status=status, step=self.step, output_dir=self.out_dir, final_checkpoint=final,
                            losses=records, skipped=skipped)
 
