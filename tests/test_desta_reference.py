@@ -308,3 +308,31 @@ def test_convert_command_line(releases, bases, tmp_path, capsys):
     assert meta["encoder_layers"] == [2, 5, 8, 11] and meta["model"]["audio_role"] == "audio"
     assert main(argv) == 2  # OUT exists: refused without --overwrite
     assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_train_init_from_a_converted_desta25_checkpoint(converted, tmp_path, capsys):
+    """`speechllm train --init-from` starts from the converted weights (adapter and LoRA), with the
+    checkpoint's model settings, and trains them."""
+    from safetensors.torch import load_file
+    from train_fixtures import tiny_run_config, write_rows
+
+    from speechllm.cli import main
+    from speechllm.train.trainer import Trainer
+
+    model, folder = converted["desta25"]
+    rows = write_rows(tmp_path / "data", 4)
+    cfg = tiny_run_config("unused-llm", "unused-whisper", [rows], tmp_path / "run", max_steps=1)
+    cfg.train.init_from = str(folder)
+    trainer = Trainer(cfg)
+    assert trainer.cfg.model.tap_point == "block_output" and trainer.cfg.model.lora.enabled
+    start = load_file(str(folder / "adapter.safetensors"))
+    for k, v in trainer.model.adapter.state_dict().items():
+        assert torch.equal(v, start[k]), k  # the converted weights, not a fresh init
+    assert any("lora_" in n for n in trainer.trainable_named)  # DeSTA2.5's LoRA is trained too
+
+    rc = main(["train", "--init-from", str(folder), "data.train=[" + str(rows) + "]",
+               f"train.output_dir={tmp_path / 'cli'}", "train.max_steps=1", "train.precision=fp32",
+               "train.batch_size=2", "train.num_sample_generations=0", "data.max_length=256"])
+    assert rc == 0 and "finished at step 1" in capsys.readouterr().out
+    trained = load_file(str(tmp_path / "cli" / "final" / "adapter.safetensors"))
+    assert any(not torch.equal(trained[k], start[k]) for k in start)

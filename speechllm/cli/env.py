@@ -19,7 +19,6 @@ def collect_environment() -> dict:
     import platform
 
     from speechllm import __version__
-
     from speechllm.utils.hardware import cpu_counts, cpu_model, external_tools, memory_gib
 
     cores = cpu_counts()

@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_overrides(p, "train.lr=3e-4")
     p.add_argument("--resume", default=None,
                    help="'auto' (newest checkpoint in train.output_dir, if any) or a checkpoint folder")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from a speechllm checkpoint's weights, e.g. from `speechllm convert "
+                   "desta2|desta25` (same as train.init_from=CHECKPOINT; the model settings are the checkpoint's)")
     p.add_argument("--stop-at-step", type=int, default=None,
                    help="save a checkpoint and stop after this optimiser step (for staged runs)")
     p.set_defaults(func=_run)
@@ -28,7 +31,10 @@ def _run(args: argparse.Namespace) -> int:
     from speechllm.config import RunConfig, load_config
     from speechllm.train import train
 
-    cfg = load_config(RunConfig, args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.init_from:
+        overrides.append(f"train.init_from={args.init_from}")
+    cfg = load_config(RunConfig, args.config, overrides)
     result = train(cfg, resume=args.resume, stop_at_step=args.stop_at_step)
     print(f"{result.status} at step {result.step}; run folder {result.output_dir}"
           + (f"; final checkpoint {result.final_checkpoint}" if result.final_checkpoint else "")

@@ -247,6 +247,11 @@ class TrainConfig:
     output_dir: str = _f(
         "exp/run", "run folder: checkpoints, logs, resolved config",
         on_resume="a run folder may be moved or copied; --resume PATH may continue another folder's checkpoint")
+    init_from: str | None = _f(
+        None, "start from a speechllm checkpoint's trained weights (adapter, and LoRA when it has "
+        "one), e.g. one written by `speechllm convert desta2|desta25`; the model settings are the "
+        "checkpoint's (its weights only fit them)",
+        on_resume="the starting weights matter only at step 0; a resumed run continues from its own checkpoint")
     seed: int = _f(0, "global seed", ge=0, lt=2**32)
     lr: float = _f(1e-4, "AdamW peak learning rate (DeSTA2: 1e-4)", gt=0)
     betas: list[float] = _f([0.9, 0.98], "AdamW betas (DeSTA2: 0.9, 0.98)", ge=0, lt=1, length=2)

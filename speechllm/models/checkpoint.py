@@ -203,16 +203,15 @@ def _compare_provenance(meta: dict[str, Any], model, folder: Path) -> None:
                 )
 
 
-def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=None,
-                    trainable=False, verify_hashes=True):
-    """Rebuild ``cls`` (``SpeechLLM``) from a checkpoint folder; see the module docstring."""
-    from safetensors.torch import load_file
-
+def checkpoint_model_config(path: str | os.PathLike, meta: dict[str, Any] | None = None, *,
+                            llm: str | None = None):
+    """The :class:`~speechllm.config.ModelConfig` a checkpoint was trained with (read from its
+    JSON, nothing loaded): what ``load_checkpoint`` rebuilds and ``train --init-from`` trains."""
     from speechllm.config import ModelConfig, from_dict
     from speechllm.errors import ConfigError
 
     folder = Path(path)
-    meta = read_checkpoint_config(folder)
+    meta = meta if meta is not None else read_checkpoint_config(folder)
     model_meta = dict(meta["model"])
     if meta.get("format_version", 0) < 2:
         for key, value in _FORMAT_1_MODEL.items():
@@ -226,6 +225,18 @@ def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=No
     except ConfigError as e:
         raise CheckpointError(f"{folder / CONFIG_FILE}: {e}") from None
     config.encoder_layers = list(meta.get("encoder_layers") or config.encoder_layers or []) or None
+    return config
+
+
+def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=None,
+                    trainable=False, verify_hashes=True):
+    """Rebuild ``cls`` (``SpeechLLM``) from a checkpoint folder; see the module docstring."""
+    from safetensors.torch import load_file
+
+
+    folder = Path(path)
+    meta = read_checkpoint_config(folder)
+    config = checkpoint_model_config(folder, meta, llm=llm)
     lora_trained = "lora" in meta.get("trained", [])
     config.lora.enabled = False  # LoRA comes from the saved folder, not fresh
     from speechllm.llm_runtime import resolve_device, torch_dtype

@@ -91,6 +91,8 @@ class Trainer:
     """Builds the model, data, optimiser; runs steps; saves and resumes. See ``docs/training.md``."""
 
     def __init__(self, config: RunConfig, *, model=None, dist_info: DistInfo | None = None):
+        if config.train.init_from and model is None:
+            config = with_checkpoint_model(config, config.train.init_from)
         self.cfg = config
         self.tc = config.train
         self.dist = dist_info or setup_distributed()
@@ -105,7 +107,12 @@ class Trainer:
             from speechllm.models import SpeechLLM
 
             dtype = "fp32" if self.tc.precision == "fp32" else None
-            model = SpeechLLM.from_config(config.model, device=self.dist.device, dtype=dtype, seed=self.tc.seed)
+            if self.tc.init_from:
+                model = SpeechLLM.from_pretrained(self.tc.init_from, device=self.dist.device, dtype=dtype,
+                                                  trainable=True)
+            else:
+                model = SpeechLLM.from_config(config.model, device=self.dist.device, dtype=dtype,
+                                              seed=self.tc.seed)
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.trainable_named = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -543,6 +550,8 @@ def _peak_memory_mb(device: str) -> float:
 def train(config: RunConfig, *, resume: str | None = None, stop_at_step: int | None = None,
           model=None) -> TrainResult:
     """Train per ``config`` (see :class:`Trainer`)."""
+    if config.train.init_from:
+        config = with_checkpoint_model(config, config.train.init_from)
     if resume is not None:
         # Check the resume's settings before the models load (minutes for an 8B LLM); the run
         # resumes from this very folder.
@@ -551,3 +560,21 @@ def train(config: RunConfig, *, resume: str | None = None, stop_at_step: int | N
             resume_settings.check_resume_settings(config, folder)
             resume = str(folder)
     return Trainer(config, model=model).run(resume=resume, stop_at_step=stop_at_step)
+
+
+def with_checkpoint_model(config: RunConfig, checkpoint: str) -> RunConfig:
+    """``config`` with the model section of ``checkpoint`` (``train.init_from``): its weights only
+    fit the settings they were trained (or converted) with. Recipe values that differ are named
+    in a warning, not silently dropped."""
+    import dataclasses
+
+    from speechllm.models.checkpoint import checkpoint_model_config
+
+    model = checkpoint_model_config(checkpoint)
+    differ = [f"{f.name} {getattr(config.model, f.name)!r} -> {getattr(model, f.name)!r}"
+              for f in dataclasses.fields(model)
+              if f.name != "lora" and getattr(config.model, f.name) != getattr(model, f.name)]
+    if differ:
+        log.warning("train.init_from %s: the model settings are the checkpoint's; the recipe's differ in: %s",
+                    checkpoint, "; ".join(differ))
+    return dataclasses.replace(config, model=model)
