@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from speechllm.cli import main
 
 
@@ -52,3 +54,22 @@ def test_hub_progress_bars_are_off_when_stderr_is_a_log(monkeypatch, capsys):
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
     assert main(["env", "--json"]) == 0  # pytest captures stderr: not a terminal
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+
+
+
+@pytest.mark.parametrize("argv", [
+    ["infer", "--model", "m", "--prompt", "x", "--max-new-tokens", "0"],
+    ["infer", "--model", "m", "--prompt", "x", "--top-p", "1.5"],
+    ["infer", "--model", "m", "--prompt", "x", "--temperature", "nan"],
+    ["cache-features", "--out", "o", "--batch-size", "0"],
+    ["describe", "in.jsonl", "out.jsonl", "--jobs", "0"],
+    ["split", "m.jsonl", "out", "--dev", "1.0"],
+    ["train", "--stop-at-step", "0"],
+    ["validate", "m.jsonl", "--max-seconds", "-1"],
+])
+def test_number_options_are_range_checked_before_anything_runs(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "out of range (allowed:" in err or "is not a finite number" in err

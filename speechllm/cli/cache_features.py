@@ -6,13 +6,15 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.config.loader import range_arg
+
     p = sub.add_parser("cache-features", help="cache the frozen encoder's tapped features and transcripts (fp16, sharded)")
     p.add_argument("--config", "-c", default=None, help="recipe YAML whose model and data.train are used")
     from speechllm.cli import add_overrides
 
     add_overrides(p, "model.encoder_layers=[0,1]")
     p.add_argument("--out", default=None, help="cache folder (default: data.feature_cache)")
-    p.add_argument("--batch-size", type=int, default=8, help="audios encoded together")
+    p.add_argument("--batch-size", type=range_arg(int, ge=1), default=8, help="audios encoded together")
     p.set_defaults(func=_run)
 
 

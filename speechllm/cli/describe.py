@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.config.loader import range_arg
+
     p = sub.add_parser(
         "describe",
         help="measure/predict attributes (duration, VAD, volume, SNR, gender, pitch, ASR, rate) and render seed descriptions",
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", default=None, help="YAML file of DescribeConfig fields (thresholds, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set pitch.male_high_above=160; repeatable")
-    p.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--jobs", "-j", type=range_arg(int, ge=1), default=1, help="worker processes (default: 1)")
     p.add_argument("--shard", default=None, metavar="i/N", help="process only shard i of N (0-based, by id hash)")
     p.add_argument("--restart", action="store_true",
                    help="discard OUT.jsonl and start over instead of resuming (needed to change the "

@@ -7,6 +7,8 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.config.loader import range_arg
+
     p = sub.add_parser(
         "infer",
         help="generate a reply about audio (one request, or a JSONL manifest) with a checkpoint",
@@ -26,12 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, help="optional system prompt")
     p.add_argument("--transcript", action="append", default=None, metavar="TEXT",
                    help="transcript of each audio, in order (default: Whisper's own, after VAD)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="generation length limit")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
-    p.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off; with --temperature > 0)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="HF repetition penalty (1 = off)")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling")
+    p.add_argument("--max-new-tokens", type=range_arg(int, ge=1), default=256, help="generation length limit")
+    p.add_argument("--temperature", type=range_arg(float, ge=0), default=0.0, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-p", type=range_arg(float, gt=0, le=1), default=1.0, help="nucleus sampling mass (with --temperature > 0)")
+    p.add_argument("--top-k", type=range_arg(int, ge=0), default=0, help="top-k sampling (0 = off; with --temperature > 0)")
+    p.add_argument("--repetition-penalty", type=range_arg(float, gt=0), default=1.0, help="HF repetition penalty (1 = off)")
+    p.add_argument("--seed", type=range_arg(int, ge=0), default=0, help="seed for sampling")
     p.add_argument("--ignore-manifest-transcripts", action="store_true",
                    help="batch mode: ignore rows' 'transcript' fields, so the model hears its own ASR "
                    "transcript as in deployment (a data manifest's gold transcript flatters the result)")
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timings", action="store_true",
                    help="print load/encoder/ASR/first-token times, tokens/s and real-time factor to stderr")
     p.add_argument("--manifest", default=None, help="JSONL of requests (batch mode; needs --output)")
-    p.add_argument("--limit", type=int, default=None, help="batch mode: answer only the first N rows")
+    p.add_argument("--limit", type=range_arg(int, ge=1), default=None, help="batch mode: answer only the first N rows")
     p.add_argument("--output", default=None, help="JSONL of replies (batch mode; appended, resumable)")
     p.add_argument("--dtype", default=None, choices=["auto", "fp32", "bf16", "fp16"],
                    help="weights dtype (default: the checkpoint's, auto = bf16 where fast)")

@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.config.loader import range_arg
+
     p = sub.add_parser(
         "init-model",
         help="write an untrained checkpoint: a fresh adapter plus the config naming the frozen bases",
@@ -19,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter", default=None,
                    help="adapter registry name (speechllm.models.adapters.adapter_names(): qformer, mlp, ...)")
     p.add_argument("--lora", action="store_true", help="add (untrained) LoRA adapters on the LLM")
-    p.add_argument("--seed", type=int, default=0, help="seed of the adapter's initialisation")
+    p.add_argument("--seed", type=range_arg(int, ge=0), default=0, help="seed of the adapter's initialisation")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     from speechllm.cli import add_overrides
 

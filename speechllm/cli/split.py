@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.config.loader import range_arg
+
     p = sub.add_parser(
         "split",
         help="split a manifest into train/dev/test (by its split field, or speaker-disjoint by hash)",
@@ -17,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--map", action="append", default=None, metavar="NAME=VALUE[+VALUE]",
                    help="e.g. --map train=train-clean-100+train-clean-360 --map dev=dev-clean; repeatable")
     p.add_argument("--field", default="split", help="field the --map values are read from (default: split)")
-    p.add_argument("--dev", type=float, default=0.05, help="speaker-hash rule: share of speakers in dev")
-    p.add_argument("--test", type=float, default=0.05, help="speaker-hash rule: share of speakers in test")
-    p.add_argument("--seed", type=int, default=0, help="speaker-hash rule: seed")
+    p.add_argument("--dev", type=range_arg(float, ge=0, lt=1), default=0.05, help="speaker-hash rule: share of speakers in dev")
+    p.add_argument("--test", type=range_arg(float, ge=0, lt=1), default=0.05, help="speaker-hash rule: share of speakers in test")
+    p.add_argument("--seed", type=range_arg(int, ge=0), default=0, help="speaker-hash rule: seed")
     p.set_defaults(func=_run)
 
 

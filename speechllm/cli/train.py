@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.config.loader import range_arg
+
     p = sub.add_parser("train", help="train the modality adapter (and LoRA) on targets.jsonl files",
                        description="Train from a recipe. Works alone or under `accelerate launch` "
                        "(see recipes/accelerate/). Example: speechllm train --config recipes/X.yaml "
@@ -19,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from a speechllm checkpoint's weights, e.g. from `speechllm convert "
                    "desta2|desta25` (same as train.init_from=CHECKPOINT; the model settings are the checkpoint's)")
-    p.add_argument("--stop-at-step", type=int, default=None,
+    p.add_argument("--stop-at-step", type=range_arg(int, ge=1), default=None,
                    help="save a checkpoint and stop after this optimiser step (for staged runs)")
     p.set_defaults(func=_run)
 
