@@ -152,3 +152,22 @@ def test_stale_temporary_folders_are_removed_and_metrics_list_each_step_once(sto
     assert result.step == MAX_STEPS and [r["loss"] for r in result.losses] == pytest.approx(straight[4:], abs=1e-6)
     assert not any(folder.exists() for folder in stale)
     assert _metric_steps(run) == list(range(1, MAX_STEPS + 1))
+
+
+def test_a_second_train_into_the_same_folder_is_refused_at_once(tmp_path, capsys):
+    """Two runs writing one folder would interleave checkpoints and metrics.jsonl."""
+    import fcntl
+
+    from speechllm.cli import main
+    from speechllm.train.run_folder import TRAIN_LOCK
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / TRAIN_LOCK, "a") as held:  # the first run, still training
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        rc = main(["train", f"train.output_dir={out}", "data.train=[nowhere.jsonl]"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "another `speechllm train` is running in this folder" in err
+    # Released (the first run ended or was killed): the next run gets past the lock.
+    rc = main(["train", f"train.output_dir={out}", "data.train=[nowhere.jsonl]"])
+    assert "another `speechllm train`" not in capsys.readouterr().err

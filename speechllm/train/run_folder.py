@@ -1,11 +1,17 @@
-"""What a run folder records about its run (provenance) and how a run is stopped (signals)."""
+"""What a run folder records about its run (provenance), who may train into it (one run at a
+time), and how a run is stopped (signals)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from speechllm.errors import SpeechLLMError
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +61,34 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+TRAIN_LOCK = ".train.lock"
+
+
+@contextlib.contextmanager
+def training_lock(output_dir: str | os.PathLike) -> Iterator[None]:
+    """One ``speechllm train`` per run folder: the main process (rank 0) holds a non-blocking
+    ``flock`` on ``<output_dir>/.train.lock`` while the run lasts, so a second run into the same
+    folder is refused at once instead of interleaving checkpoints and metrics. The lock goes
+    with the process, so a killed run leaves nothing to clean up."""
+    import fcntl
+
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # the other ranks share rank 0's run
+        yield
+        return
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / TRAIN_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SpeechLLMError(
+                f"{out}: another `speechllm train` is running in this folder (it holds {out / TRAIN_LOCK}); "
+                "wait for it to finish, or give this run another train.output_dir") from None
+        except OSError as e:  # a file system without locks (some network mounts)
+            log.warning("%s: cannot lock (%s); make sure no other run trains into this folder", out, e.strerror)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -558,8 +558,13 @@ def train(config: RunConfig, *, resume: str | None = None, stop_at_step: int | N
         folder = ckpt.resolve_resume(config.train.output_dir, resume)
         if folder is not None:
             resume_settings.check_resume_settings(config, folder)
+            if not (folder / ckpt.STATE_JSON).is_file():
+                ckpt.load_state(folder)  # an old pickled state: refused now if crafted, not after the load
             resume = str(folder)
-    return Trainer(config, model=model).run(resume=resume, stop_at_step=stop_at_step)
+    from speechllm.train.run_folder import training_lock
+
+    with training_lock(config.train.output_dir):
+        return Trainer(config, model=model).run(resume=resume, stop_at_step=stop_at_step)
 
 
 def with_checkpoint_model(config: RunConfig, checkpoint: str) -> RunConfig:
