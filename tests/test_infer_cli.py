@@ -151,3 +151,27 @@ def test_manifest_rows_without_prompt_take_the_cli_prompt(checkpoint, tmp_path):
     assert [json.loads(x)["id"] for x in limited.read_text().splitlines()] == ["d1"]
     assert got["d2"]["prompt"] == "Own prompt?"
     assert "error" not in got["d1"] and isinstance(got["d1"]["response"], str)
+
+
+def test_manifest_resume_refuses_a_model_retrained_into_the_same_folder(checkpoint, tmp_path, capsys):
+    """The folder path alone would resume the old model's answers: the weights' digest is recorded."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    write_tone(tmp_path / "a.wav", 1.0)
+    manifest = tmp_path / "in.jsonl"
+    manifest.write_text(json.dumps({"id": "u1", "audio": "a.wav", "prompt": "Hi"}) + "\n"
+                        + json.dumps({"id": "u2", "audio": "a.wav", "prompt": "Hey"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    args = ["infer", "--model", str(model), "--manifest", str(manifest), "--output", str(out),
+            "--max-new-tokens", "2", "--limit", "1"]
+    assert main(args) == 0
+    state = load_file(str(model / "adapter.safetensors"))
+    save_file({k: v + 0.01 for k, v in state.items()}, str(model / "adapter.safetensors"))  # "retrained"
+    capsys.readouterr()
+    assert main(args[:-2]) == 2
+    err = capsys.readouterr().err
+    assert "weights_sha256" in err and "other settings" in err

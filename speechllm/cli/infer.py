@@ -86,13 +86,16 @@ def _run(args: argparse.Namespace) -> int:
         from speechllm.audio import load_audio
 
         waves = [load_audio(path) for path in args.audio]
+    from speechllm.models.checkpoint import trained_weights_sha256
+
     t0 = time.perf_counter()
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - t0
     if args.manifest:
         summary = run_manifest(model, args.manifest, args.output, options, default_prompt=args.prompt,
                                default_system=args.system, limit=args.limit,
-                               settings={"model": str(Path(args.model).resolve()), "dtype": args.dtype},
+                               settings={"model": str(Path(args.model).resolve()), "dtype": args.dtype,
+                                         "weights_sha256": trained_weights_sha256(args.model)},
                                use_manifest_transcripts=not args.ignore_manifest_transcripts)
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors.items())) or "none"
         print(f"infer: {summary.written} written, {summary.skipped_done} already done, errors: {errors}; "

@@ -61,6 +61,17 @@ def content_sha256(path: str | os.PathLike) -> str | None:
     return h.hexdigest()
 
 
+def trained_weights_sha256(folder: str | os.PathLike) -> str | None:
+    """SHA-256 over a checkpoint's trained weights (the adapter and, when present, the LoRA
+    folder): what identifies the model a resumable output was written with, where the folder
+    path alone would not notice a model retrained into the same folder."""
+    folder = Path(folder)
+    parts = [content_sha256(folder), content_sha256(folder / LORA_DIR)]
+    if not any(parts):
+        return None
+    return hashlib.sha256("\n".join(p or "-" for p in parts).encode()).hexdigest()
+
+
 def safetensors_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` is not a complete safetensors file (missing, empty, truncated), or None.
     Reads the header only; safetensors checks that the data it describes is all there."""
