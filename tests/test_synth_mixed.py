@@ -113,6 +113,18 @@ def test_same_seed_same_bytes_with_the_cache(corpus, tmp_path):
     assert _digest(tmp_path / "b") == _digest(folder)
 
 
+def test_a_larger_test_split_starts_with_the_same_rows(corpus, tmp_path):
+    folder, cache = corpus
+    counts = build_synthetic_corpus(tmp_path / "t", num=20, seed=2, jobs=1, progress=False, mix=MIX,
+                                    cache_dir=cache, splits=("test",))
+    assert counts == {"test": 2}
+    small, large = read_manifest(folder / "test.jsonl"), read_manifest(tmp_path / "t" / "test.jsonl")
+    assert [u.to_dict() for u in large[:len(small)]] == [u.to_dict() for u in small]
+    assert not (tmp_path / "t" / "train.jsonl").exists()
+    with pytest.raises(SynthError, match="choose among train, dev, test"):
+        build_synthetic_corpus(tmp_path / "u", num=12, mix=MIX, splits=("eval",))
+
+
 def test_mix_shares_are_checked():
     with pytest.raises(SynthError, match="exceed 1"):
         CorpusMix(natural=0.8, nonspeech=0.3)

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="natural engines to use, comma-separated (default: kokoro,piper)")
     g.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="cache of natural-voice synthesis (default: $SPEECHLLM_HOME/cache/tts)")
+    p.add_argument("--splits", default="train,dev,test",
+                   help="splits to render, comma-separated; their rows are those of the full corpus "
+                        "(e.g. --num 4000 --splits test: a larger test set) (default: train,dev,test)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run)
@@ -47,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     counts = build_synthetic_corpus(
         args.out_dir, num=args.num, seed=args.seed, sentences_path=args.sentences,
         jobs=args.jobs, overwrite=args.overwrite, progress=not args.no_progress,
-        mix=mix, cache_dir=args.cache_dir,
+        mix=mix, cache_dir=args.cache_dir, splits=tuple(x.strip() for x in args.splits.split(",") if x.strip()),
     )
     print(f"{args.out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " utterances")
     return 0

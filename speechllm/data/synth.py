@@ -605,13 +605,16 @@ def build_synthetic_corpus(
     progress: bool = True,
     mix: CorpusMix | None = None,
     cache_dir: str | os.PathLike | None = None,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, int]:
     """Build the corpus into ``out_dir``: ``wav/``, ``{train,dev,test,all}.jsonl``.
 
     ``mix`` adds natural voices, non-speech and acoustic conditions (None: the flite/espeak-ng
     corpus); ``cache_dir`` caches the natural voices' synthesis (default
-    :func:`speechllm.data.tts.default_cache_dir`). The folder appears complete or not at all.
-    Returns the row count per split.
+    :func:`speechllm.data.tts.default_cache_dir`). ``splits`` renders only those splits: their
+    rows are exactly the rows of the full corpus (each row's draws depend on seed, split and index
+    only), so ``--num 4000 --splits test`` gives a larger test set whose first rows are those of
+    ``--num 1000``. The folder appears complete or not at all. Returns the row count per split.
     """
     if num < 1:
         raise SynthError(f"--num must be >= 1, got {num}")
@@ -635,7 +638,10 @@ def build_synthetic_corpus(
 
         cache_dir = default_cache_dir()
     sentences = read_sentences(sentences_path)
-    specs = plan_mixed_corpus(sentences, num, seed, mix)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise SynthError(f"--splits {','.join(splits)}: choose among {', '.join(SPLITS)}")
+    specs = [s for s in plan_mixed_corpus(sentences, num, seed, mix) if s.split in splits]
 
     from speechllm.utils.fs import atomic_directory
 
@@ -645,7 +651,7 @@ def build_synthetic_corpus(
         rows = _render_all(specs, wav_dir, jobs=jobs, progress=progress,
                            cache_dir=str(cache_dir) if cache_dir is not None else None)
         counts: dict[str, int] = {}
-        for split in SPLITS:
+        for split in splits:
             split_rows = [u for u in rows if u.split == split]
             counts[split] = write_manifest(tmp / f"{split}.jsonl", split_rows)
         write_manifest(tmp / "all.jsonl", rows)
