@@ -140,6 +140,8 @@ def main() -> int:
                     help="system prompt for --llm: generation.context_prompt of the targets ('' for none)")
     ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--attributes", default=",".join(QUESTIONS),
+                    help=f"attributes to ask about, comma-separated (default: {','.join(QUESTIONS)})")
     ap.add_argument("--template", default="desta2-v1",
                     help="description template for rows without a description (the describe stage's)")
     ap.add_argument("--real", type=Path, action="append", default=[],
@@ -161,7 +163,8 @@ def main() -> int:
         predictors["LLM reading the description"] = TextLLMPredictor(args.llm, max_new_tokens=24, dtype="bf16",
                                                                      system_prompt=system)
     results: dict = {}
-    for attribute, question in QUESTIONS.items():
+    for attribute in args.attributes.split(","):
+        question = QUESTIONS[attribute]
         # Speech rows without this label (a real reader's accent) are not asked about it.
         asked = [r for r in test if not is_speech(r) or attribute in r["attributes"]]
         labels = sorted({r["attributes"][attribute] for r in train + asked if attribute in r["attributes"]})
