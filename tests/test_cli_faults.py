@@ -192,3 +192,55 @@ def test_errors_that_are_not_about_storage_still_raise(monkeypatch):
     monkeypatch.setattr(config_cli, "_show", fail)
     with pytest.raises(ConnectionError):
         main(["config", "show"])
+
+
+def _disk_full_for(monkeypatch, part: str) -> None:
+    """Files opened through ``os.fdopen`` (``atomic_open``) whose path contains ``part`` raise
+    ENOSPC on write: the buffered file's own writes do not pass through ``os.write``."""
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self._f.__exit__(*exc)
+
+    def fdopen(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+        return Full(f) if part in os.readlink(f"/proc/self/fd/{fd}") else f
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def test_write_audio_reports_a_full_disk_as_oserror_and_leaves_no_file(tmp_path, monkeypatch):
+    from speechllm.audio.io import write_audio
+
+    target = tmp_path / "a.wav"
+    _disk_full_for(monkeypatch, str(tmp_path))
+    with pytest.raises(OSError) as info:
+        write_audio(target, np.zeros(1600, dtype=np.float32), 16000)
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+    monkeypatch.undo()
+    write_audio(target, np.full(1600, 0.25, dtype=np.float32), 16000, subtype="PCM_16")
+    data, sr = sf.read(target, dtype="float32")
+    assert sr == 16000 and data.shape == (1600,) and np.allclose(data, 0.25, atol=1 / 32767)
+
+
+def test_synth_on_a_full_disk_is_one_storage_line(tmp_path, capsys, monkeypatch):
+    _disk_full_for(monkeypatch, "/wav/")  # the disk fills up when the first clip is written
+    code = main(["synth", str(tmp_path / "c"), "--num", "3", "--nonspeech", "1", "--jobs", "1", "--no-progress"])
+    line = _one_line(capsys.readouterr().err)
+    assert code == OS_ERROR_EXIT_CODE, line
+    assert line.startswith("speechllm synth: error: ") and "no space left on device (ENOSPC)" in line, line
+    assert not (tmp_path / "c").exists()  # nothing half-made where the corpus belongs

@@ -263,3 +263,30 @@ def load_audio(
         if wave.size / sr < min_seconds:
             raise AudioTooShortError(path, f"{wave.size / sr:.3f}s is shorter than {min_seconds}s")
     return resample(np.ascontiguousarray(wave), sr, sample_rate)
+
+
+def write_audio(
+    path: str | os.PathLike,
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    format: str = "WAV",
+    subtype: str | None = None,
+) -> None:
+    """Write ``samples`` to ``path`` atomically (a temporary file, then a rename).
+
+    The file is encoded in memory first: libsndfile, writing a file itself, reports a full disk or
+    an unwritable folder as a bare "System error" (``LibsndfileError``); Python's own write gives
+    the real ``OSError`` (``ENOSPC``, ``EACCES``, ...), which the CLI turns into its storage-fault
+    message and exit status. An interrupted run never leaves a half-written file under ``path``.
+    """
+    import io
+
+    import soundfile as sf
+
+    from speechllm.utils.fs import atomic_open
+
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, sample_rate, format=format, subtype=subtype)
+    with atomic_open(path, "wb", suffix=f".{format.lower()}") as f:
+        f.write(buffer.getbuffer())

@@ -116,11 +116,10 @@ def _decode_pipe(command: str, rec_id: str, root: Path, out_dir: Path, where: st
         data, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
     except Exception as e:
         raise KaldiDirError(f"{where}: the command's output is not audio soundfile can decode ({e})") from None
-    from speechllm.utils.fs import atomic_open
+    from speechllm.audio.io import write_audio
 
     # A unique temporary name: two readers of the same data dir never write the same file.
-    with atomic_open(target, "wb", suffix=".flac") as f:
-        sf.write(f, data, sr, format="FLAC")
+    write_audio(target, data, sr, format="FLAC")
     return target
 
 

@@ -7,7 +7,7 @@ worker processes.
 
 Labels are written with provenance ``corpus`` and come from the settings actually used: each voice
 says each sentence once at its defaults (F0 and syllable rate measured with
-:mod:`speechllm.describe.measures`),
+:mod:`speechllm.audio.measures`),
 the TTS settings are chosen to hit the bin's target, and the label is the bin of the value those
 settings are expected to give (so a setting clipped at the engine's limit is labelled by where it
 lands, not by what was asked). Pitch and rate changes are never labelled as emotions.
@@ -31,6 +31,18 @@ from typing import Any
 
 import numpy as np
 
+from speechllm.audio import measures
+from speechllm.config.describe import (
+    PITCH_NAMES,
+    RATE_NAMES,
+    SNR_NAMES,
+    VOLUME_NAMES,
+    PitchBins,
+    SnrBins,
+    SpeakingRateBins,
+    VolumeBins,
+    bin_value,
+)
 from speechllm.data.manifest import PROVENANCE_CORPUS, Utterance, write_manifest
 from speechllm.data.sounds import (
     HELDOUT_SOUND_KINDS,
@@ -50,18 +62,6 @@ from speechllm.data.tts.classic import (
     ESPEAK_DEFAULT_SPEED,
 )
 from speechllm.data.tts.classic import check_installed as check_tts_installed
-from speechllm.describe import measures
-from speechllm.describe.config import (
-    PITCH_NAMES,
-    RATE_NAMES,
-    SNR_NAMES,
-    VOLUME_NAMES,
-    PitchBins,
-    SnrBins,
-    SpeakingRateBins,
-    VolumeBins,
-    bin_value,
-)
 
 log = logging.getLogger(__name__)
 
@@ -541,7 +541,7 @@ def _level_and_write(wave: np.ndarray, spec: UtteranceSpec, snr_db: float | None
 
     Returns (pcm, gain in dB, the active level in dBFS of what was written).
     """
-    import soundfile as sf
+    from speechllm.audio.io import write_audio
 
     level = measures.active_level_dbfs(wave, SAMPLE_RATE)
     gain_db = VOLUME_TARGETS[spec.volume_bin] - level
@@ -558,7 +558,7 @@ def _level_and_write(wave: np.ndarray, spec: UtteranceSpec, snr_db: float | None
             scaled = scaled * (PEAK_LIMIT / mixed_peak)
     # Round to the int16 grid before measuring, so the label describes the bytes on disk.
     pcm = np.round(np.clip(scaled, -1.0, 1.0) * 32767).astype(np.int16)
-    sf.write(str(wav_path), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    write_audio(wav_path, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     final_level = measures.active_level_dbfs(pcm.astype(np.float32) / 32767, SAMPLE_RATE)
     return pcm, gain_db, final_level
 
