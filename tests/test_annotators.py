@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import pytest
 
-from speechllm.audio import load_audio
+from speechllm.audio import load_audio, measures
 from speechllm.data.manifest import Utterance
-from speechllm.describe import DescribeConfig, measures
+from speechllm.describe import DescribeConfig
 from speechllm.describe.annotators import (
     Annotator,
     AudioClip,

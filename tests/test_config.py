@@ -179,7 +179,7 @@ def test_defaults_and_every_recipe_satisfy_the_declared_ranges():
     from pathlib import Path
 
     from speechllm.config import check_config
-    from speechllm.describe.config import DescribeConfig
+    from speechllm.config.describe import DescribeConfig
 
     check_config(RunConfig())
     check_config(DescribeConfig())

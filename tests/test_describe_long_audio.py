@@ -12,8 +12,9 @@ import json
 import numpy as np
 import pytest
 
+from speechllm.audio import measures
 from speechllm.data.manifest import Utterance
-from speechllm.describe import DescribeConfig, measures, render_description
+from speechllm.describe import DescribeConfig, render_description
 from speechllm.describe.annotators import AudioClip, build_annotators
 from speechllm.describe.annotators.asr import AsrAnnotator, WindowTranscript, transcript_degeneracy
 

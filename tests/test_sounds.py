@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from speechllm.audio import measures
 from speechllm.data import sounds
-from speechllm.describe import measures
 
 
 @pytest.mark.parametrize("kind", sorted(sounds.SOUND_KINDS))

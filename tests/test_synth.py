@@ -10,6 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speechllm.audio import measures
+from speechllm.config.describe import (
+    PITCH_NAMES,
+    RATE_NAMES,
+    VOLUME_NAMES,
+    PitchBins,
+    SpeakingRateBins,
+    VolumeBins,
+    bin_value,
+)
 from speechllm.data.manifest import read_manifest
 from speechllm.data.synth import (
     PITCH_TARGETS,
@@ -20,16 +30,6 @@ from speechllm.data.synth import (
     plan_corpus,
     read_sentences,
     split_sentences,
-)
-from speechllm.describe import measures
-from speechllm.describe.config import (
-    PITCH_NAMES,
-    RATE_NAMES,
-    VOLUME_NAMES,
-    PitchBins,
-    SpeakingRateBins,
-    VolumeBins,
-    bin_value,
 )
 
 NUM = 12

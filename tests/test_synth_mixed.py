@@ -9,12 +9,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from speechllm.data.manifest import read_manifest
-from speechllm.data.sounds import HELDOUT_SOUND_KINDS, NOISE_TYPES, reverberation_bin
-from speechllm.data.synth import CorpusMix, SynthError, build_synthetic_corpus, plan_mixed_corpus
-from speechllm.data.tts import natural_voices
-from speechllm.describe import measures
-from speechllm.describe.config import (
+from speechllm.audio import measures
+from speechllm.config.describe import (
     PITCH_NAMES,
     RATE_NAMES,
     SNR_NAMES,
@@ -25,6 +21,10 @@ from speechllm.describe.config import (
     VolumeBins,
     bin_value,
 )
+from speechllm.data.manifest import read_manifest
+from speechllm.data.sounds import HELDOUT_SOUND_KINDS, NOISE_TYPES, reverberation_bin
+from speechllm.data.synth import CorpusMix, SynthError, build_synthetic_corpus, plan_mixed_corpus
+from speechllm.data.tts import natural_voices
 
 MIX = CorpusMix(natural=0.5, nonspeech=0.25, noisy=0.5, reverb=0.5)
 

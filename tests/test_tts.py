@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from speechllm.audio import measures
 from speechllm.data.tts import TtsCache, Voice, natural_voices, set_median_f0, synthesize_natural
 from speechllm.data.tts import kokoro as kokoro_tts
-from speechllm.describe import measures
 
 SENTENCE = "The birch canoe slid on the smooth planks."
 

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _config_from_args(args: argparse.Namespace):
     from speechllm.config import load_config
-    from speechllm.describe.config import DescribeConfig
+    from speechllm.config.describe import DescribeConfig
     from speechllm.errors import ConfigError
 
     cfg = load_config(DescribeConfig, args.config, list(args.overrides))

@@ -212,7 +212,7 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, sr: int = S
     Speech power is measured over its active frames (:func:`measures.active_level_dbfs`, the
     level the volume label uses), so leading silence does not change the SNR.
     """
-    from speechllm.describe import measures
+    from speechllm.audio import measures
 
     if noise.size < speech.size:
         noise = np.resize(noise, speech.size)

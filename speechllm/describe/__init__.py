@@ -6,7 +6,7 @@
 - :func:`available_annotators` / :func:`register_annotator` — the annotator registry.
 """
 
-from speechllm.describe.config import DescribeConfig
+from speechllm.config.describe import DescribeConfig
 from speechllm.describe.renderer import (
     DEFAULT_TEMPLATE,
     TEMPLATES,

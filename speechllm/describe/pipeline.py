@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from speechllm.audio import AudioError, load_audio
+from speechllm.config.describe import DescribeConfig
 from speechllm.data.manifest import Utterance, iter_manifest
 from speechllm.describe.annotators.base import Annotator, AudioClip, build_annotators
-from speechllm.describe.config import DescribeConfig
 from speechllm.describe.renderer import get_template, render_description
 from speechllm.errors import SpeechLLMError
 from speechllm.utils.jsonl import ResumableJsonlWriter, shard_of

@@ -78,8 +78,8 @@ def read_real(folder: Path, template: str) -> list[dict]:
     """Rows of a folder of real recordings (LABELS.tsv), described as the describe stage would."""
     import csv
 
+    from speechllm.config.describe import DescribeConfig
     from speechllm.data.manifest import Utterance
-    from speechllm.describe.config import DescribeConfig
     from speechllm.describe.pipeline import UtteranceDescriber
 
     describer = UtteranceDescriber(DescribeConfig(annotators=REAL_ANNOTATORS.split(","), template=template))

@@ -15,9 +15,9 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from speechllm.audio import measures
+from speechllm.config.describe import DescribeConfig
 from speechllm.data.manifest import Utterance
-from speechllm.describe import measures
-from speechllm.describe.config import DescribeConfig
 from speechllm.errors import SpeechLLMError
 
 

@@ -3,10 +3,10 @@ speaker's gender (run ``gender`` first so unlabelled speakers get one)."""
 
 from __future__ import annotations
 
+from speechllm.audio import measures
+from speechllm.config.describe import PITCH_NAMES, bin_value
 from speechllm.data.manifest import Utterance
-from speechllm.describe import measures
 from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
-from speechllm.describe.config import PITCH_NAMES, bin_value
 
 MIN_VOICED_FRAMES = 5  # 0.1 s of voicing (20 ms frames); less gives no reliable median
 

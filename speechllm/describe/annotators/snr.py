@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from speechllm.audio import measures
+from speechllm.config.describe import SNR_NAMES, bin_value
 from speechllm.data.manifest import Utterance
-from speechllm.describe import measures
 from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
-from speechllm.describe.config import SNR_NAMES, bin_value
 
 MIN_NOISE_SECONDS = 0.3
 MAX_SNR_DB = 60.0

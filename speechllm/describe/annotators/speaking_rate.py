@@ -9,10 +9,10 @@ records for its own (it leaves out windows whose text it dropped, and audio past
 
 from __future__ import annotations
 
+from speechllm.audio import measures
+from speechllm.config.describe import RATE_NAMES, bin_value
 from speechllm.data.manifest import Utterance
-from speechllm.describe import measures
 from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
-from speechllm.describe.config import RATE_NAMES, bin_value
 
 MIN_SPAN_SECONDS = 0.2
 

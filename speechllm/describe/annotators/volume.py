@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from speechllm.audio import measures
+from speechllm.config.describe import VOLUME_NAMES, bin_value
 from speechllm.data.manifest import Utterance
-from speechllm.describe import measures
 from speechllm.describe.annotators.base import Annotator, AudioClip, register_annotator
-from speechllm.describe.config import VOLUME_NAMES, bin_value
 
 
 @register_annotator
