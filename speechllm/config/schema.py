@@ -87,6 +87,19 @@ class LoraConfig:
     alpha: int = _f(32, "LoRA alpha (scaling = alpha / r)", gt=0)
     dropout: float = _f(0.05, "LoRA dropout", ge=0, lt=1)
     target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj"], "LLM module names to adapt")
+    method: str = _f(
+        "lora", "peft method when enabled: lora, dora (weight-decomposed LoRA) or ia3 (learned rescaling "
+        "vectors on target_modules); docs/forgetting.md, update scopes", choices="speechllm.models.llm_update:PEFT_METHODS")
+
+
+@dataclass
+class LLMTrainConfig:
+    """LLM weights trained in place, chosen by name (like NeMo's freezing): none by default."""
+
+    patterns: list[str] = _f(
+        [], "regular expressions searched in the base LLM's parameter names (e.g. embed_tokens, lm_head, "
+        "'norm.weight$'); matching weights train in full")
+    last_layers: int = _f(0, "also train every weight of the last N decoder layers", ge=0)
 
 
 @dataclass
@@ -170,6 +183,7 @@ class ModelConfig:
         False, "a request only: models' own code (auto_map) runs only with --trust-remote-code or "
         "SPEECHLLM_TRUST_REMOTE_CODE=1 from the person running the command; true in a file without them is refused")
     lora: LoraConfig = field(default_factory=LoraConfig)
+    llm_train: LLMTrainConfig = field(default_factory=LLMTrainConfig)
 
 
 @dataclass

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "speechllm_config.json"
 ADAPTER_FILE = "adapter.safetensors"
 LORA_DIR = "lora"
+LLM_PARAMS_FILE = "llm_params.safetensors"  # LLM weights trained in place (model.llm_train), when any
 FORMAT = "speechllm-checkpoint"
 FORMAT_VERSION = 2
 # Model settings added after format 1, with the behaviour a format-1 checkpoint was trained with
@@ -109,10 +110,13 @@ def save_checkpoint(model, out_dir: str | os.PathLike, *, overwrite: bool = True
 
     from speechllm import __version__
     from speechllm.config import to_dict
+    from speechllm.models.llm_update import selected_llm_parameters
     from speechllm.utils.fs import atomic_directory
 
     spec = model.adapter.spec
     llm_cfg = model.base_causal_lm().config
+    llm_state = {n: p.detach().to("cpu").contiguous()
+                 for n, p in selected_llm_parameters(model.base_causal_lm(), model.config.llm_train).items()}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -130,7 +134,8 @@ def save_checkpoint(model, out_dir: str | os.PathLike, *, overwrite: bool = True
             "llm_vocab_size": int(model.llm.get_input_embeddings().num_embeddings),
             "llm_layers": getattr(llm_cfg, "num_hidden_layers", None),
         },
-        "trained": ["adapter"] + (["lora"] if model.config.lora.enabled else []),
+        "trained": ["adapter"] + (["lora"] if model.config.lora.enabled else [])
+        + (["llm_params"] if llm_state else []),
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.adapter.state_dict().items()}
     out = Path(out_dir)
@@ -138,6 +143,8 @@ def save_checkpoint(model, out_dir: str | os.PathLike, *, overwrite: bool = True
         save_file(state, str(tmp / ADAPTER_FILE), metadata={"format": "pt"})
         if model.config.lora.enabled:
             model.llm.save_pretrained(str(tmp / LORA_DIR))
+        if llm_state:
+            save_file(llm_state, str(tmp / LLM_PARAMS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
 
@@ -239,6 +246,28 @@ def checkpoint_model_config(path: str | os.PathLike, meta: dict[str, Any] | None
     return config
 
 
+def _load_llm_params(model, path: Path, trainable: bool) -> None:
+    """Copy the LLM weights trained in place into the base LLM (by name); ``trainable`` unfreezes
+    them again (resume, init_from)."""
+    import torch
+    from safetensors.torch import load_file
+
+    problem = safetensors_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}, but the config says LLM weights were trained; copy it with "
+                              "the checkpoint")
+    params = dict(model.base_causal_lm().named_parameters())
+    state = load_file(str(path))
+    model.llm_base_values = {n: params[n].detach().clone() for n in state if n in params}
+    for name, value in state.items():
+        p = params.get(name)
+        if p is None or tuple(p.shape) != tuple(value.shape):
+            raise CheckpointError(f"{path}: weight {name} {tuple(value.shape)} has no place of that shape in the LLM")
+        with torch.no_grad():
+            p.copy_(value.to(p.dtype))
+        p.requires_grad_(trainable)
+
+
 def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=None,
                     trainable=False, verify_hashes=True):
     """Rebuild ``cls`` (``SpeechLLM``) from a checkpoint folder; see the module docstring."""
@@ -270,6 +299,8 @@ def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=No
 
         model.llm = PeftModel.from_pretrained(model.llm, str(folder / LORA_DIR), is_trainable=trainable)
         model.config.lora.enabled = True
+    if "llm_params" in meta.get("trained", []):
+        _load_llm_params(model, folder / LLM_PARAMS_FILE, trainable)
     if not trainable:
         model.adapter.requires_grad_(False)
         model.eval()

@@ -125,6 +125,9 @@ class SpeechLLM(nn.Module):
         self.tokenizer = tokenizer
         self.bases = bases or {}
         self._transcriber = None
+        # Base values of the LLM weights trained in place (model.llm_train), by name in
+        # base_causal_lm(): what disable_lora runs, as peft's disable_adapter does for LoRA.
+        self.llm_base_values: dict[str, torch.Tensor] = {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     # ------------------------------------------------------------------ construction
@@ -139,6 +142,7 @@ class SpeechLLM(nn.Module):
         model = cls._load_frozen(config, device=resolve_device(device), dtype=dtype, seed=seed)
         if config.lora.enabled:
             model.enable_lora()
+        model.enable_llm_train()
         return model
 
     @classmethod
@@ -183,6 +187,7 @@ class SpeechLLM(nn.Module):
         super().to(*args, **kwargs)
         device = next(self.llm.parameters()).device
         self.encoder.to(device)
+        self.llm_base_values = {n: v.to(device) for n, v in self.llm_base_values.items()}
         return self
 
     @property
@@ -192,18 +197,28 @@ class SpeechLLM(nn.Module):
     def enable_lora(self) -> None:
         """Wrap the LLM with peft LoRA adapters per ``config.lora`` (B starts at zero, so the
         model's outputs do not change until training moves it)."""
-        from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
 
+        from speechllm.models.llm_update import peft_config as make_peft_config
+
         lc = self.config.lora
-        peft_config = PeftLoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-                                     target_modules=list(lc.target_modules), task_type="CAUSAL_LM")
+        peft_config = make_peft_config(lc)
         try:
             self.llm = get_peft_model(self.llm, peft_config)
         except ValueError as e:
             raise ConfigError(f"model.lora.target_modules {lc.target_modules}: {e}") from None
         self.config.lora.enabled = True
         self.train(self.training)  # new LoRA dropout modules start in train mode; align them
+
+    def enable_llm_train(self) -> list[str]:
+        """Unfreeze the LLM weights ``config.llm_train`` names (update scopes beyond peft); their
+        names, as in :meth:`base_causal_lm`."""
+        from speechllm.models.llm_update import enable_llm_train
+
+        names = enable_llm_train(self.base_causal_lm(), self.config.llm_train)
+        params = dict(self.base_causal_lm().named_parameters())
+        self.llm_base_values = {n: params[n].detach().clone() for n in names}
+        return names
 
     def base_causal_lm(self) -> nn.Module:
         """The HF causal LM (inside peft's wrapper when LoRA is on)."""
@@ -411,10 +426,17 @@ class SpeechLLM(nn.Module):
                          disable_lora: bool = False, prefix: Any = None) -> ResponseForward:
         """The one forward: the LLM body once, the LM head only where a response token is
         predicted. ``inputs_embeds`` replaces the batch's embeddings; ``disable_lora`` runs the
-        base LLM (LoRA off); ``prefix`` (:class:`~speechllm.train.prefix_kv.FrozenPrefixKV`,
+        base LLM (peft off, weights trained in place at their base values); ``prefix`` (:class:`~speechllm.train.prefix_kv.FrozenPrefixKV`,
         frozen LLM only) starts the body after the chat prefix all rows share."""
-        ctx = (self.llm.disable_adapter() if disable_lora and hasattr(self.llm, "disable_adapter")
-               else contextlib.nullcontext())
+        ctx = contextlib.ExitStack()
+        if disable_lora and hasattr(self.llm, "disable_adapter"):
+            ctx.enter_context(self.llm.disable_adapter())
+        if disable_lora and self.llm_base_values:
+            # The base values stand in for the trained ones without writing into them (autograd
+            # may still hold the trained tensors for a backward pass).
+            from torch.nn.utils.stateless import _reparametrize_module
+
+            ctx.enter_context(_reparametrize_module(self.base_causal_lm(), self.llm_base_values, tie_weights=True))
         with ctx:
             inputs = self.llm_inputs(batch, inputs_embeds, embeds=prefix is not None)
             hidden = None

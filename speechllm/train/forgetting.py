@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from speechllm.errors import ConfigError
 from speechllm.train import objectives as obj
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,19 @@ log = logging.getLogger(__name__)
 class ForgettingControls:
     """STM, L2-SP, EWC and replay KL-to-base for ``model`` per the ``train`` config ``tc``.
 
-    ``llm_params``: the trained parameters inside the LLM (LoRA or unfrozen layers), what L2-SP
-    and EWC regularise; their values at the start are the anchors w0.
+    ``llm_params``: the trained parameters inside the LLM (a peft method's weights, or weights
+    trained in place by ``model.llm_train``), what L2-SP and EWC regularise; their values at the
+    start are the anchors w0. With none, L2-SP, EWC and replay KL-to-base are a ConfigError.
     """
 
     def __init__(self, model, tc, llm_params: dict[str, torch.nn.Parameter]):
+        if not llm_params:
+            # Each of these acts only through trained LLM weights: without any it would silently do nothing.
+            for name in ("l2sp_alpha", "ewc_lambda", "replay_kl_weight"):
+                if getattr(tc, name):
+                    raise ConfigError(
+                        f"train.{name}: {getattr(tc, name)} regularises trained LLM weights, but none train; enable "
+                        "model.lora or model.llm_train (docs/forgetting.md), or set it to 0")
         self.model = model
         self.tc = tc
         self.llm_params = llm_params

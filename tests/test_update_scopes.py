@@ -1,0 +1,110 @@
+"""Update scopes (speechllm.models.llm_update): per scope, a few training steps move exactly the
+trained LLM weights and leave every frozen one bit-identical; regularisers without trained LLM
+weights are a one-line ConfigError; a scope's checkpoint reloads its weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from train_fixtures import tiny_run_config, write_replay, write_rows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scope_data")
+    return {"train": write_rows(d, 8), "replay": write_replay(d)}
+
+
+def _llm_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.llm.named_parameters()}
+
+
+SCOPES = {
+    "lora": ({"enabled": True, "r": 2}, {}, lambda n: ".lora_" in n),
+    "dora": ({"enabled": True, "r": 2, "method": "dora"}, {}, lambda n: ".lora_" in n),
+    "ia3": ({"enabled": True, "method": "ia3"}, {}, lambda n: "ia3_" in n),
+    "last-layer": ({}, {"last_layers": 1}, lambda n: ".layers.1." in n),
+    "embeddings+norms": ({}, {"patterns": ["embed_tokens", r"norm\.weight$"]},
+                         lambda n: "embed_tokens" in n or n.endswith("norm.weight")),
+}
+
+
+@pytest.mark.parametrize("scope", list(SCOPES))
+def test_scope_moves_only_its_weights(scope, tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.models import SpeechLLM
+    from speechllm.train import Trainer
+
+    lora, llm_train, is_trained = SCOPES[scope]
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / scope, max_steps=3,
+                          lr=1e-2, l2sp_alpha=0.01)
+    for k, v in lora.items():
+        setattr(cfg.model.lora, k, v)
+    for k, v in llm_train.items():
+        setattr(cfg.model.llm_train, k, v)
+    trainer = Trainer(cfg)
+    before = _llm_state(trainer.model)
+    trained = {n for n in trainer.llm_trainable()}
+    assert trained and all(is_trained(n.split("llm.", 1)[1]) for n in trained), sorted(trained)[:5]
+    result = trainer.run()
+    after = _llm_state(trainer.model)
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    frozen_changed = [n for n in moved if f"llm.{n}" not in trained]
+    assert not frozen_changed, frozen_changed[:5]
+    assert moved, "no trained weight moved"
+    assert "loss_l2sp" in result.losses[-1]
+    # The checkpoint holds the scope's weights: the reloaded LLM gives the trained logits.
+    again = SpeechLLM.from_pretrained(result.final_checkpoint)
+    ids = torch.tensor([[1, 5, 9, 13]])
+    with torch.no_grad():
+        want = trainer.model.eval().llm(input_ids=ids).logits
+        got = again.llm(input_ids=ids).logits
+    assert torch.allclose(want, got, atol=1e-5)
+
+
+def test_base_forward_of_weights_trained_in_place_is_the_base(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    """disable_lora runs the base values of in-place weights (KL-to-base, STM and the KL teacher)."""
+    from speechllm.train import Trainer
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "b", max_steps=3, lr=1e-2)
+    cfg.model.llm_train.last_layers = 2
+    trainer = Trainer(cfg)
+    batch = trainer.builder.build([trainer.dataset[0], trainer.dataset[1]])
+    with torch.no_grad():
+        start = trainer.model.response_forward(batch.speech, disable_lora=True).logits
+    trainer.run()
+    with torch.no_grad():
+        base = trainer.model.response_forward(batch.speech, disable_lora=True).logits
+        tuned = trainer.model.response_forward(batch.speech).logits
+    assert not torch.allclose(base, tuned)
+    # The adapter moved too, so compare the LLM part only: same embeddings in, base weights.
+    embeds = trainer.model.embed(batch.speech)
+    with torch.no_grad():
+        a = trainer.model.response_forward(batch.speech, inputs_embeds=embeds, disable_lora=True).logits
+        trainer.model.llm_base_values = {}
+        b = trainer.model.response_forward(batch.speech, inputs_embeds=embeds).logits
+    assert not torch.allclose(a, b)
+    assert start.shape == base.shape
+
+
+@pytest.mark.parametrize("field", ["l2sp_alpha", "ewc_lambda", "replay_kl_weight"])
+def test_regularisers_without_trained_llm_weights_are_a_config_error(field, tiny_llm_dir, tiny_whisper_dir, data,
+                                                                     tmp_path):
+    from speechllm.errors import ConfigError
+    from speechllm.train import Trainer
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / field, **{field: 0.5})
+    cfg.data.replay = [str(data["replay"])]
+    cfg.data.replay_ratio = 0.25
+    with pytest.raises(ConfigError, match=f"train.{field}: 0.5 regularises trained LLM weights") as e:
+        Trainer(cfg)
+    assert "\n" not in str(e.value)
+
+
+def test_a_pattern_that_matches_nothing_is_named(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    from speechllm.errors import ConfigError
+    from speechllm.train import Trainer
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "p")
+    cfg.model.llm_train.patterns = ["no_such_weight"]
+    with pytest.raises(ConfigError, match="model.llm_train.patterns: 'no_such_weight' matches no LLM parameter"):
+        Trainer(cfg)
