@@ -282,6 +282,11 @@ class TrainConfig:
     gradient_checkpointing: bool = _f(False, "recompute LLM activations in the backward pass",
                                       on_resume=_RESUME_SAME_MATHS)
     compile: bool = _f(False, "torch.compile the adapter and LLM", on_resume=_RESUME_SAME_MATHS)
+    engine: Literal["auto", "ddp", "fsdp2"] = _f(
+        "auto", "distributed engine: ddp (every rank holds the whole frozen LLM; trained gradients summed with "
+        "one all-reduce), fsdp2 (the frozen LLM sharded over the ranks per decoder layer with FSDP2's "
+        "fully_shard), auto (fsdp2 under `accelerate launch` with an FSDP config, else ddp); docs/scaling.md",
+        on_resume=_RESUME_SAME_MATHS)
     reuse_prefix_kv: bool = _f(
         True, "run the chat prefix all rows share (system prompt, user header) through the frozen LLM once "
         "and start each forward after it; used only when no LLM weight trains and without gradient checkpointing",

@@ -1,9 +1,17 @@
-"""Process-group helpers. ``accelerate launch`` and ``torchrun`` both set ``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT``; the trainer joins that group
-(gloo on CPU, NCCL on CUDA) and averages the *trainable* gradients itself with one all-reduce per
-step. The trainable part (adapter, LoRA) is small, and an explicit all-reduce works with batches
-that differ between ranks, or a rank whose micro-batch lost all its rows to bad audio, where
-DDP's hooks would wait forever.
+"""Process-group helpers and the two distributed engines. ``accelerate launch`` and ``torchrun``
+both set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT``; the trainer
+joins that group (gloo on CPU, NCCL on CUDA) and averages the *trainable* gradients itself with
+one all-reduce per step. The trainable part (adapter, LoRA) is small, and an explicit all-reduce
+works with batches that differ between ranks, or a rank whose micro-batch lost all its rows to bad
+audio, where DDP's hooks would wait forever.
+
+Engines (``train.engine``, :func:`resolve_engine`): ``ddp`` keeps the whole frozen LLM on every
+rank; ``fsdp2`` shards the frozen LLM's weights over the ranks with FSDP2's ``fully_shard`` (one
+unit per decoder layer, the embeddings / final norm / LM head in the root unit) while the trained
+weights stay whole on every rank, outside FSDP (``ignored_params``), and keep the explicit
+all-reduce above. A sharded layer all-gathers its weights in every forward (and again in the
+backward), so under ``fsdp2`` every rank must run the same sequence of LLM forwards: the trainer
+makes sure of that (:meth:`speechllm.train.trainer.Trainer.accumulate_gradients`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from speechllm.errors import ConfigError
+
+ENGINES = ("ddp", "fsdp2")
 
 
 @dataclass
@@ -81,3 +93,78 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def resolve_engine(requested: str, world_size: int) -> str:
+    """The engine a run uses: ``single`` (one process), ``ddp`` or ``fsdp2``.
+
+    ``auto`` reads what the launcher says: ``accelerate launch`` with an FSDP config sets
+    ``ACCELERATE_USE_FSDP=true`` and ``FSDP_VERSION``; with a DeepSpeed config
+    ``ACCELERATE_USE_DEEPSPEED=true``. A launcher that names an engine this trainer does not run
+    (FSDP version 1, DeepSpeed), or an explicit ``train.engine`` that contradicts the launcher, is
+    refused rather than silently run as something else.
+    """
+    if requested not in ("auto", *ENGINES):
+        raise ConfigError(f"train.engine: {requested!r} is not one of auto, {', '.join(ENGINES)}")
+    if _env_true("ACCELERATE_USE_DEEPSPEED"):
+        raise ConfigError("the launch config names DeepSpeed, which speechllm does not run; launch with "
+                          "recipes/accelerate/fsdp.yaml (FSDP2 shards the frozen LLM) or multi_gpu_ddp.yaml")
+    launcher = None
+    if _env_true("ACCELERATE_USE_FSDP"):
+        version = os.environ.get("FSDP_VERSION", "1")
+        if version != "2":
+            raise ConfigError(f"the launch config names FSDP version {version}; speechllm runs FSDP2 only: "
+                              "set fsdp_config.fsdp_version: 2 (recipes/accelerate/fsdp.yaml)")
+        launcher = "fsdp2"
+    if launcher is not None and requested not in ("auto", launcher):
+        raise ConfigError(f"train.engine={requested} but the launch config names {launcher}; "
+                          f"drop train.engine (auto) or launch with a matching config")
+    engine = launcher or (requested if requested != "auto" else "ddp")
+    return engine if world_size > 1 else "single"
+
+
+def shard_frozen_llm(model: torch.nn.Module, info: DistInfo, precision: str) -> None:
+    """Shard the frozen LLM of ``model`` (a :class:`~speechllm.models.SpeechLLM`) over the ranks with
+    FSDP2: one ``fully_shard`` unit per decoder layer and a root unit on the SpeechLLM holding the
+    rest of the LLM (embeddings, final norm, LM head; tied or not). The encoder, the adapter and
+    every trained parameter are ``ignored_params``: they stay whole on every rank and the trainer
+    all-reduces their gradients itself (fp32, :func:`all_reduce_gradients`).
+
+    ``SpeechLLM.response_forward`` is registered as an FSDP forward method, so the root unit
+    gathers its weights around each call. bf16 runs compute the LLM in bf16
+    (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``; no frozen weight has a
+    gradient to reduce)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import (
+        MixedPrecisionPolicy,
+        fully_shard,
+        register_fsdp_forward_method,
+    )
+
+    device_type = "cuda" if info.device.startswith("cuda") else "cpu"
+    mesh = init_device_mesh(device_type, (info.world_size,))
+    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+          if precision == "bf16" else MixedPrecisionPolicy())
+    llm_ids = {id(p) for p in model.llm.parameters()}
+    ignored = {p for p in model.parameters() if p.requires_grad or id(p) not in llm_ids}
+    layers = model.base_causal_lm().get_decoder().layers
+    for layer in layers:
+        fully_shard(layer, mesh=mesh, mp_policy=mp, ignored_params=ignored & set(layer.parameters()))
+    fully_shard(model, mesh=mesh, mp_policy=mp, ignored_params=ignored)
+    register_fsdp_forward_method(model, "response_forward")
+
+
+def llm_parameter_bytes(model: torch.nn.Module) -> tuple[int, int]:
+    """(bytes of the LLM's parameters resident on this rank, bytes of the whole LLM): a sharded
+    parameter counts its local shard (``DTensor.to_local``), a whole one its full size."""
+    local = total = 0
+    for p in model.llm.parameters():
+        size = p.element_size()
+        total += p.numel() * size
+        data = p.to_local() if hasattr(p, "to_local") else p
+        local += data.numel() * size
+    return local, total

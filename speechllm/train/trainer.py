@@ -31,7 +31,10 @@ from speechllm.train.distributed import (
     all_reduce_sum,
     barrier,
     gather_objects,
+    llm_parameter_bytes,
+    resolve_engine,
     setup_distributed,
+    shard_frozen_llm,
 )
 from speechllm.train.forgetting import ForgettingControls
 from speechllm.train.precision import attention_context, autocast_context, setup_memory_levers
@@ -96,6 +99,11 @@ class Trainer:
         self.cfg = config
         self.tc = config.train
         self.dist = dist_info or setup_distributed()
+        self.engine = resolve_engine(self.tc.engine, self.dist.world_size)
+        self.sharded = self.engine == "fsdp2"
+        if self.sharded and self.tc.stm_tau is not None:
+            raise ConfigError("train.stm_tau with train.engine fsdp2: STM's base-model passes differ between "
+                              "ranks (sharded layers need the same forwards on every rank); use engine ddp")
         self.weights = dict(self.tc.objectives)
         unknown = set(self.weights) - set(obj.OBJECTIVES)
         if unknown:
@@ -119,9 +127,17 @@ class Trainer:
         if not self.trainable:
             raise ConfigError("nothing to train: the model has no trainable parameters")
         setup_memory_levers(model, self.tc, self.dist.device)
+        if self.sharded:
+            shard_frozen_llm(model, self.dist, self.tc.precision)
+            # Every forward must reach the sharded layers' backward on every rank, also a
+            # text-only micro-batch (no adapter vector in its input): the LLM's input embeddings
+            # always require a gradient in training (no weight gets one; only activations).
+            model.llm.get_input_embeddings().register_forward_hook(_embeddings_need_grad)
         self.need_text = bool(self.weights.get("kl") or self.weights.get("diva") or self.tc.stm_tau)
         self.prefix_kv = None
-        if self.tc.reuse_prefix_kv and not self.tc.gradient_checkpointing and not self.llm_trainable():
+        # Not with sharded layers: the prefix cache runs the LLM when a rank first meets a prefix.
+        if (self.tc.reuse_prefix_kv and not self.tc.gradient_checkpointing and not self.llm_trainable()
+                and not self.sharded):
             from speechllm.train.prefix_kv import FrozenPrefixKV
 
             base = model.base_causal_lm()
@@ -130,6 +146,7 @@ class Trainer:
         from speechllm.train.frame_stats import fit_frame_norm
 
         fit_frame_norm(model, self.dataset, feature_cache=self.feature_cache, max_rows=config.model.frame_norm_rows)
+        self._stand_in = self._find_stand_in() if self.sharded else None
         self.optimizer = torch.optim.AdamW(self.trainable, lr=self.tc.lr, betas=tuple(self.tc.betas),
                                            weight_decay=self.tc.weight_decay)
         self.total_steps = self._total_steps()
@@ -252,8 +269,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ objectives
 
-    def micro_losses(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
-        """Summed (not yet normalised) objective values of one micro-batch."""
+    def micro_losses(self, batch: TrainBatch, *, teacher_anyway: bool = False,
+                     base_anyway: bool = False) -> dict[str, torch.Tensor]:
+        """Summed (not yet normalised) objective values of one micro-batch. ``teacher_anyway`` /
+        ``base_anyway`` (sharded LLM): another rank runs the teacher / the replay base forward in
+        this micro-batch, so this rank runs one on its stand-in row too (and discards it)."""
         model = self.model
         sums: dict[str, torch.Tensor] = {}
         with autocast_context(self.tc.precision, self.dist.device), \
@@ -271,10 +291,43 @@ class Trainer:
             if self.weights.get("diva"):
                 sums["diva"] = (obj.diva_terms(model, batch, student, teacher, self.tc.diva_num_align)[0]
                                 if teacher is not None else student.logits.sum() * 0.0)
+            if teacher is None and teacher_anyway:
+                obj.teacher_forward(model, self._stand_in_batch().text)
             replay_kl = self.forgetting.replay_kl(batch, student)
             if replay_kl is not None:
                 sums["replay_kl"] = replay_kl
+            elif base_anyway:
+                with torch.no_grad():
+                    model.response_forward(self._stand_in_batch().speech, disable_lora=True)
         return sums
+
+    def _find_stand_in(self) -> list[Any]:
+        """Items of one training row that builds (with a text view when an objective needs one):
+        the stand-in a rank runs, with weight 0, when its micro-batch lost every row (sharded
+        LLM: every rank must run every forward). The same row on every rank."""
+        for i in range(min(len(self.dataset), 256)):
+            item = self.dataset[i]
+            batch = self._stand_in_builder().build([item])
+            if batch is not None and (batch.text is not None or not self.need_text):
+                return [item]
+        raise ConfigError(f"data.train: none of the first 256 rows builds a batch (bad audio or too long for "
+                          f"data.max_length={self.cfg.data.max_length}); check the data with speechllm validate")
+
+    def _stand_in_builder(self) -> BatchBuilder:
+        # A builder of its own: the stand-in row never counts as skipped or trained.
+        return BatchBuilder(self.model, self.cfg.data.max_length, feature_cache=self.feature_cache,
+                            need_text=self.need_text)
+
+    def _stand_in_batch(self) -> TrainBatch:
+        batch = self._stand_in_builder().build(list(self._stand_in))
+        assert batch is not None  # it built in _find_stand_in
+        return batch
+
+    def _forward_flags(self, batch: TrainBatch) -> list[float]:
+        """Whether this micro-batch runs the teacher forward and the replay base forward."""
+        base = bool(self.tc.replay_kl_weight and self.forgetting.llm_params and any(batch.replay))
+        teacher = batch.text is not None and bool(self.weights.get("kl") or self.weights.get("diva"))
+        return [float(teacher), float(base)]
 
     def _counts(self, batch: TrainBatch) -> dict[str, float]:
         labels = batch.speech.labels[:, 1:] != -100
@@ -308,33 +361,49 @@ class Trainer:
         """Forward + backward of every micro-batch with losses divided by the global target
         count, then the gradient all-reduce: afterwards ``p.grad`` is the step's gradient."""
         self.model.train()
-        batches = [b for b in (self.builder.build(items) for items in micro_items) if b is not None]
+        built = [self.builder.build(items) for items in micro_items]
+        stand_ins: set[int] = set()
+        if self.sharded:
+            # Sharded layers gather their weights in every forward: a rank whose micro-batch lost
+            # all its rows runs the stand-in row (weight 0) instead of sitting the forward out.
+            stand_ins = {j for j, b in enumerate(built) if b is None}
+            batches = [self._stand_in_batch() if b is None else b for b in built]
+        else:
+            batches = [b for b in built if b is not None]
         if self.tc.stm_tau is not None:
             for b in batches:
                 self.forgetting.apply_stm(b)
         local = {"ce": 0.0, "kl": 0.0, "diva": 0.0, "replay_kl": 0.0}
         stats = [0.0, 0.0, 0.0]  # samples, positions, audio seconds
-        for b in batches:
+        flags = [f for b in batches for f in self._forward_flags(b)] if self.sharded else []
+        for j, b in enumerate(batches):
+            if j in stand_ins:
+                continue
             for k, v in self._counts(b).items():
                 local[k] += v
             stats[0] += len(b.ids)
             stats[1] += b.num_positions
             stats[2] += b.audio_seconds
         keys = list(local)
-        reduced = all_reduce_sum([local[k] for k in keys] + stats, self.dist)
+        reduced = all_reduce_sum([local[k] for k in keys] + stats + flags, self.dist)
         global_counts = dict(zip(keys, reduced[:len(keys)]))
-        g_samples, g_positions, g_seconds = reduced[len(keys):]
+        g_samples, g_positions, g_seconds = reduced[len(keys):len(keys) + 3]
+        anyone = [v > 0 for v in reduced[len(keys) + 3:]]  # per micro-batch: teacher, base forward
         weights = dict(self.weights)
         if self.tc.replay_kl_weight:
             weights["replay_kl"] = self.tc.replay_kl_weight
         logged = {k: 0.0 for k in weights}
-        for b in batches:
-            sums = self.micro_losses(b)
+        for j, b in enumerate(batches):
+            sums = (self.micro_losses(b, teacher_anyway=anyone[2 * j], base_anyway=anyone[2 * j + 1])
+                    if self.sharded else self.micro_losses(b))
             total = None
             for name, value in sums.items():
                 norm = max(global_counts.get(name, 0.0), 1.0)
                 term = weights.get(name, 0.0) * value / norm
-                logged[name] = logged.get(name, 0.0) + float(value.detach()) / norm
+                if j in stand_ins:
+                    term = term * 0.0  # the backward runs (collectives), the stand-in adds nothing
+                else:
+                    logged[name] = logged.get(name, 0.0) + float(value.detach()) / norm
                 total = term if total is None else total + term
             if total is not None:
                 self.scaler.scale(total).backward()
@@ -405,6 +474,11 @@ class Trainer:
                  record["samples_per_s"], record["tokens_per_s"], record["audio_s_per_s"], mem)
 
     def _open_run_folder(self) -> None:
+        # Every rank's resident LLM bytes (a collective: before the main-rank-only part).
+        local, total = llm_parameter_bytes(self.model)
+        per_rank = [int(b) for b in gather_objects(local, self.dist)]
+        self._engine_record = {"engine": self.engine, "world_size": self.dist.world_size,
+                               "llm_parameter_bytes_total": total, "llm_parameter_bytes_per_rank": per_rank}
         if not self.dist.is_main:
             return
         from speechllm.config import save_resolved_config
@@ -412,7 +486,8 @@ class Trainer:
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_resolved_config(self.cfg, self.out_dir)
-        atomic_write_text(self.out_dir / "environment.json", json.dumps(environment(), indent=2) + "\n")
+        atomic_write_text(self.out_dir / "environment.json",
+                          json.dumps({**environment(), **self._engine_record}, indent=2) + "\n")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -425,7 +500,8 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         """Mean CE on ``data.valid`` (main process) and a few sample generations."""
-        if not self.cfg.data.valid or not self.dist.is_main:
+        # With a sharded LLM every rank runs the same validation forwards; the main one writes.
+        if not self.cfg.data.valid or not (self.dist.is_main or self.sharded):
             return {}
         rows = RowIndex([self.cfg.data.valid])
         ds = TrainingDataset(rows, None, self.model.config, self.model.tokenizer)
@@ -441,7 +517,10 @@ class Trainer:
                 total += float(obj.ce_sum(out))
             count += out.targets.numel()
         samples = []
-        for i in range(min(self.tc.num_sample_generations, len(ds))):
+        if self.sharded and self.tc.num_sample_generations:
+            log.info("no sample generations with train.engine fsdp2 (generation is not an FSDP forward); "
+                     "run speechllm infer on a checkpoint")
+        for i in range(0 if self.sharded else min(self.tc.num_sample_generations, len(ds))):
             row = rows.read(i)
             item = ds[i]
             if getattr(item, "wave", None) is None:
@@ -452,6 +531,8 @@ class Trainer:
             samples.append({"step": self.step, "id": row.get("id"), "reference": row["response"], "generated": text})
         self.model.train()
         result = {"step": self.step, "valid_loss": total / max(1, count), "valid_tokens": count}
+        if not self.dist.is_main:
+            return result
         with open(self.out_dir / "valid.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({**result, "samples": samples}) + "\n")
         if self.writer is not None:
@@ -583,3 +664,11 @@ def with_checkpoint_model(config: RunConfig, checkpoint: str) -> RunConfig:
         log.warning("train.init_from %s: the model settings are the checkpoint's; the recipe's differ in: %s",
                     checkpoint, "; ".join(differ))
     return dataclasses.replace(config, model=model)
+
+
+def _embeddings_need_grad(module, inputs, output):
+    """Forward hook (sharded LLM, training): the input embeddings require a gradient, so every
+    rank's backward runs through every sharded layer (their backward gathers the weights too)."""
+    if torch.is_grad_enabled() and not output.requires_grad:
+        return output.requires_grad_()
+    return output
