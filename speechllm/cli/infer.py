@@ -28,11 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, help="optional system prompt")
     p.add_argument("--transcript", action="append", default=None, metavar="TEXT",
                    help="transcript of each audio, in order (default: Whisper's own, after VAD)")
-    p.add_argument("--max-new-tokens", type=range_arg(int, ge=1), default=256, help="generation length limit")
-    p.add_argument("--temperature", type=range_arg(float, ge=0), default=0.0, help="sampling temperature (0 = greedy)")
-    p.add_argument("--top-p", type=range_arg(float, gt=0, le=1), default=1.0, help="nucleus sampling mass (with --temperature > 0)")
-    p.add_argument("--top-k", type=range_arg(int, ge=0), default=0, help="top-k sampling (0 = off; with --temperature > 0)")
-    p.add_argument("--repetition-penalty", type=range_arg(float, gt=0), default=1.0, help="HF repetition penalty (1 = off)")
+    p.add_argument("--config", "-c", default=None,
+                   help="recipe YAML; its sampling: section gives the defaults of the five flags below")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override (or KEY=VALUE on its own), e.g. sampling.top_p=0.9; repeatable")
+    p.add_argument("--max-new-tokens", type=range_arg(int, ge=1), default=None,
+                   help="generation length limit (default: sampling.max_new_tokens, 256)")
+    p.add_argument("--temperature", type=range_arg(float, ge=0), default=None,
+                   help="sampling temperature (0 = greedy; default: sampling.temperature, 0)")
+    p.add_argument("--top-p", type=range_arg(float, gt=0, le=1), default=None,
+                   help="nucleus sampling mass (with --temperature > 0; default: sampling.top_p, 1)")
+    p.add_argument("--top-k", type=range_arg(int, ge=0), default=None,
+                   help="top-k sampling (0 = off; with --temperature > 0; default: sampling.top_k, 0)")
+    p.add_argument("--repetition-penalty", type=range_arg(float, gt=0), default=None,
+                   help="HF repetition penalty (1 = off; default: sampling.repetition_penalty, 1)")
     p.add_argument("--seed", type=range_arg(int, ge=0), default=0, help="seed for sampling")
     p.add_argument("--ignore-manifest-transcripts", action="store_true",
                    help="batch mode: ignore rows' 'transcript' fields, so the model hears its own ASR "
@@ -45,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, help="JSONL of requests (batch mode; needs --output)")
     p.add_argument("--limit", type=range_arg(int, ge=1), default=None, help="batch mode: answer only the first N rows")
     p.add_argument("--output", default=None, help="JSONL of replies (batch mode; appended, resumable)")
+    p.add_argument("--batch-size", type=range_arg(int, ge=1), default=16,
+                   help="batch mode: requests answered together (1 = one at a time; greedy answers are "
+                   "the same, sampled ones are drawn per row)")
     p.add_argument("--dtype", default=None, choices=["auto", "fp32", "bf16", "fp16"],
                    help="weights dtype (default: the checkpoint's, auto = bf16 where fast)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, auto (CUDA when visible)")
@@ -78,9 +90,12 @@ def _run(args: argparse.Namespace) -> int:
         raise SpeechLLMError(
             f"{len(args.transcript)} --transcript value(s) for {len(args.audio)} --audio file(s); give one per audio"
         )
-    options = GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                top_p=args.top_p, top_k=args.top_k,
-                                repetition_penalty=args.repetition_penalty, seed=args.seed)
+    from speechllm.cli.generate import SAMPLING_FLAGS
+    from speechllm.config import RunConfig, load_config
+
+    flags = [f"sampling.{name}={getattr(args, name)}" for name in SAMPLING_FLAGS if getattr(args, name) is not None]
+    sampling = load_config(RunConfig, args.config, [*args.overrides, *flags]).sampling  # a flag given wins
+    options = GenerationOptions(**{name: getattr(sampling, name) for name in SAMPLING_FLAGS}, seed=args.seed)
     waves = None
     if not args.manifest:  # decode and check the audio before the (slow) model load
         from speechllm.audio import load_audio
@@ -96,7 +111,8 @@ def _run(args: argparse.Namespace) -> int:
                                default_system=args.system, limit=args.limit,
                                settings={"model": str(Path(args.model).resolve()), "dtype": args.dtype,
                                          "weights_sha256": trained_weights_sha256(args.model)},
-                               use_manifest_transcripts=not args.ignore_manifest_transcripts)
+                               use_manifest_transcripts=not args.ignore_manifest_transcripts,
+                               batch_size=args.batch_size)
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors.items())) or "none"
         print(f"infer: {summary.written} written, {summary.skipped_done} already done, errors: {errors}; "
               f"{summary.seconds:.1f}s -> {args.output}", file=sys.stderr)

@@ -162,7 +162,8 @@ class TextLLMPredictor:
 
 
 class SpeechLLMPredictor:
-    """The speech model: ``SpeechLLM.generate(conversations, audios)`` on batches of requests.
+    """The speech model, answering batches of requests through
+    :func:`speechllm.infer.batched.generate_batched` (``SpeechLLM.generate`` where that cannot serve).
 
     Adapter point: this is the only place that knows the SpeechLLM's generation API. Audio is
     decoded here (16 kHz mono); the transcript after the adapter vectors is Whisper's own (VAD
@@ -186,11 +187,19 @@ class SpeechLLMPredictor:
 
     def predict(self, requests: Sequence[Request]) -> list[str]:
         from speechllm.audio.io import load_audio
+        from speechllm.infer.batched import batched_decoding_supported, generate_batched
 
         conversations = [[{"role": "user", "content": r.text}] for r in requests]
         waves = [[load_audio(a) for a in r.audios] for r in requests]
-        replies = self.model.generate(conversations, waves, max_new_tokens=self.max_new_tokens)
-        return list(replies)
+        if not batched_decoding_supported(self.model):
+            return list(self.model.generate(conversations, waves, max_new_tokens=self.max_new_tokens))
+        # The generation engine's batched decoder: the same greedy answers, rows finish independently.
+        replies = generate_batched(self.model, conversations, waves, [[None] * len(w) for w in waves],
+                                   max_new_tokens=self.max_new_tokens, batch_size=max(1, self.batch_size))
+        for reply in replies:
+            if reply.error is not None:
+                raise reply.error  # the harness retries the batch item by item
+        return [reply.response or "" for reply in replies]
 
     def text_lm(self):
         """The LLM that answers text-only input (text never passes the adapter), with its

@@ -190,14 +190,61 @@ class HFBackend(TokenizerPrompts):
         with torch.inference_mode():
             yield from decoder(self, params, seeds, stop_token_ids).run(prompt_ids, batch_size)
 
+    def stream_embeds(
+        self,
+        prompt_keys: list[list[int]],
+        prompt_embeds: list[Any],
+        params: SamplingParams,
+        *,
+        seeds: list[int] | None = None,
+        batch_size: int = 16,
+    ) -> Iterator[tuple[int, Completion]]:
+        """:meth:`stream_ids` for prompts given as input embeddings ``(length, dim)`` (a speech
+        model's audio spans), with the slot decoder only (:attr:`slot_cache`).
+
+        ``prompt_keys[i]`` names each position of prompt ``i`` for finding the common prefix:
+        the token id where the embedding is that token's, and a value no other prompt uses (e.g.
+        a negative number) where it is not. As with ``generate(inputs_embeds=...)``, the prompt
+        is not part of what a repetition penalty sees, so only 1.0 is accepted here."""
+        import torch
+
+        if not self.slot_cache:
+            raise GenerationError(f"LLM {self.llm_ref!r}: decoding from embeddings needs plain full-attention layers")
+        if params.repetition_penalty != 1.0:
+            raise GenerationError("decoding from embeddings takes no repetition penalty (use the row-by-row path)")
+        if len(prompt_keys) != len(prompt_embeds) or any(
+                len(k) != e.shape[0] or not len(k) for k, e in zip(prompt_keys, prompt_embeds, strict=True)):
+            raise GenerationError("prompt_keys and prompt_embeds must give one non-empty key per embedding row")
+        with torch.inference_mode():
+            decoder = _SlotDecoder(self, params, seeds, None, prompt_embeds=prompt_embeds)
+            yield from decoder.run(prompt_keys, batch_size)
+
+    @classmethod
+    def for_model(cls, model: Any, tokenizer: Any, *, eos_ids: set[int], llm_ref: str = "model") -> HFBackend:
+        """A backend over an already loaded causal LM (e.g. a speech model's frozen LLM) that
+        stops at ``eos_ids``. It may switch the model's attention implementation to
+        ``speechllm_decode`` on CPU (see :meth:`_use_slot_cache`); the caller restores it."""
+        self = cls.__new__(cls)
+        self.llm_ref = llm_ref
+        self.model, self.tokenizer = model, tokenizer
+        param = next(model.parameters())
+        self.device = str(param.device)
+        self.dtype_name = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(param.dtype), "fp32")
+        self.revision, self.resolved = None, llm_ref
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = set(eos_ids)
+        self.slot_cache = self._use_slot_cache()
+        return self
+
 
 class _Decoder:
     """State of one continuous-batching run (see :meth:`HFBackend.stream_ids`)."""
 
-    def __init__(self, backend: HFBackend, params: SamplingParams, seeds, stop_token_ids):
+    def __init__(self, backend: HFBackend, params: SamplingParams, seeds, stop_token_ids, *, prompt_embeds=None):
         import torch
 
         self.b = backend
+        self.embeds = prompt_embeds  # per prompt (length, dim) input embeddings, or None: token ids
         self.params = params
         self.seeds = seeds
         self.device = backend.device
@@ -334,8 +381,11 @@ class _SlotDecoder(_Decoder):
         import torch
 
         cache = DynamicCache(config=self.b.model.config)
-        ids = torch.tensor([prompt_ids[0][:length]], device=self.device)
-        self.b.model(input_ids=ids, **cache_kwargs(self.b.model, cache), use_cache=True, logits_to_keep=1)
+        if self.embeds is not None:
+            inputs = {"inputs_embeds": self.embeds[0][None, :length]}
+        else:
+            inputs = {"input_ids": torch.tensor([prompt_ids[0][:length]], device=self.device)}
+        self.b.model(**inputs, **cache_kwargs(self.b.model, cache), use_cache=True, logits_to_keep=1)
         return length, cache
 
     def _prefill_into(self, cache, slots: list[int], rows: list[int], prompt_ids, shared):
@@ -350,6 +400,16 @@ class _SlotDecoder(_Decoder):
         input_ids, own = left_pad([prompt_ids[r][prefix_len:] for r in rows], self.b.pad_id)
         n, width = input_ids.shape
         input_ids, own = input_ids.to(self.device), own.to(self.device)
+        if self.embeds is not None:  # padding columns are zero vectors (masked out)
+            dim = self.embeds[rows[0]].shape[-1]
+            inputs = self.embeds[rows[0]].new_zeros((n, width, dim))
+            for j, r in enumerate(rows):
+                own_embeds = self.embeds[r][prefix_len:]
+                inputs[j, width - own_embeds.shape[0]:] = own_embeds
+            model_inputs = {"inputs_embeds": inputs}
+            input_ids = input_ids.clamp(min=0)  # keys, not token ids: only the penalty reads them
+        else:
+            model_inputs = {"input_ids": input_ids}
         fresh = DynamicCache(config=self.b.model.config)
         if prefix is not None:
             for i, layer in enumerate(prefix.layers):
@@ -359,7 +419,7 @@ class _SlotDecoder(_Decoder):
             mask = own
         positions = prefix_len + (own.cumsum(-1) - 1).clamp(min=0)
         last = torch.tensor([width - 1], device=self.device)  # see _Decoder._prefill
-        out = self.b.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+        out = self.b.model(**model_inputs, attention_mask=mask, position_ids=positions,
                            **cache_kwargs(self.b.model, fresh), use_cache=True, logits_to_keep=last)
         cache.admit(slots, fresh, mask)
         return out.logits[:, -1, :], positions[:, -1] + 1, input_ids, own

@@ -1,6 +1,8 @@
 """Inference: one request (``speechllm-infer --audio ... --prompt ...``) or a resumable JSONL
-manifest (``--manifest in.jsonl --output out.jsonl``). See :mod:`speechllm.infer.runner`."""
+manifest (``--manifest in.jsonl --output out.jsonl``). See :mod:`speechllm.infer.runner`; many
+requests at once: :mod:`speechllm.infer.batched`."""
 
+from speechllm.infer.batched import BatchedReply, generate_batched
 from speechllm.infer.runner import (
     GenerationOptions,
     InferRequest,
@@ -15,6 +17,7 @@ from speechllm.infer.runner import (
 )
 
 __all__ = [
+    "BatchedReply",
     "GenerationOptions",
     "InferRequest",
     "InferResult",
@@ -22,6 +25,7 @@ __all__ = [
     "ManifestSummary",
     "build_messages",
     "format_timings",
+    "generate_batched",
     "load_model",
     "run_manifest",
     "run_request",

@@ -189,7 +189,7 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
                  options: GenerationOptions, *, progress: bool = True, default_prompt: str | None = None,
                  default_system: str | None = None, limit: int | None = None,
                  settings: dict[str, Any] | None = None,
-                 use_manifest_transcripts: bool = True) -> ManifestSummary:
+                 use_manifest_transcripts: bool = True, batch_size: int = 1) -> ManifestSummary:
     """Answer every row of ``manifest`` into ``output`` (resumable; see the module docstring).
     Rows without ``prompt``/``messages`` (e.g. a plain data manifest) get ``default_prompt`` and
     ``default_system``. ``limit`` answers only the first N rows. The sampling options, default
@@ -198,7 +198,12 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
     ``use_manifest_transcripts=False`` ignores rows' ``transcript`` fields, so that the model hears
     its own ASR transcript as it would in deployment (a data manifest's gold transcript flatters
     the result); each output row records ``transcripts`` (what entered the audio span) and
-    ``transcript_source`` (``manifest`` or ``model``)."""
+    ``transcript_source`` (``manifest`` or ``model``).
+
+    ``batch_size`` > 1 answers the pending rows in groups through
+    :func:`speechllm.infer.batched.generate_batched` (``batch_size`` rows decoding at once;
+    greedy answers as row by row); each group is written when it is done, in input order.
+    A repetition penalty, or an LLM the batched decoder cannot serve, keeps the row-by-row path."""
     from dataclasses import asdict
 
     from speechllm.utils.fs import refuse_same_file
@@ -225,7 +230,16 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
     bar = progress_bar(len(rows), "infer", "row", enabled=progress)
     record = {"options": asdict(options), "default_prompt": default_prompt, "default_system": default_system,
               "use_manifest_transcripts": use_manifest_transcripts, **(settings or {})}
+    batched = batch_size > 1 and _batched_supported(model, options)
+    if batched and options.temperature > 0:
+        # Batched sampling draws each row from its own seeded generator, the row-by-row path from
+        # torch's global one: the two are different samples, so a resume must not mix them.
+        record["sampling_rng"] = "per_row"
     with ResumableJsonlWriter(output, settings=record) as writer:
+        if batched:
+            _run_manifest_batched(model, rows, writer, options, summary, bar, manifest, base_dir, batch_size,
+                                  default_prompt, default_system, use_manifest_transcripts)
+            rows = []  # answered above
         for line_no, row in rows:
             rid = str(row["id"])
             bar.update(1)
@@ -243,16 +257,84 @@ def run_manifest(model, manifest: str | os.PathLike, output: str | os.PathLike,
                 log.warning("%s: %s", where, e)
                 writer.write({**row, "error": kind, "error_message": str(e)})
                 continue
-            out = dict(row)
-            if not {"messages", "prompt", "instruction"} & row.keys() and default_prompt is not None:
-                out["prompt"] = default_prompt  # record the defaulted prompt with the reply
-            source = "manifest" if request.transcripts is not None else "model"
-            writer.write({**out, "response": result.response, "transcripts": result.transcripts,
-                          "transcript_source": source})
+            writer.write(_answered_row(row, request, result.response, result.transcripts, default_prompt))
             summary.written += 1
     bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _answered_row(row: dict[str, Any], request: InferRequest, response: str, transcripts: list[str],
+                  default_prompt: str | None) -> dict[str, Any]:
+    """The output row of an answered manifest row."""
+    out = dict(row)
+    if not {"messages", "prompt", "instruction"} & row.keys() and default_prompt is not None:
+        out["prompt"] = default_prompt  # record the defaulted prompt with the reply
+    source = "manifest" if request.transcripts is not None else "model"
+    return {**out, "response": response, "transcripts": transcripts, "transcript_source": source}
+
+
+def _batched_supported(model, options: GenerationOptions) -> bool:
+    from speechllm.infer.batched import batched_decoding_supported
+
+    if batched_decoding_supported(model, options.repetition_penalty):
+        return True
+    log.info("infer: answering row by row (a repetition penalty, or an LLM the batched decoder cannot serve)")
+    return False
+
+
+GROUP_BATCHES = 4  # a batched manifest run writes every GROUP_BATCHES x batch_size rows
+
+
+def _run_manifest_batched(model, rows, writer, options: GenerationOptions, summary: ManifestSummary, bar,
+                          manifest: Path, base_dir: Path, batch_size: int, default_prompt: str | None,
+                          default_system: str | None, use_manifest_transcripts: bool) -> None:
+    """The pending rows of ``rows`` answered group by group (see :func:`run_manifest`)."""
+    from speechllm.audio import load_audio
+    from speechllm.infer.batched import generate_batched
+
+    def fail(row: dict[str, Any], where: str, e: SpeechLLMError) -> dict[str, Any]:
+        kind = getattr(e, "kind", type(e).__name__)
+        summary.errors[kind] = summary.errors.get(kind, 0) + 1
+        log.warning("%s: %s", where, e)
+        return {**row, "error": kind, "error_message": str(e)}
+
+    pending = []
+    for line_no, row in rows:
+        if str(row["id"]) in writer.done_ids:
+            summary.skipped_done += 1
+            bar.update(1)
+        else:
+            pending.append((line_no, row))
+    group = batch_size * GROUP_BATCHES
+    for start in range(0, len(pending), group):
+        chunk = pending[start:start + group]
+        out: list[dict[str, Any] | None] = [None] * len(chunk)
+        todo: list[tuple[int, InferRequest]] = []
+        for k, (line_no, row) in enumerate(chunk):
+            where = f"{manifest}:{line_no} (id {row['id']})"
+            try:
+                request = _row_request(row, base_dir, where, default_prompt, default_system,
+                                       use_manifest_transcripts)
+                request.waves = [load_audio(p) for p in request.audio_paths]
+                todo.append((k, request))
+            except SpeechLLMError as e:
+                out[k] = fail(row, where, e)
+        replies = generate_batched(
+            model, [r.messages for _, r in todo], [r.waves or [] for _, r in todo],
+            [r.transcripts if r.transcripts is not None else [None] * len(r.waves or []) for _, r in todo],
+            max_new_tokens=options.max_new_tokens, temperature=options.temperature, top_p=options.top_p,
+            top_k=options.top_k, seed=options.seed, batch_size=batch_size)
+        for (k, request), reply in zip(todo, replies, strict=True):
+            line_no, row = chunk[k]
+            if reply.error is not None:
+                out[k] = fail(row, f"{manifest}:{line_no} (id {row['id']})", reply.error)
+            else:
+                out[k] = _answered_row(row, request, reply.response or "", reply.transcripts, default_prompt)
+                summary.written += 1
+        for written in out:
+            writer.write(written)
+        bar.update(len(chunk))
 
 
 def format_timings(result: InferResult) -> str:
