@@ -19,6 +19,19 @@ An id given two different audios by the files of one build is an error naming bo
 audio's windows: about 10x less disk and I/O for clips of a few seconds. The read side pads a
 batch back to a common length with zeros, which such adapters never look at.
 
+Sharded builds (``cache-features --shard i/N``, one process per GPU or machine, all writing
+into one folder) keep the rows whose ``crc32(id) % N == i`` (the rule of every other stage) and
+write their own files, so that they never write the same file::
+
+    index.<hash>.shard-<i>-of-<N>.json            that shard's entries (rewritten after each 256 rows)
+    shard-<hash>-<i>-of-<N>-00000.safetensors ...
+
+``<hash>`` is the cache key's hash: a shard started after the key changed removes only files of
+other hashes, which no shard of this key writes, so shards may start in any order. The read side
+joins ``index.json`` and every shard index of the current hash (a shared index: training can
+start without a merge); ``cache-features --merge`` folds the shard indexes into ``index.json``
+and reports the ids still missing.
+
 Training compares the cache key with its own model's key and refuses a stale cache with a
 message saying how to rebuild it: a change of encoder, taps or audio settings invalidates it.
 """
@@ -76,44 +89,100 @@ def _reads_padding(model) -> bool:
     return bool(getattr(model.adapter, "reads_padding", True))
 
 
+def shard_index_name(key_hash: str, shard: int, num_shards: int) -> str:
+    """The index file of one shard of a sharded build (module docstring)."""
+    return f"index.{key_hash}.shard-{shard}-of-{num_shards}.json"
+
+
+def read_index(folder: Path, key_hash: str) -> dict[str, Any]:
+    """``index.json`` joined with every shard index of ``key_hash`` (a sharded build's shared
+    index); a shard's entry wins over index.json's (it was written later for that id)."""
+    index: dict[str, Any] = {}
+    if (folder / INDEX_FILE).is_file():
+        index.update(json.loads((folder / INDEX_FILE).read_text()))
+    for part in sorted(folder.glob(f"index.{key_hash}.shard-*-of-*.json")):
+        index.update(json.loads(part.read_text()))
+    return index
+
+
+def merge_shards(out_dir: str | Path, rows_files: list[str] | None = None) -> dict[str, int]:
+    """Fold the shard indexes of the folder's key into ``index.json`` (atomically; then remove
+    them) and count the entries; with ``rows_files``, also the ids of those rows not cached yet
+    (``missing``: re-run the shards that lack them, a re-run skips what is cached)."""
+    from speechllm.utils.fs import atomic_write_text
+
+    out = Path(out_dir)
+    if not (out / KEY_FILE).is_file():
+        raise FeatureCacheError(f"{out}: no {KEY_FILE}; build the shards with `speechllm cache-features --shard i/N`")
+    key_hash = json.loads((out / KEY_FILE).read_text())["hash"]
+    parts = sorted(out.glob(f"index.{key_hash}.shard-*-of-*.json"))
+    index = read_index(out, key_hash)
+    atomic_write_text(out / INDEX_FILE, json.dumps(index))
+    for part in parts:
+        part.unlink()
+    counts = {"entries": len(index), "errors": sum(1 for e in index.values() if "error" in e),
+              "shard_indexes": len(parts)}
+    if rows_files:
+        counts["missing"] = sum(1 for rid in _rows_of(rows_files).ids if rid not in index)
+    return counts
+
+
 def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size: int = 8,
-                rows_per_shard: int = ROWS_PER_SHARD, progress: bool = True) -> dict[str, int]:
+                rows_per_shard: int = ROWS_PER_SHARD, progress: bool = True,
+                shard: tuple[int, int] = (0, 1)) -> dict[str, int]:
     """Encode every audio row of ``rows_files`` into ``out_dir`` (skipping ids already cached with
     the same key). Returns counts: cached, skipped (bad audio, by kind). Progress (rows, audio
-    seconds per second) goes to a bar on a terminal, else to a log line every 30 s."""
+    seconds per second) goes to a bar on a terminal, else to a log line every 30 s.
+
+    ``shard=(i, N)`` with N > 1 encodes only the rows of shard ``i`` (``crc32(id) % N``) into the
+    shard's own files (module docstring); shards of one key may run at the same time."""
     from safetensors.torch import save_file
 
     from speechllm.audio import SAMPLE_RATE, AudioError, load_audio
     from speechllm.train.data import audio_source_key
     from speechllm.utils.fs import atomic_write_text
+    from speechllm.utils.jsonl import shard_of
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     key = cache_key(model)
     index: dict[str, Any] = {}
     old = json.loads((out / KEY_FILE).read_text()) if (out / KEY_FILE).is_file() else {}
-    if old.get("hash") == key["hash"] and (out / INDEX_FILE).is_file():
-        index = json.loads((out / INDEX_FILE).read_text())  # continue an interrupted or partial build
+    sharded = shard[1] > 1
+    if sharded:
+        if old.get("hash") != key["hash"]:
+            # Only what another key left: files of this key may be a concurrent shard's.
+            for stale in [out / INDEX_FILE, *out.glob("index.*.json"), *out.glob("shard-*.safetensors")]:
+                if key["hash"] not in stale.name:
+                    stale.unlink(missing_ok=True)
+            atomic_write_text(out / KEY_FILE, json.dumps(key, indent=2) + "\n")
+        index = read_index(out, key["hash"])  # what any shard (or an unsharded build) cached
+        own_index = out / shard_index_name(key["hash"], *shard)
+        mine = json.loads(own_index.read_text()) if own_index.is_file() else {}
+    elif old.get("hash") == key["hash"]:
+        index = read_index(out, key["hash"])  # continue an interrupted, partial or sharded build
     else:
         # A fresh build: clear what another key left, then write this key first, so that a build
         # stopped half-way continues from its finished shards instead of starting over.
-        for stale in [out / INDEX_FILE, *out.glob("shard-*.safetensors")]:
+        for stale in [out / INDEX_FILE, *out.glob("index.*.json"), *out.glob("shard-*.safetensors")]:
             stale.unlink(missing_ok=True)
         atomic_write_text(out / KEY_FILE, json.dumps(key, indent=2) + "\n")
     keep_padding = _reads_padding(model)
     rows = _rows_of(rows_files)
     # One pass over the rows for their audio keys: an id is encoded again when its audio changed.
     keys = [audio_source_key(rows.read(i)) for i in range(len(rows))]
-    todo = [i for i, (rid, k) in enumerate(zip(rows.ids, keys)) if index.get(rid, {}).get("audio_key") != k]
+    todo = [i for i, (rid, k) in enumerate(zip(rows.ids, keys)) if index.get(rid, {}).get("audio_key") != k
+            and (not sharded or shard_of(str(rid), shard[1]) == shard[0])]
     counts: dict[str, int] = {"cached": 0}
-    shard_no = len({v["shard"] for v in index.values() if "shard" in v})
+    shard_no = len({v["shard"] for v in (mine if sharded else index).values() if "shard" in v})
+    prefix = f"shard-{key['hash']}-{shard[0]}-of-{shard[1]}-" if sharded else "shard-"
     from speechllm.utils.progress import progress_bar
 
     bar = progress_bar(len(todo), "cache-features", "row", enabled=progress)
     audio_seconds, start_time = 0.0, time.perf_counter()
     for start in range(0, len(todo), rows_per_shard):
         tensors: dict[str, torch.Tensor] = {}
-        shard = f"shard-{shard_no:05d}.safetensors"
+        shard_file = f"{prefix}{shard_no:05d}.safetensors"
         entries = {}
         chunk = todo[start:start + rows_per_shard]
         for b in range(0, len(chunk), batch_size):
@@ -141,7 +210,7 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
                 for j, tap in enumerate(encoded.taps):
                     tensors[f"{rid}/{j}"] = tap[w:w + n, :frames].to("cpu", torch.float16).contiguous()
                 # A rebuilt id points at its new shard; the old shard's copy is never read again.
-                entries[rid] = {"audio_key": key, "shard": shard, "taps": len(encoded.taps), "windows": n,
+                entries[rid] = {"audio_key": key, "shard": shard_file, "taps": len(encoded.taps), "windows": n,
                                 "valid_frames": encoded.valid_frames[w:w + n], "num_samples": len(wave),
                                 "transcript": text}
                 w += n
@@ -150,15 +219,21 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
             bar.update(len(chunk[b:b + batch_size]))
             bar.set_postfix_str(f"{audio_seconds / max(time.perf_counter() - start_time, 1e-9):.1f} audio-s/s")
         if tensors:
-            tmp = out / f".{shard}.tmp"
+            tmp = out / f".{shard_file}.tmp"
             save_file(tensors, str(tmp))
-            tmp.replace(out / shard)
+            tmp.replace(out / shard_file)
             shard_no += 1
-        if entries:
+        if entries and sharded:
+            mine.update(entries)
+            atomic_write_text(own_index, json.dumps(mine))
+        elif entries:
             index.update(entries)
             atomic_write_text(out / INDEX_FILE, json.dumps(index))
     bar.close()
-    if not (out / INDEX_FILE).exists():
+    if sharded:
+        if not own_index.exists():
+            atomic_write_text(own_index, json.dumps(mine))
+    elif not (out / INDEX_FILE).exists():
         atomic_write_text(out / INDEX_FILE, json.dumps(index))
     return counts
 
@@ -198,8 +273,7 @@ class FeatureCache:
                 f"{folder}: built for a different encoder or settings ({', '.join(diff)} differ); rebuild it with "
                 "`speechllm cache-features` for this config"
             )
-        index = json.loads((folder / INDEX_FILE).read_text())
-        return cls(folder, index, model.encoder.dtype)
+        return cls(folder, read_index(folder, want["hash"]), model.encoder.dtype)
 
     def problem(self, rid: str, audio_key: str | None = None) -> tuple[str, str] | None:
         """``(kind, message)`` when ``rid`` has no usable features (bad audio, not cached, or
