@@ -45,6 +45,7 @@ COMMAND_MODULES: list[str] = [
     "init-model",
     "convert",
     "infer",
+    "study",
 ]
 # Sub-commands that load Hugging Face models: they take --trust-remote-code (docs/security.md).
 REMOTE_CODE_COMMANDS: tuple[str, ...] = (
@@ -198,6 +199,20 @@ def _in_command_line_order(argv: Sequence[str], given: list[str]) -> list[str]:
     return ordered + list(left.elements())
 
 
+def _overrides_as_set(tokens: Sequence[str]) -> list[str]:
+    """``tokens`` with each dotted ``KEY=VALUE`` that is not an option's value written as
+    ``--set KEY=VALUE`` (for a command whose sub-command names are positional)."""
+    out: list[str] = []
+    for i, tok in enumerate(tokens):
+        prev = tokens[i - 1] if i else ""
+        is_value = prev.startswith("-") and "=" not in prev  # e.g. --set KEY=VALUE, --out a.b=c
+        if _OVERRIDE.match(tok) and "." in tok.split("=", 1)[0] and not is_value:
+            out += ["--set", tok]
+        else:
+            out.append(tok)
+    return out
+
+
 def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """``parser.parse_args`` that takes dotted ``key=value`` overrides anywhere on the line (argparse
     fills a positional list once, so ``train a=1 --resume auto b=2`` would leave ``b=2`` unrecognized)
@@ -208,6 +223,8 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     if "generate" in argv[:-1] and argv[argv.index("generate") + 1] == "merge":  # a sub-command of generate
         at = argv.index("generate")
         argv = [*argv[:at], MERGE_COMMAND, *argv[at + 2:]]
+    if argv[:1] == ["eval"]:  # its sub-command names would take a bare KEY=VALUE: pass them as --set
+        argv = ["eval", *_overrides_as_set(argv[1:])]
     args, extras = parser.parse_known_args(argv)
     if getattr(args, "command", None) == MERGE_COMMAND:
         args.command = "generate merge"

@@ -1,0 +1,55 @@
+"""``speechllm study forgetting``: the learning-vs-forgetting grid of every control (docs/forgetting.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.study.forgetting import CONTROLS, MERGE_LAMBDAS, SCOPES, build_grid
+    from speechllm.study.targets import TARGET_SOURCES
+
+    p = sub.add_parser("study", help="run a measurement study (forgetting: every control's learning-vs-forgetting)")
+    studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
+    grid_doc = build_grid.__doc__.split("\n", 2)[2]
+    f = studies.add_parser(
+        "forgetting", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train a grid of target source x update scope x control and plot learning against forgetting",
+        description=(
+            "Train every cell of a grid (target source x update scope x control) for --seeds seeds with the "
+            "recipe's settings, measure learning (held-out gender accuracy through the audio, target loss) and "
+            "forgetting (KL-to-base and dNLL on held-out text prompts, IFEval-style instruction following, "
+            "refusal rate, speech-vs-text gap), and write OUT/table.md, table.json, table.csv and scatter.png "
+            "(mean and sd over seeds). Shared corpus, targets and replay rows are made once under OUT/shared; "
+            "a finished cell is not rerun; an OUT made with other settings is refused.\n\n"
+            f"target sources: {', '.join(TARGET_SOURCES)}\n"
+            f"update scopes:  {', '.join(SCOPES)}\n"
+            f"controls:       {', '.join(CONTROLS)}\n"
+            f"merge λ sweep:  {', '.join(map(str, MERGE_LAMBDAS))} (measured on trained cells, no retraining)\n\n"
+            "grids (--grid):\n" + grid_doc),
+    )
+    f.add_argument("--recipe", required=True, help="recipe YAML (model and train settings of every cell)")
+    f.add_argument("--out", default="exp/study_forgetting", help="output folder (default: %(default)s)")
+    f.add_argument("--grid", default="full", choices=["full", "reduced", "ci"], help="which cells (default: full)")
+    f.add_argument("--cells", default=None,
+                   help="instead of --grid: comma-separated cells source.scope.control, e.g. gold.lora.stm2.5")
+    f.add_argument("--seeds", type=int, default=3, help="seeds per cell: 0..N-1 (default: 3)")
+    f.add_argument("--steps", type=int, default=60, help="training steps per cell (default: 60)")
+    f.add_argument("--num", type=int, default=240, help="synthetic utterances when no --data (default: 240)")
+    f.add_argument("--eval-rows", type=int, default=40, help="held-out utterances measured (default: 40)")
+    f.add_argument("--data", default=None,
+                   help="a `speechllm synth`-style folder (train.jsonl, test.jsonl/dev.jsonl with gender labels) "
+                   "instead of synthesising one")
+    f.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells (resume later)")
+    f.add_argument("overrides", nargs="*", help="recipe overrides key=value (e.g. train.lr=1e-3)")
+    f.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from speechllm.study.forgetting import run_study
+
+    table = run_study(args.recipe, args.out, grid=args.grid, cells=args.cells, seeds=args.seeds, steps=args.steps,
+                      num=args.num, eval_rows=args.eval_rows, data=args.data, overrides=args.overrides,
+                      max_cells=args.max_cells)
+    print(f"{len(table['entries'])} rows -> {args.out}/table.md, table.json, table.csv, scatter.png")
+    return 0

@@ -1,0 +1,1 @@
+"""Studies that run a grid of trainings and measure them (``speechllm study ...``)."""
