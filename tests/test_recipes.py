@@ -45,7 +45,7 @@ def test_recipe_facts_follow_desta2():
 
 def test_accelerate_configs_parse():
     files = sorted((REPO / "recipes" / "accelerate").glob("*.yaml"))
-    assert len(files) >= 4
+    assert len(files) >= 3  # single_device, multi_gpu_ddp, fsdp (zero2 removed: DeepSpeed is not run)
     for f in files:
         assert isinstance(yaml.safe_load(f.read_text()), dict), f
 

@@ -47,8 +47,13 @@ targets_filter=""       # generate: command run as CMD DESCRIBED.jsonl TARGETS.j
 use_feature_cache=true  # stage 4: cache frozen-encoder features for training
 launcher=local          # local | accelerate | slurm
 num_gpus=1              # accelerate/slurm: processes per node
+num_nodes=1             # slurm: training nodes (one srun task per node; torchrun meets at a c10d rendezvous)
+engine=auto             # train: distributed engine, auto | ddp | fsdp2 (sets train.engine unless auto)
+rdzv_port=29500         # slurm: rendezvous port on the allocation's first node (MASTER_ADDR)
 accelerate_config=""    # accelerate: config file (default: recipes/accelerate/multi_gpu_ddp.yaml)
-slurm_opts=""           # slurm: extra srun options (partition, time, ...)
+slurm_opts=""           # slurm: extra srun / sbatch options (partition, time, ...)
+shards=1                # describe, generate, cache: N shards by id (slurm: one sbatch array job per stage), then merged
+dry_run=false           # print the describe/generate/cache/train commands instead of running them
 infer_clips=""          # stage 6: extra audio files to run speechllm-infer on
 infer_limit=0           # stage 6: answer only the first N held-out rows (0 = all)
 infer_prompt="Is the speaker male or female, and what is their accent?"  # stage 6: prompt
@@ -125,7 +130,7 @@ fresh() {  # --force: remove a stage's old outputs, which its resumable tool wou
   [ "$force" = true ] || return 0
   local p
   for p in "$@"; do
-    if [ -e "$p" ]; then log "--force: removing $p"; rm -rf "$p"; fi
+    if [ -e "$p" ]; then log "--force: removing $p"; [ "$dry_run" = true ] || rm -rf "$p"; fi
   done
 }
 
@@ -135,20 +140,63 @@ skip_if_done() {  # a finished stage is a no-op unless --force
   fi
   return 1
 }
-mark_done() { mkdir -p "$dump"; date '+%F %T' > "$(done_marker "$1")"; }
+mark_done() { [ "$dry_run" = true ] && return 0; mkdir -p "$dump"; date '+%F %T' > "$(done_marker "$1")"; }
 need() {  # need FILE STAGE: an input made by an earlier stage
   [ -e "$1" ] || die "missing $1: run stage $2 (${stage_names[$2]}) first, e.g. --stage $2"
 }
+x() {  # run a command, or with --dry_run true print it (shell-quoted, one line starting with "+")
+  if [ "$dry_run" = true ]; then printf '+'; printf ' %q' "$@"; printf '\n'; else "$@"; fi
+}
+# Each srun task (one per node) finds the allocation's first node (MASTER_ADDR) and starts torchrun
+# there and on every other node; they meet at the c10d rendezvous MASTER_ADDR:rdzv_port under the
+# job id. Arguments: python nodes gpus-per-node port, then train's arguments.
+# shellcheck disable=SC2016
+slurm_train_script='export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1);'
+slurm_train_script+=' exec "$0" -m torch.distributed.run --nnodes="$1" --nproc_per_node="$2" --rdzv_backend=c10d'
+slurm_train_script+=' --rdzv_endpoint="$MASTER_ADDR:$3" --rdzv_id="$SLURM_JOB_ID" -m speechllm.cli train "${@:4}"'
 train_cmd() {
+  local engine_args=()
+  [ "$engine" = auto ] || engine_args=("train.engine=$engine")
   case "$launcher" in
-    local) speechllm train "$@" ;;
-    accelerate) accelerate launch --config_file "${accelerate_config:-$repo/recipes/accelerate/multi_gpu_ddp.yaml}" \
-                  --num_processes "$num_gpus" -m speechllm.cli train "$@" ;;
+    local) x speechllm train "$@" "${engine_args[@]}" ;;
+    accelerate) [ "$num_nodes" = 1 ] || die "--launcher accelerate starts one node; for --num_nodes $num_nodes use --launcher slurm (docs/scaling.md)"
+                x accelerate launch --config_file "${accelerate_config:-$repo/recipes/accelerate/multi_gpu_ddp.yaml}" \
+                  --num_processes "$num_gpus" -m speechllm.cli train "$@" "${engine_args[@]}" ;;
     slurm) # shellcheck disable=SC2086
-           srun --ntasks-per-node=1 --gpus-per-node="$num_gpus" $slurm_opts \
-             accelerate launch --num_processes "$num_gpus" -m speechllm.cli train "$@" ;;
+           x srun --nodes="$num_nodes" --ntasks-per-node=1 --gpus-per-node="$num_gpus" $slurm_opts \
+             bash -c "$slurm_train_script" "$PY" "$num_nodes" "$num_gpus" "$rdzv_port" "$@" "${engine_args[@]}" ;;
     *) die "unknown --launcher $launcher (local | accelerate | slurm)" ;;
   esac
+}
+[[ "$shards" =~ ^[1-9][0-9]*$ ]] || die "--shards $shards: a number >= 1"
+sharded() {  # sharded CMD...: run CMD once per shard; @I@ in an argument becomes the shard number
+  # (local: one after another; slurm: one sbatch array job, waited for). With --shards 1: CMD once, @I@ -> 0.
+  local i a args
+  if [ "$shards" -gt 1 ] && [ "$launcher" = slurm ]; then
+    local wrap=""
+    for a in "$@"; do wrap+="$(printf '%q' "$a") "; done
+    # shellcheck disable=SC2086
+    x sbatch --wait --array="0-$((shards - 1))" --job-name="speechllm-$2" $slurm_opts \
+      --wrap "${wrap//@I@/\$SLURM_ARRAY_TASK_ID}"
+    return
+  fi
+  for ((i = 0; i < shards; i++)); do
+    args=(); for a in "$@"; do args+=("${a//@I@/$i}"); done
+    x "${args[@]}"
+  done
+}
+shard_out=""; shard_args=()
+set_shard_out() {  # set_shard_out FILE.jsonl: where one shard writes, and its --shard option
+  if [ "$shards" -gt 1 ]; then shard_out="${1%.jsonl}.@I@.jsonl"; shard_args=(--shard "@I@/$shards")
+  else shard_out=$1; shard_args=(); fi
+}
+shard_files() { local i; for ((i = 0; i < shards; i++)); do echo "${1%.jsonl}.$i.jsonl"; done; }
+concat_shards() {  # concat_shards OUT: OUT.0 .. OUT.N-1 (each .jsonl with its side files) into OUT
+  local out=$1 base=${1%.jsonl} i side
+  for ((i = 0; i < shards; i++)); do cat "$base.$i.jsonl"; done > "$out.tmp" && mv "$out.tmp" "$out"
+  for side in skipped.jsonl; do
+    for ((i = 0; i < shards; i++)); do [ ! -f "$base.$i.jsonl.$side" ] || cat "$base.$i.jsonl.$side"; done > "$out.$side"
+  done
 }
 
 data="$dump/data"; described="$dump/described"; targets="$dump/targets"; features="$dump/features"
@@ -188,10 +236,13 @@ if run_stage 2 && ! skip_if_done 2; then
   mkdir -p "$described"
   for s in $splits; do
     need "$data/$s.jsonl" 1
-    fresh "$described/$s.jsonl" "$described/$s.jsonl".* "$described/$s.describe.yaml"
+    fresh "$described/$s.jsonl" "$described/$s.jsonl".* "$described/$s.describe.yaml" "$described/$s".[0-9]*.*
+    set_shard_out "$described/$s.jsonl"
     # shellcheck disable=SC2086
-    speechllm describe "$data/$s.jsonl" "$described/$s.jsonl" --jobs "$describe_jobs" \
+    sharded speechllm describe "$data/$s.jsonl" "$shard_out" "${shard_args[@]}" --jobs "$describe_jobs" \
       ${annotators:+--annotators "$annotators"} $describe_opts
+    # Describe's shards are disjoint by id: concatenated, they are the whole split.
+    if [ "$shards" -gt 1 ]; then x concat_shards "$described/$s.jsonl"; fi
   done
   mark_done 2
 fi
@@ -202,10 +253,16 @@ if run_stage 3 && ! skip_if_done 3; then
   mkdir -p "$targets"
   for s in $train_split $valid_split; do
     need "$described/$s.jsonl" 2
-    fresh "$targets/$s.jsonl" "$targets/$s".*.json "$targets/$s".*.yaml "$targets/$s".dropped.jsonl
-    speechllm generate "$described/$s.jsonl" "$targets/$s.jsonl" --config "$config" \
+    fresh "$targets/$s.jsonl" "$targets/$s".*.json "$targets/$s".*.yaml "$targets/$s".dropped.jsonl \
+      "$targets/$s".[0-9]*.*
+    set_shard_out "$targets/$s.jsonl"
+    sharded speechllm generate "$described/$s.jsonl" "$shard_out" "${shard_args[@]}" --config "$config" \
       --max-new-tokens "$gen_max_new_tokens" ${gen_batch_size:+--batch-size "$gen_batch_size"} \
       ${prompt_pool:+--prompt-pool "$prompt_pool"} "${gen_extra_args[@]}"
+    if [ "$shards" -gt 1 ]; then
+      mapfile -t parts < <(shard_files "$targets/$s.jsonl")
+      x speechllm generate merge "${parts[@]}" --output "$targets/$s.jsonl" --expect "$described/$s.jsonl"
+    fi
     # shellcheck disable=SC2086
     if [ -n "$targets_filter" ]; then $targets_filter "$described/$s.jsonl" "$targets/$s.jsonl"; fi
   done
@@ -221,7 +278,12 @@ if run_stage 4 && [ "$use_feature_cache" = true ] && ! skip_if_done 4; then
   log "stage 4 (cache features)"
   need "$targets/$train_split.jsonl" 3
   fresh "$features"   # rows are keyed by id: re-made audio under the same ids needs a new cache
-  speechllm cache-features --config "$config" --out "$features" "${train_data[@]}" "${override_args[@]}"
+  shard_args=(); [ "$shards" -gt 1 ] && shard_args=(--shard "@I@/$shards")
+  sharded speechllm cache-features --config "$config" --out "$features" "${shard_args[@]}" "${train_data[@]}" \
+    "${override_args[@]}"
+  if [ "$shards" -gt 1 ]; then
+    x speechllm cache-features --config "$config" --out "$features" --merge "${train_data[@]}" "${override_args[@]}"
+  fi
   mark_done 4
 fi
 
@@ -231,7 +293,7 @@ if run_stage 5 && ! skip_if_done 5; then
   need "$targets/$train_split.jsonl" 3
   fresh "$exp/train"   # otherwise training resumes from its last checkpoint
   train_cmd --config "$config" --resume auto "${train_data[@]}" "train.output_dir=$exp/train" "${override_args[@]}"
-  need "$model_dir" 5
+  [ "$dry_run" = true ] || need "$model_dir" 5
   mark_done 5
 fi
 
