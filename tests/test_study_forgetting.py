@@ -35,6 +35,8 @@ def test_minimum_change_and_verifier_are_deterministic_edits():
     assert minimum_change("The woman speaks softly.", row) == "The woman speaks softly."  # already right
     assert minimum_change("A calm voice.", row) == gold_answer(row) + " A calm voice."  # states none: gold first
     assert stated_gender("Female speaker; not a man.") == "female"  # the first gender word decides
+    assert stated_gender("The man or woman speaking is a female.") == "female"  # the question's echo is skipped
+    assert minimum_change("A man or a woman? It is a man.", row) == "A man or a woman? It is a woman."
     assert verified("A man is talking.", row) == (gold_answer(row), False)
     assert verified("A woman is talking.", row) == ("A woman is talking.", True)
 

@@ -108,3 +108,28 @@ def test_a_pattern_that_matches_nothing_is_named(tiny_llm_dir, tiny_whisper_dir,
     cfg.model.llm_train.patterns = ["no_such_weight"]
     with pytest.raises(ConfigError, match="model.llm_train.patterns: 'no_such_weight' matches no LLM parameter"):
         Trainer(cfg)
+
+
+def test_merge_interpolates_weights_trained_in_place_and_ia3(tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    """λ = 0 gives the base LLM's logits, λ = 1 the trained ones, for in-place weights and IA3."""
+    from speechllm.llm_runtime import load_causal_lm
+    from speechllm.models import SpeechLLM
+    from speechllm.train import Trainer
+    from speechllm.train.merge import merge_checkpoint
+
+    ids = torch.tensor([[1, 5, 9, 13]])
+    for name, setup in (("inplace", lambda c: setattr(c.model.llm_train, "last_layers", 1)),
+                        ("ia3", lambda c: (setattr(c.model.lora, "enabled", True),
+                                           setattr(c.model.lora, "method", "ia3")))):
+        cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / name, max_steps=2, lr=3e-2)
+        setup(cfg)
+        result = Trainer(cfg).run()
+        zero, one = merge_checkpoint(result.final_checkpoint, tmp_path / f"{name}_merged", [0.0, 1.0])
+        with torch.no_grad():
+            trained = SpeechLLM.from_pretrained(result.final_checkpoint).llm(input_ids=ids).logits
+            at_one = SpeechLLM.from_pretrained(one).llm(input_ids=ids).logits
+            at_zero = SpeechLLM.from_pretrained(zero).llm(input_ids=ids).logits
+            plain = load_causal_lm(str(tiny_llm_dir)).model(input_ids=ids).logits
+        assert torch.allclose(at_one, trained, atol=1e-6), name
+        assert torch.allclose(at_zero, plain, atol=1e-5), name
+        assert not torch.allclose(trained, plain, atol=1e-5), name

@@ -231,8 +231,10 @@ def prepare_shared(out: Path, settings: StudySettings, cfg) -> dict[str, Any]:
     files = {s: {"train": shared / "targets" / f"{s}.train.jsonl", "held": shared / "targets" / f"{s}.held.jsonl"}
              for s in TARGET_SOURCES}
     replay = {"sampled": shared / "replay.sampled.jsonl", "pseudo": shared / "replay.pseudo.jsonl"}
-    need = [p for f in files.values() for p in f.values() if not p.is_file()] + [
+    need = [f[split] for s, f in files.items() for split in f if s != "paraphrase" and not f[split].is_file()] + [
         p for p in replay.values() if not p.is_file()]
+    need += [files["paraphrase"][split] for split in files["paraphrase"]
+             if not (shared / f"paraphrase.{split}.work.jsonl").is_file()]
     backend = None
     if need:
         from speechllm.generate.backend import load_backend
@@ -242,7 +244,10 @@ def prepare_shared(out: Path, settings: StudySettings, cfg) -> dict[str, Any]:
     for split, rows in (("train", train), ("held", held)):
         if all(files[s][split].is_file() for s in TARGET_SOURCES):
             continue
-        own = tg.self_answers(backend, rows, cfg.model, max_new_tokens=64)
+        if files["self"][split].is_file():  # the LLM's raw answers: the derived sources are remade from them
+            own = [r["response"] for r in _read_jsonl(files["self"][split])]
+        else:
+            own = tg.self_answers(backend, rows, cfg.model, max_new_tokens=64)
         para_cfg = copy.deepcopy(cfg)
         para_cfg.sampling.max_new_tokens = 64
         para = tg.paraphrases(backend, rows, [_question_for(r["id"]) for r in rows],

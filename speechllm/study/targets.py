@@ -34,16 +34,22 @@ _TO_MALE = {"woman": "man", "female": "male", "girl": "boy", "lady": "gentleman"
 _TO_FEMALE = {"man": "woman", "male": "female", "boy": "girl", "gentleman": "lady", "he": "she", "him": "her",
               "his": "her", "himself": "herself", "men": "women"}
 _WORDS = {"female": tuple(_TO_MALE), "male": tuple(_TO_FEMALE)}
-_GENDER_RX = re.compile(r"\b(" + "|".join(sorted([*_TO_MALE, *_TO_FEMALE], key=len, reverse=True)) + r")\b",
-                        re.IGNORECASE)
+_M, _F = r"(?:a |an )?(?:man|male|boy|gentleman)", r"(?:a |an )?(?:woman|female|girl|lady)"
+# An echo of the question ("a man or a woman", "male or female") states no gender: it is skipped
+# when reading an answer and left alone when correcting one.
+_GENDER_RX = re.compile(
+    rf"(?P<echo>\b(?:{_M} or {_F}|{_F} or {_M})\b)"
+    r"|\b(?P<word>" + "|".join(sorted([*_TO_MALE, *_TO_FEMALE], key=len, reverse=True)) + r")\b",
+    re.IGNORECASE)
 
 
 def stated_gender(text: str) -> str | None:
-    """The gender the first gender word of ``text`` states (``male``/``female``), or None."""
-    m = _GENDER_RX.search(text)
+    """The gender the first gender word of ``text`` states (``male``/``female``), or None; an
+    echo of the question ("a man or a woman") is not a statement."""
+    m = next((m for m in _GENDER_RX.finditer(text) if m.group("word")), None)
     if m is None:
         return None
-    word = m.group(1).lower()
+    word = m.group("word").lower()
     return "female" if word in _WORDS["female"] else "male"
 
 
@@ -77,7 +83,9 @@ def minimum_change(answer: str, row: dict[str, Any]) -> str:
     swap = _TO_FEMALE if label == "female" else _TO_MALE
 
     def fix(m: re.Match) -> str:
-        w = m.group(1)
+        w = m.group("word")
+        if w is None:
+            return m.group(0)
         return _match_case(swap[w.lower()], w) if w.lower() in swap else w
 
     return _GENDER_RX.sub(fix, answer)
