@@ -112,7 +112,7 @@ def main() -> int:
     rows = described_rows(args.rows, sentences)
     path = resolve_model(args.llm)
     cfg = RunConfig()
-    cfg.generation.max_new_tokens = args.max_new_tokens
+    cfg.sampling.max_new_tokens = args.max_new_tokens
     cfg.generation.prompt_pool = args.prompt_pool
     print(f"{args.rows} rows ({args.reference_rows} for references 1-3), max_new_tokens {args.max_new_tokens}, greedy, 1 thread; "
           f"CPU fast bf16: {cpu_has_fast_bf16()}; torch {torch.__version__}; load average "

@@ -48,8 +48,12 @@ def test_config_show_applies_overrides_on_both_sides_of_an_option(tmp_path, caps
     (["init-model", "out", "--set", "model.lora.r=4", "num_queries=8"], ["model.lora.r=4", "num_queries=8"]),
     (["cache-features", "--set", "data.train=[a]", "--out", "c"], ["data.train=[a]"]),
     (["config", "show", "train.seed=1", "--set", "train.seed=2"], ["train.seed=1", "train.seed=2"]),
-    (["generate", "in.jsonl", "out.jsonl", "generation.top_p=0.5", "--set", "generation.seed=3"],
-     ["generation.top_p=0.5", "generation.seed=3"]),
+    (["generate", "in.jsonl", "out.jsonl", "sampling.top_p=0.5", "--set", "generation.seed=3"],
+     ["sampling.top_p=0.5", "generation.seed=3"]),
+    (["infer", "--model", "m", "sampling.top_p=0.5", "--set", "sampling.top_k=3"], ["sampling.top_p=0.5", "sampling.top_k=3"]),
+    (["eval", "--model", "m", "eval.seed=1", "--set", "eval.batch_size=2"], ["eval.seed=1", "eval.batch_size=2"]),
+    (["describe", "in.jsonl", "out.jsonl", "describe.vad.threshold=0.4", "--set", "describe.template=desta2-v1"],
+     ["describe.vad.threshold=0.4", "describe.template=desta2-v1"]),
 ])
 def test_every_command_takes_both_override_forms_in_command_line_order(argv, overrides):
     args = parse_command_line(build_parser(), argv)

@@ -100,13 +100,15 @@ def write_described(path: Path, n: int, *, without_description: tuple[int, ...] 
     return rows
 
 
-def config(**generation) -> RunConfig:
+def config(**settings) -> RunConfig:
+    """A RunConfig with each setting put in the section that has it (generation, sampling, replay)."""
     cfg = RunConfig()
     cfg.generation.dtype = "fp32"
-    cfg.generation.max_new_tokens = 12
+    cfg.sampling.max_new_tokens = 12
     cfg.generation.batch_size = 4
-    for k, v in generation.items():
-        setattr(cfg.generation, k, v)
+    for k, v in settings.items():
+        section = next(s for s in (cfg.generation, cfg.sampling, cfg.replay) if k in vars(s))
+        setattr(section, k, v)
     return cfg
 
 

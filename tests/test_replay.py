@@ -43,13 +43,15 @@ def qa_file(tmp_path) -> Path:
     return path
 
 
-def config(**generation) -> RunConfig:
+def config(**settings) -> RunConfig:
+    """A RunConfig with each setting put in the section that has it (generation, sampling, replay)."""
     cfg = RunConfig()
     cfg.generation.dtype = "fp32"
-    cfg.generation.max_new_tokens = 10
+    cfg.sampling.max_new_tokens = 10
     cfg.generation.batch_size = 4
-    for k, v in generation.items():
-        setattr(cfg.generation, k, v)
+    for k, v in settings.items():
+        section = next(s for s in (cfg.generation, cfg.sampling, cfg.replay) if k in vars(s))
+        setattr(section, k, v)
     return cfg
 
 
@@ -208,7 +210,7 @@ def test_minimum_change_through_an_openai_compatible_endpoint(tmp_path, backend,
     path, auth, body = _EndpointHandler.requests[0]
     assert path == "/v1/chat/completions" and auth == "Bearer secret" and body["model"] == "tiny"
     assert body["temperature"] == 0 and body["messages"][0]["content"].startswith("Below are a question")
-    assert rows and rows[0]["generator"]["editor"] == {"type": "endpoint", "url": cfg.generation.editor_url
+    assert rows and rows[0]["generator"]["editor"] == {"type": "endpoint", "url": cfg.replay.editor_url
                                                        + "/chat/completions", "model": "tiny",
                                                        "temperature": 0, "max_tokens": 10}
 

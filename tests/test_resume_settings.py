@@ -62,7 +62,7 @@ def test_changed_training_settings_are_refused_naming_each_key(stopped_run, caps
 def test_settings_that_may_change_are_applied_and_recorded(stopped_run, capsys):
     args, run = stopped_run
     changed = ["train.max_steps=3", "train.log_every=2", "data.num_workers=0", "train.keep_last=5",
-               "generation.max_new_tokens=12"]
+               "sampling.max_new_tokens=12"]
     assert main(args + changed + ["--resume", "auto"]) == 0
     assert "finished at step 3" in capsys.readouterr().out
     record = [json.loads(line) for line in (run / "config_changes.jsonl").read_text().splitlines()]

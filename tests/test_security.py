@@ -331,4 +331,4 @@ def test_recipe_cannot_name_a_verifier_to_import_or_an_endpoint_for_the_key(tmp_
     from speechllm.config import RunConfig, load_config
 
     cfg = load_config(RunConfig, str(recipe), [])
-    refuse_file_named_code_or_endpoint(cfg, {"generation.editor_url"}, str(recipe))
+    refuse_file_named_code_or_endpoint(cfg, {"replay.editor_url"}, str(recipe))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,9 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attributes", default=None,
                    help="comma-separated attributes shown in the description, in order (default: the template's)")
     p.add_argument("--overwrite-labels", action="store_true", help="let annotators replace corpus/user labels")
-    p.add_argument("--config", "-c", default=None, help="YAML file of DescribeConfig fields (thresholds, ...)")
+    p.add_argument("--config", "-c", default=None,
+                   help="recipe YAML; its describe: section applies (thresholds, annotators, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set pitch.male_high_above=160; repeatable")
+                   help="override a config field, e.g. --set describe.pitch.male_high_above=160 (or "
+                   "describe.pitch.male_high_above=160 on its own); repeatable")
     p.add_argument("--jobs", "-j", type=range_arg(int, ge=1), default=1, help="worker processes (default: 1)")
     p.add_argument("--shard", default=None, metavar="i/N", help="process only shard i of N (0-based, by id hash)")
     p.add_argument("--restart", action="store_true",
@@ -41,12 +44,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _config_from_args(args: argparse.Namespace):
-    from speechllm.config import load_config
+def load_describe_config(path: str | None, overrides: list[str]):
+    """The ``describe`` section of a recipe plus dotted overrides.
+
+    Before the recipe held a ``describe:`` section, ``--config`` took a file of bare
+    DescribeConfig fields and overrides were ``pitch.male_high_above=160``: both still load, with a
+    one-line warning naming the new form."""
+    import logging
+
+    from speechllm.config import RunConfig, apply_overrides, from_dict
     from speechllm.config.describe import DescribeConfig
+    from speechllm.config.loader import migrate_moved_keys, moved_override, read_yaml
+
+    log = logging.getLogger(__name__)
+    sections = {f.name for f in fields(RunConfig)}
+    own = {f.name for f in fields(DescribeConfig)}
+    data = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    if data and not set(data) & sections:  # a file of bare DescribeConfig fields
+        log.warning("%s: describe's settings now go under a describe: section of the recipe; this file still "
+                    "loads, move its keys under describe:", path)
+        data = {"describe": data}
+    data = migrate_moved_keys(RunConfig, data, source)
+    given = []
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        if key.split(".")[0] in own and key.split(".")[0] not in sections:
+            log.warning("override %s: describe's keys are now under describe. (describe.%s); the old key "
+                        "still works", text, key)
+            text = "describe." + text.lstrip()
+        given.append(moved_override(RunConfig, text))
+    if given:
+        data = apply_overrides(data, given)
+        source += " + command-line overrides"
+    return from_dict(RunConfig, data, source).describe
+
+
+def _config_from_args(args: argparse.Namespace):
     from speechllm.errors import ConfigError
 
-    cfg = load_config(DescribeConfig, args.config, list(args.overrides))
+    cfg = load_describe_config(args.config, list(args.overrides))
     if args.annotators:
         cfg.annotators = [a.strip() for a in args.annotators.split(",") if a.strip()]
     for spec in args.classifier:

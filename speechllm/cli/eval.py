@@ -38,11 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-root", default=None, help="folder the benchmark's relative audio paths are under (default: beside its file)")
     p.add_argument("--retention-prompts", default=None, help="held-out text prompts (.jsonl with 'prompt', or one a line); default: built-in")
     p.add_argument("--harmful-prompts", default=None, help="harmful requests for the refusal rate; default: built-in mild sample")
-    p.add_argument("--batch-size", type=range_arg(int, ge=1), default=8, help="items per generation batch")
-    p.add_argument("--max-new-tokens", type=range_arg(int, ge=1), default=128, help="answer length limit")
+    p.add_argument("--config", "-c", default=None,
+                   help="recipe YAML; its eval: section gives the defaults of --batch-size, --max-new-tokens and --seed")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override (or KEY=VALUE on its own), e.g. eval.batch_size=4; repeatable")
+    p.add_argument("--batch-size", type=range_arg(int, ge=1), default=None,
+                   help="items per generation batch (default: eval.batch_size, 8)")
+    p.add_argument("--max-new-tokens", type=range_arg(int, ge=1), default=None,
+                   help="answer length limit (default: eval.max_new_tokens, 128)")
     p.add_argument("--limit", type=range_arg(int, ge=1), default=None,
                    help="evaluate only the first N items of each benchmark")
-    p.add_argument("--seed", type=range_arg(int, ge=0, lt=2**32), default=0, help="random seed (recorded in the report)")
+    p.add_argument("--seed", type=range_arg(int, ge=0, lt=2**32), default=None,
+                   help="random seed, recorded in the report (default: eval.seed, 0)")
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing predictions.jsonl")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
@@ -77,11 +84,16 @@ def _run(args: argparse.Namespace) -> int:
     missing = [name for name, value in (("--model", args.model), ("--bench", args.bench), ("--out", args.out)) if not value]
     if missing:
         raise SpeechLLMError(f"missing {', '.join(missing)} (see `speechllm eval --help`)")
+    from speechllm.config import RunConfig, load_config
+
+    recipe = load_config(RunConfig, args.config, args.overrides).eval  # a flag given wins
     options = EvalOptions(
         scoring=parse_scoring_args(args.scoring),
         out_dir=args.out, base=args.base, judge=args.judge, judge_model=args.judge_model,
-        judge_swap=args.judge_swap, audio_root=args.audio_root, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, limit=args.limit, resume=not args.no_resume, seed=args.seed,
+        judge_swap=args.judge_swap, audio_root=args.audio_root,
+        batch_size=recipe.batch_size if args.batch_size is None else args.batch_size,
+        max_new_tokens=recipe.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
+        limit=args.limit, resume=not args.no_resume, seed=recipe.seed if args.seed is None else args.seed,
         retention_prompts=args.retention_prompts, harmful_prompts=args.harmful_prompts,
         gap_bench=args.gap_bench, progress=not args.no_progress)
     report = evaluate(args.model, args.bench, options)

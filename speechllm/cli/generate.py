@@ -12,19 +12,20 @@ import argparse
 #: the parser of ``speechllm generate merge`` (the command line's two words map to it)
 MERGE_COMMAND = "generate-merge"
 
-# generation.<field> set by a flag of the same name (flags left out keep the config's value).
+# generation.<field> and sampling.<field> set by a flag of the same name (flags left out keep the
+# config's value).
 _GENERATION_FLAGS = ("backend", "instruction", "prompt_pool", "system_prompt", "context_prompt", "chat_template",
-                     "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty",
                      "batch_size", "dtype", "device", "seed")
+SAMPLING_FLAGS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
 
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``generate`` and ``generate-replay``."""
     p.add_argument("--llm", default=None, help="the frozen chat LLM: offline:NAME, a local folder or a hub id "
                    "(default: model.llm of the config)")
-    p.add_argument("--config", "-c", default=None, help="recipe YAML (its model: and generation: sections apply)")
+    p.add_argument("--config", "-c", default=None, help="recipe YAML (its model:, generation: and sampling: sections apply)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, repeatable, e.g. --set generation.top_p=0.9")
+                   help="dotted config override, repeatable, e.g. --set sampling.top_p=0.9")
     p.add_argument("--backend", choices=["hf", "vllm"], default=None, help="generation backend (default hf)")
     p.add_argument("--system-prompt", default=None, help="system prompt put before the user turn")
     p.add_argument("--context-prompt", default=None,
@@ -57,6 +58,10 @@ def load_run_config(args: argparse.Namespace):
         value = getattr(args, name, None)
         if value is not None:
             overrides.append(f"generation.{name}={_yaml_scalar(value)}")
+    for name in SAMPLING_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides.append(f"sampling.{name}={_yaml_scalar(value)}")
     for flag in ("drop_degenerate", "strict"):
         if getattr(args, flag, False):
             overrides.append(f"generation.{flag}=true")

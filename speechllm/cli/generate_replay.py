@@ -49,9 +49,13 @@ def _run(args: argparse.Namespace) -> int:
     for name in ("samples", "verifier", "editor", "editor_url", "editor_model", "editor_api_key_env"):
         value = getattr(args, name)
         if value is not None:
-            args.overrides.append(f"generation.{name}={_yaml_scalar(value)}")
+            args.overrides.append(f"replay.{name}={_yaml_scalar(value)}")
     cfg = load_run_config(args)
-    refuse_file_named_code_or_endpoint(cfg, {o.split("=", 1)[0].strip() for o in args.overrides}, args.config)
+    from speechllm.config import RunConfig
+    from speechllm.config.loader import moved_key
+
+    given = {moved_key(RunConfig, o.split("=", 1)[0].strip()) for o in args.overrides}
+    refuse_file_named_code_or_endpoint(cfg, given, args.config)
     if args.llm:
         cfg.model.llm = args.llm
     summary = generate_replay(args.output, args.kind, cfg, instructions=args.instructions, num=args.num,
@@ -68,15 +72,15 @@ def refuse_file_named_code_or_endpoint(cfg, given_by_user: set[str], config_file
     files, like checkpoints (docs/security.md)."""
     from speechllm.errors import SpeechLLMError
 
-    gen = cfg.generation
+    replay = cfg.replay
     source = config_file or "the recipe"
-    verifier = gen.verifier or ""
-    if ":" in verifier and not verifier.startswith("regex:") and "generation.verifier" not in given_by_user:
+    verifier = replay.verifier or ""
+    if ":" in verifier and not verifier.startswith("regex:") and "replay.verifier" not in given_by_user:
         raise SpeechLLMError(
-            f"{source}: generation.verifier {verifier!r} names Python code to import and call; a file cannot "
+            f"{source}: replay.verifier {verifier!r} names Python code to import and call; a file cannot "
             "choose that, only the person running the command: pass --verifier on the command line if you trust it")
-    if gen.editor_url and "generation.editor_url" not in given_by_user:
+    if replay.editor_url and "replay.editor_url" not in given_by_user:
         raise SpeechLLMError(
-            f"{source}: generation.editor_url {gen.editor_url!r} would receive the API key in "
-            f"${gen.editor_api_key_env}; a file cannot choose where a key is sent, only the person running the "
+            f"{source}: replay.editor_url {replay.editor_url!r} would receive the API key in "
+            f"${replay.editor_api_key_env}; a file cannot choose where a key is sent, only the person running the "
             "command: pass --editor-url (and --editor-api-key-env) on the command line")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from speechllm.config.schema import _f  # the one helper for fields with help text
+from speechllm.config.fields import _f  # the one helper for fields with help text
 
 DEFAULT_ANNOTATORS = ["duration", "vad", "volume", "snr", "gender", "pitch", "asr", "speaking_rate"]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import logging
 import math
 import os
 import types
@@ -27,6 +28,7 @@ import yaml
 from speechllm.errors import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _type_name(tp: Any) -> str:
@@ -378,16 +380,70 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return out
 
 
+def _moved(cls: type) -> dict[str, str]:
+    return getattr(cls, "moved_keys", {})
+
+
+def moved_key(cls: type, key: str) -> str:
+    """``key``'s current name (a dotted key ``cls.moved_keys`` lists as moved, else itself)."""
+    return _moved(cls).get(key, key)
+
+
+def moved_override(cls: type, text: str) -> str:
+    """An override ``KEY=VALUE`` with a moved key renamed (and a warning naming the new key)."""
+    key, sep, value = text.partition("=")
+    new = moved_key(cls, key.strip())
+    if sep and new != key.strip():
+        log.warning("override %s: %s is now %s; the old key still works, use the new one", text, key.strip(), new)
+        return f"{new}={value}"
+    return text
+
+
+def migrate_moved_keys(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
+    """A copy of ``data`` with every old key of ``cls.moved_keys`` moved to its new place (a
+    one-line warning each); both the old and the new key set is an error."""
+    import copy
+
+    out = None
+    for old, new in _moved(cls).items():
+        old_path, new_path = old.split("."), new.split(".")
+        parent = data
+        for part in old_path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or old_path[-1] not in parent:
+            continue
+        out = out if out is not None else copy.deepcopy(data)
+        node = out
+        for part in old_path[:-1]:
+            node = node[part]
+        value = node.pop(old_path[-1])
+        target = out
+        for part in new_path[:-1]:
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: {part} is not a section")
+            target = child
+        if new_path[-1] in target:
+            raise ConfigError(f"{source}: both {old} and {new} are set; {old} is the old name of {new}: keep only {new}")
+        target[new_path[-1]] = value
+        log.warning("%s: %s is now %s; the old key still loads, rename it", source, old, new)
+    return out if out is not None else data
+
+
 def load_config(
     cls: type[T],
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> T:
-    """Load dataclass ``cls`` from an optional YAML file plus dotted overrides."""
+    """Load dataclass ``cls`` from an optional YAML file plus dotted overrides.
+
+    A key listed in ``cls.moved_keys`` (old -> new) is read as the new key, with a one-line
+    warning naming it, in the file and in the overrides alike."""
     data = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "<defaults>"
+    data = migrate_moved_keys(cls, data, source)
     if overrides:
-        data = apply_overrides(data, overrides)
+        data = apply_overrides(data, [moved_override(cls, o) for o in overrides])
         source += " + command-line overrides"
     return from_dict(cls, data, source)
 

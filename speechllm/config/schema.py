@@ -8,67 +8,13 @@ text is its ``metadata["help"]``: ``speechllm config show --help-fields`` prints
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-Precision = Literal["fp32", "bf16", "fp16", "auto"]
+from speechllm.config.describe import DescribeConfig
+from speechllm.config.fields import Bound, Precision, Range, _f
 
-# A bound of a Range: a number, or the name of a sibling field whose value is the bound.
-Bound = int | float | str
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a field accepts, declared next to the field (``_f(..., ge=1)``) and checked by
-    the one generic validator in :mod:`speechllm.config.loader` when a config is loaded.
-
-    ``ge``/``gt``/``le``/``lt`` bound a number; a string bound names a sibling field
-    (``lt="ceiling_hz"``). For a list the bounds apply to each item, for a mapping to each value.
-    ``length`` is the number of items (an int, or a sibling list field's name). ``choices`` is
-    ``"module:attribute"`` naming the allowed strings (a sequence or a function returning one;
-    for a mapping: its keys), imported only when the value is not the field's default, so that
-    loading a config does not import torch.
-    """
-
-    ge: Bound | None = None
-    gt: Bound | None = None
-    le: Bound | None = None
-    lt: Bound | None = None
-    length: int | str | None = None
-    choices: str | None = None
-
-    def bounds(self) -> list[tuple[str, Bound]]:
-        """The ``(operator, bound)`` pairs that are set, lower bounds first."""
-        pairs = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
-        return [(op, b) for op, b in pairs if b is not None]
-
-    def __str__(self) -> str:
-        """Human form without sibling values, e.g. ``>= 0 and < 1`` (``config fields``)."""
-        text = " and ".join(f"{op} {b}" for op, b in self.bounds())
-        if self.length is not None:
-            text = f"{self.length} values" + (f", each {text}" if text else "")
-        return text
-
-
-def _f(default, help: str, *, ge: Bound | None = None, gt: Bound | None = None,  # noqa: A002 - 'help' mirrors argparse
-       le: Bound | None = None, lt: Bound | None = None, length: int | str | None = None,
-       choices: str | None = None, on_resume: str | None = None, **kw):
-    """A dataclass field with help text and, optionally, its allowed values (see :class:`Range`;
-    mutable defaults go through default_factory). Every config dataclass of the project uses
-    it, so ``iter_field_help`` documents them all and ``check_config`` checks them all.
-
-    ``on_resume`` (model, data and train fields): why the field may differ from the checkpoint's
-    when a run is resumed; ``train --resume`` refuses a change of any field without it
-    (:mod:`speechllm.train.resume_settings`, docs/training.md)."""
-    metadata: dict = {"help": help}
-    if on_resume is not None:
-        metadata["on_resume"] = on_resume
-    if any(v is not None for v in (ge, gt, le, lt, length, choices)):
-        metadata["range"] = Range(ge=ge, gt=gt, le=le, lt=lt, length=length, choices=choices)
-    if isinstance(default, (list, dict)):
-        import copy
-
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata, **kw)
-    return field(default=default, metadata=metadata, **kw)
+__all__ = ["Bound", "DataConfig", "DescribeConfig", "EvalConfig", "GenerationConfig", "LoraConfig", "ModelConfig",
+           "Precision", "Range", "ReplayConfig", "RunConfig", "SamplingConfig", "TrainConfig", "_f"]
 
 
 # Why a setting may change when a run is resumed (``_f(on_resume=...)``; docs/training.md lists them).
@@ -217,7 +163,8 @@ class DataConfig:
 
 @dataclass
 class GenerationConfig:
-    """Target generation by the frozen LLM (stage 3) and text-only replay (stage 4)."""
+    """Target generation by the frozen LLM (stage 3) and text-only replay (stage 4); how to decode is
+    the ``sampling`` section, what only replay reads the ``replay`` section."""
 
     backend: Literal["hf", "vllm"] = _f("hf", "generation backend")
     instruction: str = _f("What can you hear from the audio?", "fixed instruction (DeSTA2's default)")
@@ -228,11 +175,6 @@ class GenerationConfig:
         "conversation (context distillation); 'builtin:describe' = a note that the wrapped text "
         "describes an audio clip. Helps small LLMs answer from the description")
     chat_template: str | None = _f(None, "Jinja chat template file for LLMs that ship none")
-    max_new_tokens: int = _f(256, "generation length limit; responses cut by it are flagged", ge=1)
-    temperature: float = _f(0.0, "0 = greedy", ge=0)
-    top_p: float = _f(1.0, "nucleus sampling mass", gt=0, le=1)
-    top_k: int = _f(0, "top-k sampling (0 = off)", ge=0)
-    repetition_penalty: float = _f(1.0, "HF repetition penalty (1 = off)", gt=0)
     batch_size: int = _f(
         64, "rows decoding at once (length-sorted, continuous batching). On a 2-core CPU with SmolLM2-135M, "
         "64 gave 1.45x the tokens/s of 16 (docs/benchmarks.md)", ge=1)
@@ -241,17 +183,47 @@ class GenerationConfig:
     drop_degenerate: bool = _f(False, "drop empty or looping responses instead of keeping and counting them")
     device: str = _f("auto", "where the LLM runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N")
     strict: bool = _f(False, "a row without a description is an error (default: skip it and count it)")
-    samples: int = _f(1, "generate-replay self-output: answers sampled per instruction (K)", ge=1)
+
+
+@dataclass
+class SamplingConfig:
+    """How a reply is decoded: one section read by ``generate``, ``generate-replay`` and ``infer``
+    (their --max-new-tokens, --temperature, ... flags override it). ``eval`` decodes greedily
+    (a score must not depend on a draw), so of this section it reads nothing."""
+
+    max_new_tokens: int = _f(256, "length limit of a reply; responses cut by it are flagged", ge=1)
+    temperature: float = _f(0.0, "0 = greedy", ge=0)
+    top_p: float = _f(1.0, "nucleus sampling mass", gt=0, le=1)
+    top_k: int = _f(0, "top-k sampling (0 = off)", ge=0)
+    repetition_penalty: float = _f(1.0, "HF repetition penalty (1 = off)", gt=0)
+
+
+@dataclass
+class ReplayConfig:
+    """Settings only ``speechllm generate-replay`` reads (its kinds: docs/generation.md)."""
+
+    samples: int = _f(1, "self-output: answers sampled per instruction (K)", ge=1)
     verifier: str | None = _f(
-        None, "generate-replay self-output: exact | contains | regex:PATTERN | module:function (null = keep all)"
+        None, "self-output: exact | contains | regex:PATTERN | module:function (null = keep all)"
     )
-    instruction_max_new_tokens: int = _f(128, "generate-replay pseudo: length limit of a sampled instruction", ge=1)
-    editor: str | None = _f(None, "generate-replay minimum-change: editor LLM (offline:NAME, folder or hub id)")
+    instruction_max_new_tokens: int = _f(128, "pseudo: length limit of a sampled instruction", ge=1)
+    editor: str | None = _f(None, "minimum-change: editor LLM (offline:NAME, folder or hub id)")
     editor_url: str | None = _f(
-        None, "generate-replay minimum-change: OpenAI-compatible endpoint base URL (instead of a local editor)"
+        None, "minimum-change: OpenAI-compatible endpoint base URL (instead of a local editor)"
     )
-    editor_model: str | None = _f(None, "generate-replay minimum-change: model name sent to the endpoint")
+    editor_model: str | None = _f(None, "minimum-change: model name sent to the endpoint")
     editor_api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the endpoint's API key")
+
+
+@dataclass
+class EvalConfig:
+    """``speechllm eval``'s decoding and batching (its --batch-size, --max-new-tokens and --seed
+    flags override it). Answers are greedy; the limit is eval's own because benchmark answers are
+    short and the figures in the docs were measured at 128."""
+
+    batch_size: int = _f(8, "items per generation batch", ge=1)
+    max_new_tokens: int = _f(128, "answer length limit", ge=1)
+    seed: int = _f(0, "random seed (recorded in the report)", ge=0, lt=2**32)
 
 
 @dataclass
@@ -325,4 +297,18 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    #: Keys that moved (old dotted key -> new one). A recipe or override with an old key still
+    #: loads, with a one-line warning naming the new key (:func:`speechllm.config.loader.load_config`).
+    moved_keys: ClassVar[dict[str, str]] = {
+        **{f"generation.{k}": f"sampling.{k}"
+           for k in ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty")},
+        **{f"generation.{k}": f"replay.{k}"
+           for k in ("samples", "verifier", "instruction_max_new_tokens", "editor", "editor_url",
+                     "editor_model", "editor_api_key_env")},
+    }

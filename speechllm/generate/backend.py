@@ -48,7 +48,7 @@ class SamplingParams:
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> SamplingParams:
-        """From a :class:`~speechllm.config.GenerationConfig` (plus overrides)."""
+        """From a :class:`~speechllm.config.schema.SamplingConfig` (plus overrides)."""
         values = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                       top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty)
         values.update(overrides)

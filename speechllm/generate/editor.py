@@ -87,17 +87,19 @@ class EndpointEditor:
                 "max_tokens": self.max_tokens}
 
 
-def load_editor(gen: Any, *, dtype: str = "auto", device: str = "auto") -> Editor:
-    """The editor named by a GenerationConfig: ``editor_url`` (+ ``editor_model``) or ``editor``."""
-    if gen.editor_url:
-        if not gen.editor_model:
+def load_editor(replay: Any, *, max_new_tokens: int = 256, batch_size: int = 64, dtype: str = "auto",
+                device: str = "auto") -> Editor:
+    """The editor named by a :class:`~speechllm.config.schema.ReplayConfig`: ``editor_url``
+    (+ ``editor_model``) or ``editor``; ``max_new_tokens`` (``sampling``) bounds an edit."""
+    if replay.editor_url:
+        if not replay.editor_model:
             raise GenerationError("an editor endpoint needs a model name: --editor-model NAME")
-        return EndpointEditor(gen.editor_url, gen.editor_model, api_key_env=gen.editor_api_key_env,
-                              max_tokens=gen.max_new_tokens)
-    if gen.editor:
+        return EndpointEditor(replay.editor_url, replay.editor_model, api_key_env=replay.editor_api_key_env,
+                              max_tokens=max_new_tokens)
+    if replay.editor:
         from speechllm.generate.backend import load_backend
 
-        backend = load_backend("hf", gen.editor, dtype=dtype, device=device)
-        return LocalEditor(backend, max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size)
+        backend = load_backend("hf", replay.editor, dtype=dtype, device=device)
+        return LocalEditor(backend, max_new_tokens=max_new_tokens, batch_size=batch_size)
     raise GenerationError("minimum-change replay needs an editor: --editor MODEL (a stronger local model) "
                           "or --editor-url URL --editor-model NAME (an OpenAI-compatible endpoint)")

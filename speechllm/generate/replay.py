@@ -223,14 +223,14 @@ def generate_replay(
 
     ``pseudo`` needs ``num`` (rows to produce; ids ``pseudo-000000`` ... are split across shards);
     the other kinds need ``instructions`` (a file or items). ``minimum-change`` needs an editor:
-    ``editor`` or ``config.generation.editor`` / ``editor_url``.
+    ``editor`` or ``config.replay.editor`` / ``editor_url``.
     """
     if kind not in REPLAY_KINDS:
         raise ReplayError(f"unknown replay kind {kind!r}; known: {', '.join(REPLAY_KINDS)}")
     cfg = config or RunConfig()
-    gen = cfg.generation
+    gen, replay = cfg.generation, cfg.replay
     shard_spec = parse_shard(shard)
-    params = SamplingParams.from_config(gen)
+    params = SamplingParams.from_config(cfg.sampling)
     items: list[dict[str, Any]] = []
     if kind == "pseudo":
         if not num or num < 1:
@@ -247,12 +247,13 @@ def generate_replay(
         if kind == "paraphrase":
             for it in items:
                 _answer_of(it, "paraphrase replay")
-    verifier = load_verifier(gen.verifier) if kind == "self-output" else None
-    if kind == "self-output" and gen.samples > 1 and params.greedy:
+    verifier = load_verifier(replay.verifier) if kind == "self-output" else None
+    if kind == "self-output" and replay.samples > 1 and params.greedy:
         raise ReplayError("self-output with samples > 1 needs sampling: set --temperature > 0 "
                           "(greedy samples would all be the same)")
     if kind == "minimum-change" and editor is None:
-        editor = load_editor(gen, dtype=gen.dtype, device=gen.device)
+        editor = load_editor(replay, max_new_tokens=cfg.sampling.max_new_tokens, batch_size=gen.batch_size,
+                             dtype=gen.dtype, device=gen.device)
 
     writer = ResumableJsonlWriter(output_path)
     rejected_writer = ResumableJsonlWriter(sidecar_path(output_path, "rejected.jsonl"))
@@ -276,7 +277,7 @@ def generate_replay(
             info = {**backend.describe(), "sampling": params.to_dict(), "seed": gen.seed,
                     "system_prompt": gen.system_prompt}
             if kind == "self-output":
-                info.update(samples=gen.samples, verifier=gen.verifier)
+                info.update(samples=replay.samples, verifier=replay.verifier)
             if editor is not None:
                 info["editor"] = editor.describe()
             seen_instructions = set()
@@ -325,7 +326,7 @@ def _run_batch(kind, batch, backend, editor, cfg: RunConfig, params: SamplingPar
 
     if kind == "pseudo":
         template = pre_query_template(backend, system)
-        sampling = SamplingParams(max_new_tokens=gen.instruction_max_new_tokens, temperature=1.0)
+        sampling = SamplingParams(max_new_tokens=cfg.replay.instruction_max_new_tokens, temperature=1.0)
         drawn = backend.generate([template.prefix] * len(batch), sampling,
                                  seeds=[row_seed(gen.seed, it["id"]) for it in batch],
                                  stop_token_ids=list(template.stop_token_ids))
@@ -360,7 +361,7 @@ def _run_batch(kind, batch, backend, editor, cfg: RunConfig, params: SamplingPar
     prompts = [backend.render(m) for m in asks]
 
     if kind == "self-output":
-        k = gen.samples
+        k = cfg.replay.samples
         flat_prompts = [p for p in prompts for _ in range(k)]
         seeds = [row_seed(gen.seed, f"{it['id']}#{j}") for it in batch for j in range(k)]
         outs = backend.generate(flat_prompts, params, seeds=seeds)

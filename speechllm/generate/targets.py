@@ -168,7 +168,7 @@ def generate_targets(
 ) -> GenerateSummary:
     """Generate a target for every described row of ``input_path`` into ``output_path``.
 
-    ``config.generation`` holds the decoding and prompt settings, ``config.model`` the chat layout
+    ``config.generation`` holds the prompt settings, ``config.sampling`` the decoding, ``config.model`` the chat layout
     (audio locator and its wrapping) and the default LLM; ``llm`` overrides ``config.model.llm``.
     Pass a loaded ``backend`` to reuse a model across calls. At the end the faithfulness summary
     (labelled attributes vs responses) is written to ``<output>.faithfulness.json`` and the run
@@ -180,7 +180,7 @@ def generate_targets(
     refuse_same_file(input_path, output_path)
     shard_spec = parse_shard(shard)
     instructions = instruction_source(gen.instruction, gen.prompt_pool, gen.seed)  # bad pool: fail before loading
-    params = SamplingParams.from_config(gen)
+    params = SamplingParams.from_config(cfg.sampling)
 
     # What the rows' ``generator`` records besides the backend's own description.
     settings = {
