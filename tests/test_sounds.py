@@ -68,3 +68,19 @@ def test_rooms_give_their_rt60_and_c50_falls_with_reverberation():
     wave = np.random.default_rng(2).standard_normal(16000).astype(np.float32)
     out = sounds.reverberate(wave, live.rir)
     assert out.size == wave.size + int(0.3 * 16000) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kind, first, last, gaps, samples, next_draw", [
+    ("dtmf", 3601, 22043, 4, [0.0, 1.007963, 0.53939, 0.0, 2.045012], 0.792661919),
+    ("chirps", 3301, 17774, 1, [0.0, -0.625198, -2.060808, -1.887122, 0.0], 0.303032427),
+])
+def test_event_sounds_keep_their_samples_and_draw_order(kind, first, last, gaps, samples, next_draw):
+    """Pinned from the corpus generator as it was: a published corpus is re-rendered byte for byte
+    from its seed, so where the events fall, what they hold and how many values they draw from the
+    generator (the next draw) must not change."""
+    rng = np.random.default_rng(7)
+    x, _ = sounds.make_sound(kind, rng, 1.5)
+    active = np.flatnonzero(x)
+    assert (x.size, active[0], active[-1], int(np.sum(np.diff(active) > 1))) == (24000, first, last, gaps)
+    np.testing.assert_allclose(x[[2500, 5000, 9000, 15000, 20000]], samples, atol=1e-5)
+    assert rng.random() == pytest.approx(next_draw, abs=1e-9)

@@ -94,18 +94,28 @@ DTMF_ROWS = (697.0, 770.0, 852.0, 941.0)
 DTMF_COLS = (1209.0, 1336.0, 1477.0)
 
 
-def dtmf(rng: np.random.Generator, n: int, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, str]:
+def _events(rng: np.random.Generator, n: int, sr: int, first: tuple[float, float], length: tuple[float, float],
+            gap: tuple[float, float], event: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Faded events one after another with silent gaps, until the next would not fit in ``n``.
+
+    Ranges are in seconds. The generator is drawn in this order, which a corpus's bytes depend on:
+    the first onset, then per event its length, ``event(t)``'s own draws, and the gap after it."""
     x = np.zeros(n)
-    pos = int(rng.uniform(0.1, 0.3) * sr)
+    pos = int(rng.uniform(*first) * sr)
     while True:
-        length = int(rng.uniform(0.08, 0.2) * sr)
-        if pos + length >= n:
-            break
-        t = np.arange(length) / sr
+        size = int(rng.uniform(*length) * sr)
+        if pos + size >= n:
+            return x
+        x[pos:pos + size] = _fade(event(np.arange(size) / sr), sr, 0.005)
+        pos += size + int(rng.uniform(*gap) * sr)
+
+
+def dtmf(rng: np.random.Generator, n: int, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, str]:
+    def key(t: np.ndarray) -> np.ndarray:
         lo, hi = DTMF_ROWS[rng.integers(4)], DTMF_COLS[rng.integers(3)]
-        x[pos:pos + length] = _fade(np.sin(2 * np.pi * lo * t) + np.sin(2 * np.pi * hi * t), sr, 0.005)
-        pos += length + int(rng.uniform(0.06, 0.25) * sr)
-    return _unit(x), "telephone keypad tones"
+        return np.sin(2 * np.pi * lo * t) + np.sin(2 * np.pi * hi * t)
+
+    return _unit(_events(rng, n, sr, (0.1, 0.3), (0.08, 0.2), (0.06, 0.25), key)), "telephone keypad tones"
 
 
 def music(rng: np.random.Generator, n: int, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, str]:
@@ -134,18 +144,12 @@ def music(rng: np.random.Generator, n: int, sr: int = SAMPLE_RATE) -> tuple[np.n
 
 
 def chirps(rng: np.random.Generator, n: int, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, str]:
-    x = np.zeros(n)
-    pos = int(rng.uniform(0.05, 0.3) * sr)
-    while True:
-        length = int(rng.uniform(0.05, 0.4) * sr)
-        if pos + length >= n:
-            break
+    def sweep(t: np.ndarray) -> np.ndarray:
         f0, f1 = np.exp(rng.uniform(np.log(300), np.log(6000), size=2))
-        t = np.arange(length) / sr
         freq = f0 * (f1 / f0) ** (t / t[-1])
-        x[pos:pos + length] = _fade(np.sin(2 * np.pi * np.cumsum(freq) / sr), sr, 0.005)
-        pos += length + int(rng.uniform(0.05, 0.5) * sr)
-    return _unit(x), "frequency sweeps (chirps)"
+        return np.sin(2 * np.pi * np.cumsum(freq) / sr)
+
+    return _unit(_events(rng, n, sr, (0.05, 0.3), (0.05, 0.4), (0.05, 0.5), sweep)), "frequency sweeps (chirps)"
 
 
 def siren(rng: np.random.Generator, n: int, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, str]:
