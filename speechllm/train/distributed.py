@@ -82,6 +82,17 @@ def all_reduce_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> No
         offset += n
 
 
+def broadcast_from_main(params: list[torch.nn.Parameter], info: DistInfo) -> None:
+    """Give every rank the main rank's values of ``params`` (what DDP does when it wraps a model):
+    weights drawn from the global RNG at start-up (peft's LoRA A) differ between ranks, whose
+    seeds differ."""
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     if not info.enabled:
         return [obj]

@@ -30,6 +30,7 @@ from speechllm.train.distributed import (
     all_reduce_gradients,
     all_reduce_sum,
     barrier,
+    broadcast_from_main,
     gather_objects,
     llm_parameter_bytes,
     resolve_engine,
@@ -126,6 +127,7 @@ class Trainer:
         self.trainable_named = {n: p for n, p in model.named_parameters() if p.requires_grad}
         if not self.trainable:
             raise ConfigError("nothing to train: the model has no trainable parameters")
+        broadcast_from_main(self.trainable, self.dist)
         setup_memory_levers(model, self.tc, self.dist.device)
         if self.sharded:
             shard_frozen_llm(model, self.dist, self.tc.precision)
