@@ -519,7 +519,7 @@ class Trainer:
                 total += float(obj.ce_sum(out))
             count += out.targets.numel()
         samples = []
-        if self.sharded and self.tc.num_sample_generations:
+        if self.sharded and self.tc.num_sample_generations and self.dist.is_main and not self.step:
             log.info("no sample generations with train.engine fsdp2 (generation is not an FSDP forward); "
                      "run speechllm infer on a checkpoint")
         for i in range(0 if self.sharded else min(self.tc.num_sample_generations, len(ds))):
