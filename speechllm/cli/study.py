@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--data", default=None,
                    help="a `speechllm synth`-style folder (train.jsonl, test.jsonl/dev.jsonl with gender labels) "
                    "instead of synthesising one")
+    f.add_argument("--max-new-tokens", type=int, default=32,
+                   help="longest answer generated when measuring (default: %(default)s)")
     f.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells (resume later)")
     f.add_argument("overrides", nargs="*", help="recipe overrides key=value (e.g. train.lr=1e-3)")
     f.set_defaults(func=_run)
@@ -50,6 +52,6 @@ def _run(args: argparse.Namespace) -> int:
 
     table = run_study(args.recipe, args.out, grid=args.grid, cells=args.cells, seeds=args.seeds, steps=args.steps,
                       num=args.num, eval_rows=args.eval_rows, data=args.data, overrides=args.overrides,
-                      max_cells=args.max_cells)
+                      max_cells=args.max_cells, max_new_tokens=args.max_new_tokens)
     print(f"{len(table['entries'])} rows -> {args.out}/table.md, table.json, table.csv, scatter.png")
     return 0

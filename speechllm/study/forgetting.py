@@ -116,17 +116,20 @@ def build_grid(name: str) -> list[Cell]:
                  lora-r2, lora-r32} on self targets; (C) every control on lora with gold and with
                  self targets; merge λ 0.25/0.5/0.75 measured on the plain lora and layers cells of
                  gold and self (no extra training)
-    ``reduced``  the cells behind each claim of docs/forgetting.md, once: 15 cells
+    ``reduced``  13 cells behind the claims of docs/forgetting.md (no paraphrase: SmolLM2-135M copies
+                 the gold answer; no pseudo replay), merge λ 0.5 on gold lora and layers
     ``ci``       2 cells (self.adapter.plain, gold.lora.plain with a merge λ), for the test
     """
     merge = MERGE_LAMBDAS
     if name == "ci":
         return [Cell("self", "adapter", "plain"), Cell("gold", "lora", "plain", (0.5,))]
     if name == "reduced":
-        cells = [Cell(s, "lora", "plain", merge if s in ("gold", "self") else ()) for s in TARGET_SOURCES]
-        cells += [Cell("gold", "adapter", "plain"), Cell("gold", "layers", "plain", merge)]
-        cells += [Cell("gold", "lora", c) for c in ("replay5-sampled", "replay25-sampled", "replay5-pseudo",
-                                                    "stm2.5", "l2sp10", "ewc10", "kl1+replay25")]
+        half = (0.5,)
+        cells = [Cell("gold", "lora", "plain", half)] + [Cell(s, "lora", "plain") for s in ("self", "verified",
+                                                                                               "minchange")]
+        cells += [Cell("gold", "adapter", "plain"), Cell("gold", "layers", "plain", half)]
+        cells += [Cell("gold", "lora", c) for c in ("replay5-sampled", "replay25-sampled", "stm2.5", "l2sp10",
+                                                    "ewc10", "kl1+replay25")]
         cells += [Cell("self", "lora", "stm2.5")]
         return cells
     if name == "full":
@@ -244,8 +247,10 @@ def prepare_shared(out: Path, settings: StudySettings, cfg) -> dict[str, Any]:
     for split, rows in (("train", train), ("held", held)):
         if all(files[s][split].is_file() for s in TARGET_SOURCES):
             continue
-        if files["self"][split].is_file():  # the LLM's raw answers: the derived sources are remade from them
-            own = [r["response"] for r in _read_jsonl(files["self"][split])]
+        cached = {r["id"]: r["response"] for r in _read_jsonl(files["self"][split])} if files["self"][split].is_file() \
+            else {}
+        if all(r["id"] in cached for r in rows):  # the LLM's raw answers: the derived sources are remade from them
+            own = [cached[r["id"]] for r in rows]
         else:
             own = tg.self_answers(backend, rows, cfg.model, max_new_tokens=64)
         para_cfg = copy.deepcopy(cfg)
@@ -449,7 +454,8 @@ METRICS = ("acc_audio", "target_loss", "kl_to_base", "delta_nll", "if_rate", "re
 
 def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells: str | None = None,
               seeds: int = 3, steps: int = 60, num: int = 240, eval_rows: int = 40, data: str | None = None,
-              overrides: Sequence[str] = (), max_cells: int | None = None) -> dict[str, Any]:
+              overrides: Sequence[str] = (), max_cells: int | None = None,
+              max_new_tokens: int = 32) -> dict[str, Any]:
     """Run (or continue) the study into ``out``; see the module docstring. Returns the table."""
     from speechllm.config import RunConfig, load_config
 
@@ -458,7 +464,8 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
     chosen = parse_cells(cells) if cells else build_grid(grid)
     from speechllm.config import to_dict
 
-    settings = StudySettings(recipe=to_dict(cfg), steps=steps, num=num, eval_rows=eval_rows, data=data)
+    settings = StudySettings(recipe=to_dict(cfg), steps=steps, num=num, eval_rows=eval_rows, data=data,
+                             max_new_tokens=max_new_tokens)
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / "study.json"
     if stamp.is_file():
