@@ -3,8 +3,10 @@
 Tiny random models (``speechllm.testing``: Llama hidden 64 x 2 layers, Whisper d_model 64), 12
 rows with audio written here, 8 optimiser steps of batch 2 per rank; three runs side by side in
 one invocation: ``accelerate launch --config_file recipes/accelerate/fsdp.yaml --num_processes 2``
-(FSDP2, gloo), ``accelerate launch --config_file recipes/accelerate/multi_gpu_ddp.yaml
---num_processes 2`` (DDP) and one process with the doubled batch. Prints what each run's
+(FSDP2, gloo), the same with ``train.gradient_checkpointing=true`` and with ``train.precision=bf16``
+(FSDP2's bf16 mixed-precision policy), ``accelerate launch --config_file
+recipes/accelerate/multi_gpu_ddp.yaml --num_processes 2`` (DDP) and one process with the doubled
+batch. Prints what each run's
 ``environment.json`` records, the largest loss difference between the runs and the median step
 time (from ``metrics.jsonl``: samples per second over 4 samples a step). At this size the step time
 is collective and Python overhead, not arithmetic: it says what sharding costs in latency on gloo,
@@ -63,6 +65,8 @@ def main() -> int:
         config = save_resolved_config(cfg, root)
         runs = {
             "FSDP2 (accelerate fsdp.yaml, 2 processes)": ("recipes/accelerate/fsdp.yaml", ()),
+            "FSDP2 + gradient checkpointing": ("recipes/accelerate/fsdp.yaml", ("train.gradient_checkpointing=true",)),
+            "FSDP2, bf16": ("recipes/accelerate/fsdp.yaml", ("train.precision=bf16",)),
             "DDP (accelerate multi_gpu_ddp.yaml, 2 processes)": ("recipes/accelerate/multi_gpu_ddp.yaml", ()),
             "one process, doubled batch": (None, ("train.batch_size=4",)),
         }
