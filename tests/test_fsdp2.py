@@ -1,9 +1,12 @@
 """FSDP2 (``train.engine: fsdp2``) through the real launchers, on CPU with gloo and two processes:
 ``accelerate launch --config_file recipes/accelerate/fsdp.yaml`` and ``torchrun``.
 
-One module fixture runs the launches once (about 10 s each on an idle 2-core machine): the
-accelerate FSDP run, a torchrun FSDP2 run killed with SIGKILL and resumed with ``--resume auto``,
-a torchrun DDP run and a one-process run with the doubled batch. The data holds bad rows (missing
+One module fixture runs the launches once (about 10 s each on an idle 2-core machine): a torchrun
+FSDP2 run (``train.engine=fsdp2``) killed with SIGKILL after its step-2 checkpoint and resumed with
+``--resume auto`` through accelerate's FSDP config (so the finished run folder, its
+``environment.json`` and checkpoint are that launcher's), a torchrun DDP run and a one-process
+run with the doubled batch. The resumed run's losses (the steps before the checkpoint logged by the
+killed run, the rest by the resumed one) must equal the uninterrupted runs'. The data holds bad rows (missing
 audio) placed so that one rank's micro-batch loses every row: under FSDP2 that rank must still run
 every sharded forward, or the other rank waits forever (the launches run under a timeout). The
 runs train LoRA inside the sharded layers as well as the adapter, with the KL objective (a second,
@@ -98,11 +101,8 @@ def runs(tiny_llm_dir, tiny_whisper_dir, tmp_path_factory):
     config = save_resolved_config(cfg, root)
     out = {"root": root, "config": config}
 
-    out["fsdp"] = root / "fsdp"
-    _run(_accelerate(config, f"train.output_dir={out['fsdp']}"), root / "fsdp.log")
-
     # SIGKILL the whole torchrun group once a checkpoint exists and before the run ends, then resume.
-    killed = out["killed"] = root / "killed"
+    killed = out["fsdp"] = root / "fsdp"
     cmd = _torchrun(config, "train.engine=fsdp2", f"train.output_dir={killed}", "train.save_every=2")
     with open(root / "killed.log", "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
@@ -114,8 +114,8 @@ def runs(tiny_llm_dir, tiny_whisper_dir, tmp_path_factory):
         proc.wait()
     out["killed_at"] = len((killed / "metrics.jsonl").read_text().splitlines())
     out["killed_finished"] = (killed / "final").exists()
-    _run(_torchrun(config, "train.engine=fsdp2", f"train.output_dir={killed}", "train.save_every=2",
-                   "--resume", "auto"), root / "resumed.log")
+    _run(_accelerate(config, f"train.output_dir={killed}", "train.save_every=2", "--resume", "auto"),
+         root / "resumed.log")
 
     out["ddp"] = root / "ddp"
     _run(_torchrun(config, f"train.output_dir={out['ddp']}"), root / "ddp.log")
@@ -156,10 +156,11 @@ def test_fsdp2_losses_equal_the_doubled_batch_and_ddp(runs):
 
 def test_fsdp2_sigkill_and_resume_auto_reproduce_the_losses(runs):
     assert not runs["killed_finished"] and 2 <= runs["killed_at"] < STEPS
-    resumed = _losses(runs["killed"])
-    assert len(resumed) == STEPS
-    for a, b in zip(resumed, _losses(runs["fsdp"])):
+    resumed = _losses(runs["fsdp"])
+    assert len(resumed) == STEPS  # the killed run's steps after its checkpoint were dropped, then re-run
+    for a, b in zip(resumed, _losses(runs["single"])):
         assert abs(a - b) <= 1e-5
+    assert "resumed from" in (runs["root"] / "resumed.log").read_text()
 
 
 def test_fsdp2_checkpoint_loads_in_one_process_and_infers(runs):

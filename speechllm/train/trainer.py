@@ -239,10 +239,14 @@ class Trainer:
 
     def save(self, *, name: str | None = None) -> Path | None:
         rngs = gather_objects(ckpt.rng_state(), self.dist)
+        # Each rank counts the rows it skipped: all of them are saved, or a resumed run's summary
+        # would count the main rank's rows twice and lose the others'.
+        skips = gather_objects(self.builder.skipped.state_dict(), self.dist)
         path = None
         if self.dist.is_main:
             state = self.state_dict()
             state["rng"] = rngs
+            state["skipped_per_rank"] = skips
             state["world_size"] = self.dist.world_size
             path = ckpt.save_checkpoint(self.out_dir, self.step, self.model, state, self.tc.keep_last, name=name)
             # The settings this state belongs to: `--resume` compares the next command's with them.
@@ -261,7 +265,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
-        self.builder.skipped.load_state_dict(state["skipped"])
+        # Checkpoints written before skipped_per_rank held the main rank's counts only.
+        self.builder.skipped.load_state_dict(state.get("skipped_per_rank", [state["skipped"]] * self.dist.world_size)
+                                             [self.dist.rank])
         self.forgetting.load_state_dict(state)
         self.step = int(state["step"])
         if self.dist.is_main:  # the steps after the checkpoint run again: list them once
