@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,9 +35,6 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from machine import describe_machine
-
     from speechllm.audio import load_audio
     from speechllm.config import RunConfig
     from speechllm.models import SpeechLLM
@@ -63,7 +59,8 @@ def main() -> int:
         rows_file.write_text("".join(json.dumps(x) + "\n" for x in rows), encoding="utf-8")
         total_audio = args.repeat * sum(seconds.values())
         build_cache(model, [str(rows_file)], Path(tmp) / "warm", batch_size=8, progress=False)  # warm-up
-        print(describe_machine(peak=False))
+        print(f"{os.cpu_count()} cores; load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+              + f"; torch {torch.__version__}, {torch.get_num_threads()} thread")
         print(f"{len(rows)} clips, {total_audio:.1f} s of audio (Whisper tiny.en, taps {list(model.encoder.layers)}, "
               "fp32, 1 thread)")
         print("| setting | wall s | clips/s | x real time |")
