@@ -45,3 +45,16 @@ def test_speaker_and_no_speech_predicates():
     assert names_a_speaker("The accent is hard to place.") == "accent"
     assert names_a_speaker("Beeping at a steady rate.") is None
     assert says_no_speech("Nobody is speaking; it is a siren.") and not says_no_speech("A man speaks.")
+
+
+@pytest.mark.parametrize("response,reason", [
+    ("There is no speaker, only music.", None),
+    ("The text describes a sound clip with no speech.", None),
+    ("The speaker's gender is unknown.", "non-speech: does not say there is no speaker"),
+    ("<start_audio>[00:00:00 - 00:00:03]: music (Volume: quiet)", "non-speech: does not say there is no speaker"),
+    ("The speaker is male.", "non-speech: names a gender"),
+])
+def test_non_speech_rows_can_be_required_to_say_no_one_speaks(response, reason):
+    assert unfaithful_reason(SOUND | {"response": response}, require_no_speaker=True) == reason
+    # Speech rows are judged as without the option.
+    assert unfaithful_reason(SPEECH | {"response": "The speaker is female."}, require_no_speaker=True) is None

@@ -100,3 +100,14 @@ def test_v2_names_noise_and_reverberation():
 def test_v2_equals_v1_on_rows_without_its_new_attributes():
     for row in (_row(), _row(transcript=None), _row(attributes={"contains_speech": True, "volume": "loud"})):
         assert render_description(row, "desta2-v2") == render_description(row, "desta2-v1")
+
+
+def test_v3_says_there_is_no_speaker_and_what_is_heard():
+    row = _row(transcript=None, duration=3.6,
+               attributes={"contains_speech": False, "sound": "music", "volume": "normal", "gender": "male"})
+    assert render_description(row, "desta2-v3") == (
+        "[00:00:00 - 00:00:04]: No speech, no speaker, only music. (Volume: normal, Duration: 4s)")
+    unknown = _row(transcript=None, duration=2.0, attributes={"contains_speech": False})
+    assert render_description(unknown, "desta2-v3") == "[00:00:00 - 00:00:02]: No speech, no speaker. (Duration: 2s)"
+    speech = _row(attributes={"gender": "female", "noise": "pink noise", "sound": "ignored"}, duration=3.0)
+    assert render_description(speech, "desta2-v3") == render_description(speech, "desta2-v2")

@@ -42,10 +42,13 @@ def says_no_speech(response: str) -> bool:
     return bool(NO_SPEECH.search(response.lower()))
 
 
-def unfaithful_reason(row: Mapping[str, Any], response_field: str = "response") -> str | None:
+def unfaithful_reason(row: Mapping[str, Any], response_field: str = "response", *,
+                      require_no_speaker: bool = False) -> str | None:
     """Why ``row[response_field]`` contradicts the row's trusted labels, or None.
 
-    Non-speech rows (``contains_speech`` false): naming a gender or an accent. Speech rows:
+    Non-speech rows (``contains_speech`` false): naming a gender or an accent, and with
+    ``require_no_speaker`` also not saying that nothing is spoken (:func:`says_no_speech`: an
+    answer that only echoes the description teaches nothing about hearing no one). Speech rows:
     saying there is no speech, or naming another gender or accent than the label's
     (corpus/user provenance only).
     """
@@ -56,7 +59,11 @@ def unfaithful_reason(row: Mapping[str, Any], response_field: str = "response") 
     prov: Mapping[str, Any] = row.get("provenance") or {}
     if attrs.get("contains_speech") is False:
         named = names_a_speaker(response, row.get("transcript"))
-        return f"non-speech: names {'a gender' if named == 'gender' else 'an accent'}" if named else None
+        if named:
+            return f"non-speech: names {'a gender' if named == 'gender' else 'an accent'}"
+        if require_no_speaker and not says_no_speech(response):
+            return "non-speech: does not say there is no speaker"
+        return None
     text = response_text_for_matching(response, row.get("transcript"))
     if NO_SPEECH.search(text):
         return "speech: says there is no speech"

@@ -6,11 +6,17 @@
 #      with the LLM-reading-the-description reference;
 #   2. linear probes of gender and speech/non-speech on the encoder layers and the adapter output.
 #
-#   bash egs/synthetic/local/probe.sh [TAG]        # default tag: synthetic (dump/TAG, exp/TAG)
+#   bash egs/synthetic/local/probe.sh [TAG [TEMPLATE [MODEL]]]
+#     TAG: dump/TAG, exp/TAG (default synthetic); TEMPLATE: how real recordings are described for
+#     the LLM reference, as the describe stage did (default desta2-v3); MODEL: default
+#     exp/TAG/train/final (a checkpoint's model folder for a learning curve). ATTRIBUTES=gender
+#     asks one attribute only; LLM_REFERENCE= skips the LLM reading the description;
+#     ENCODER_PROBE=false skips the linear probes.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-tag=${1:-synthetic}
+tag=${1:-synthetic} template=${2:-desta2-v3}
 dump=dump/$tag exp=exp/$tag
+model=${3:-$exp/train/final} out=$exp/eval${3:+/$(basename "$(dirname "$3")")}
 . scripts/python_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
 real=(--real tests/data/audio)
@@ -19,9 +25,11 @@ if python egs/synthetic/local/debian_sounds.py "$dump/debian_sounds"; then
 else
   echo "probe: real Debian recordings left out (apt-get install alsa-utils sound-theme-freedesktop)" >&2
 fi
-mkdir -p "$exp/eval"
-python egs/mini/local/attribute_probe.py --model "$exp/train/final" --test "$dump/described/test.jsonl" \
-  --train "$dump/data/train.jsonl" --llm offline:smollm2-135m-instruct --template desta2-v2 "${real[@]}" \
-  --out "$exp/eval/attribute_probe.json" | tee "$exp/eval/attribute_probe.md"
-python egs/synthetic/local/encoder_probe.py --model "$exp/train/final" --train "$dump/data/train.jsonl" \
-  --test "$dump/data/test.jsonl" "${real[@]}" --out "$exp/eval/encoder_probe.json" | tee "$exp/eval/encoder_probe.md"
+mkdir -p "$out"
+python egs/mini/local/attribute_probe.py --model "$model" --test "$dump/described/test.jsonl" \
+  --train "$dump/data/train.jsonl" ${LLM_REFERENCE-"--llm offline:smollm2-135m-instruct"} --template "$template" \
+  --attributes "${ATTRIBUTES:-gender,accent}" "${real[@]}" --out "$out/attribute_probe.json" | tee "$out/attribute_probe.md"
+if [ "${ENCODER_PROBE:-true}" = true ]; then
+  python egs/synthetic/local/encoder_probe.py --model "$model" --train "$dump/data/train.jsonl" \
+    --test "$dump/data/test.jsonl" "${real[@]}" --out "$out/encoder_probe.json" | tee "$out/encoder_probe.md"
+fi
