@@ -6,8 +6,11 @@ Prints, for the default dtype (bf16 where the CPU has fast bf16) and fp32 side b
 time, encoder, VAD + ASR, time to first token, decode tokens/s, and the real-time factor (request
 time / audio duration) of a request that generates exactly ``--new-tokens`` tokens. Times are
 CPU seconds of this (single-threaded) process, so other load on a shared machine does not count;
-wall seconds are printed beside them. Also times the CLI end to end (a fresh `speechllm-infer`
-process, imports and model load included).
+wall seconds are printed beside them. The transcript's two decoders are timed alone and side by
+side, in CPU seconds: Whisper's fast path (``whisper_generate``'s default) and Hugging Face's
+``generate`` as it ships (``fast=False``; same token ids), and each request is run with both
+(``asr=hf`` rows: the request as it was before the fast path). Also times the CLI end to end (a
+fresh `speechllm-infer` process, imports and model load included) and prints the machine.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "tests" / "data" / "audio" / "3436-172162-0000.ogg"
@@ -82,6 +88,26 @@ def measure(model, wave, new_tokens: int) -> dict[str, float]:
     }
 
 
+def stage_cpu(model, wave) -> dict[str, float]:
+    """CPU seconds of the encoder (4 blocks + final states for the transcript), VAD, and the
+    transcript decode with the fast path and with Hugging Face's generate, each alone."""
+    from speechllm.models.transcript import has_speech
+
+    t = time.process_time()
+    encoded = model.encoder.encode([wave], need_final=True)
+    out = {"encoder_cpu_s": time.process_time() - t}
+    t = time.process_time()
+    has_speech(wave)
+    out["vad_cpu_s"] = time.process_time() - t
+    for name, fast in (("asr_fast_cpu_s", True), ("asr_hf_cpu_s", False)):
+        model.transcriber.fast = fast
+        t = time.process_time()
+        model.transcriber.decode(encoded.final)
+        out[name] = time.process_time() - t
+    model.transcriber.fast = True
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="checkpoint (default: a fresh init-model one)")
@@ -113,20 +139,33 @@ def main() -> int:
     print(f"clip: {CLIP.name}, first {len(wave) / 16000:.1f} s; {args.new_tokens} new tokens; "
           f"torch threads {torch.get_num_threads()}; default dtype {default_dtype_name()}")
 
+    print("machine:", describe_machine())
     results = {}
     for dtype in dict.fromkeys([default_dtype_name(), "fp32"]):
         with Clock() as load:
             model = SpeechLLM.from_pretrained(ckpt, dtype=dtype)
         with Clock() as cold:
             measure(model, wave, args.new_tokens)
-        runs = [measure(model, wave, args.new_tokens) for _ in range(args.runs)]
+        runs, runs_hf, stages = [], [], []
+        for _ in range(args.runs):  # interleaved, so that load on the machine hits all alike
+            stages.append(stage_cpu(model, wave))
+            runs.append(measure(model, wave, args.new_tokens))
+            model.transcriber.fast = False
+            runs_hf.append(measure(model, wave, args.new_tokens))
+            model.transcriber.fast = True
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        med.update({k: statistics.median(r[k] for r in stages) for k in stages[0]})
+        med["asr_hf_over_fast"] = med["asr_hf_cpu_s"] / med["asr_fast_cpu_s"]
+        med["llm_cpu_s"] = med["total_cpu_s"] - med["encoder_cpu_s"] - med["vad_cpu_s"] - med["asr_fast_cpu_s"]
+        med["total_cpu_s (asr=hf)"] = statistics.median(r["total_cpu_s"] for r in runs_hf)
+        med["rtf (asr=hf)"] = statistics.median(r["rtf"] for r in runs_hf)
         med["load_cpu_s"], med["load_wall_s"], med["cold_request_cpu_s"] = load.cpu, load.wall, cold.cpu
         results[dtype] = med
         del model
 
-    keys = ["load_cpu_s", "load_wall_s", "cold_request_cpu_s", "encoder_s", "asr_s", "ttft_cpu_s",
-            "tokens_per_s", "total_cpu_s", "total_wall_s", "rtf"]
+    keys = ["load_cpu_s", "load_wall_s", "cold_request_cpu_s", "encoder_cpu_s", "vad_cpu_s", "asr_fast_cpu_s",
+            "asr_hf_cpu_s", "asr_hf_over_fast", "llm_cpu_s", "encoder_s", "asr_s", "ttft_cpu_s", "tokens_per_s",
+            "total_cpu_s", "total_cpu_s (asr=hf)", "total_wall_s", "rtf", "rtf (asr=hf)"]
     names = list(results)
     print(f"{'metric':22s}" + "".join(f"{n:>12s}" for n in names) + ("   ratio" if len(names) == 2 else ""))
     for k in keys:
@@ -143,6 +182,7 @@ def main() -> int:
     print(f"CLI end to end (new process, imports + load + request): wall {cli.wall:.2f} s, "
           f"child CPU {child.children_user + child.children_system:.2f} s")
     print(f"CLI {timing_line}")
+    print("machine after:", describe_machine(peak=False))
     return 0
 
 

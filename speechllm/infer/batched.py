@@ -48,12 +48,15 @@ class BatchedReply:
 
 @dataclass
 class BatchedTimings:
-    """Seconds spent per phase over a :func:`generate_batched` call (wall, this process)."""
+    """Seconds spent per phase over :func:`generate_batched` calls (wall, and CPU seconds of
+    this process: on a shared machine the CPU figures are the ones to compare)."""
 
     prepare_s: float = 0.0  # encoder + VAD + Whisper + adapter + layout
     encoder_s: float = 0.0
     asr_s: float = 0.0
     decode_s: float = 0.0  # LLM prefill + decode
+    prepare_cpu_s: float = 0.0
+    decode_cpu_s: float = 0.0
 
 
 def eos_ids(model) -> set[int]:
@@ -119,7 +122,7 @@ def generate_batched(model, conversations: Sequence[list[dict[str, Any]]], audio
     timings = timings if timings is not None else BatchedTimings()
     replies = [BatchedReply() for _ in conversations]
     prepared: dict[int, tuple[list[int], Any]] = {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     order = list(range(len(conversations)))
     for start in range(0, len(order), PREPARE_ROWS):
         chunk = order[start:start + PREPARE_ROWS]
@@ -139,8 +142,9 @@ def generate_batched(model, conversations: Sequence[list[dict[str, Any]]], audio
             for i, (keys, embeds, texts) in zip(group, result, strict=True):
                 prepared[i] = (keys, embeds)
                 replies[i].transcripts = list(texts)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     timings.prepare_s += t1 - t0
+    timings.prepare_cpu_s += c1 - c0
     if prepared:
         rows = sorted(prepared, key=lambda i: len(prepared[i][0]))  # similar lengths prefill together
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
@@ -155,4 +159,5 @@ def generate_batched(model, conversations: Sequence[list[dict[str, Any]]], audio
                 reply.response = completion.text
                 reply.new_tokens = len(completion.token_ids) + (completion.finish_reason == "stop")
     timings.decode_s += time.perf_counter() - t1
+    timings.decode_cpu_s += time.process_time() - c1
     return replies
