@@ -92,7 +92,8 @@ class LoadedLM:
 
 
 def load_causal_lm(ref: str, *, revision: str | None = None, dtype: Any = "fp32", device: str | None = None,
-                   trust_remote_code: bool = False, chat_template: str | None = None) -> LoadedLM:
+                   trust_remote_code: bool = False, chat_template: str | None = None,
+                   empty: bool = False) -> LoadedLM:
     """Load a causal LM and its tokenizer from ``offline:NAME``, a local folder or a hub id.
 
     ``trust_remote_code`` is the value :mod:`speechllm.utils.remote_code` decided (a model that
@@ -101,8 +102,14 @@ def load_causal_lm(ref: str, *, revision: str | None = None, dtype: Any = "fp32"
     checkpoint's own). ``chat_template`` is the text of a template to use instead of the tokenizer's. A tokenizer
     without a pad token pads with its end-of-sequence token. Every weight is frozen; the model
     is in eval mode, on ``device`` when one is given.
+
+    ``empty``: build the model from its config on the meta device (same classes, names, shapes
+    and dtype; no weight is read and no memory is used; ``device`` is ignored). The caller fills
+    it: FSDP2's non-main ranks receive their shards from the main rank
+    (:func:`speechllm.train.distributed.shard_frozen_llm`).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from speechllm.assets import resolve_model
     from speechllm.utils.remote_code import refusing_remote_code
@@ -111,9 +118,15 @@ def load_causal_lm(ref: str, *, revision: str | None = None, dtype: Any = "fp32"
     try:
         with refusing_remote_code(ref):
             tokenizer = AutoTokenizer.from_pretrained(resolved, revision=revision, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                resolved, revision=revision, dtype=None if dtype is None else torch_dtype(dtype, device or "cpu"),
-                trust_remote_code=trust_remote_code)
+            want = None if dtype is None else torch_dtype(dtype, device or "cpu")
+            if empty:
+                config = AutoConfig.from_pretrained(resolved, revision=revision, trust_remote_code=trust_remote_code)
+                with torch.device("meta"):
+                    model = AutoModelForCausalLM.from_config(config, dtype=want or config.dtype,
+                                                             trust_remote_code=trust_remote_code)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(resolved, revision=revision, dtype=want,
+                                                             trust_remote_code=trust_remote_code)
     except OSError as e:
         raise ModelResolutionError(f"cannot load LLM {ref!r} ({e})") from None
     if chat_template is not None:
@@ -122,7 +135,7 @@ def load_causal_lm(ref: str, *, revision: str | None = None, dtype: Any = "fp32"
         tokenizer.pad_token = tokenizer.eos_token
     for p in model.parameters():
         p.requires_grad_(False)
-    if device is not None:
+    if device is not None and not empty:
         model.to(device)
     model.eval()
     return LoadedLM(model, tokenizer, str(resolved))

@@ -10,7 +10,9 @@ killed run, the rest by the resumed one) must equal the uninterrupted runs'. The
 audio) placed so that one rank's micro-batch loses every row: under FSDP2 that rank must still run
 every sharded forward, or the other rank waits forever (the launches run under a timeout). The
 runs train LoRA inside the sharded layers as well as the adapter, with the KL objective (a second,
-teacher forward per micro-batch).
+teacher forward per micro-batch). Under FSDP2 only rank 0 reads the LLM; rank 1 builds it on the
+meta device and receives its shards and buffers (rotary ``inv_freq``) from rank 0, so the loss
+equalities below also check that path.
 """
 
 from __future__ import annotations
@@ -141,6 +143,11 @@ def test_fsdp2_run_shards_the_llm_and_records_it(runs):
     assert total <= sum(env["llm_parameter_bytes_per_rank"]) <= 1.1 * total
     ddp = json.loads((runs["ddp"] / "environment.json").read_text())
     assert ddp["engine"] == "ddp" and ddp["llm_parameter_bytes_per_rank"] == [total, total]
+    # Only rank 0 read the LLM: rank 1 built it (and its LoRA) on the meta device and received its
+    # shards (train.fsdp_rank0_load); its losses are checked by the tests below. DDP loads it twice.
+    assert env["llm_parameter_bytes_loaded_per_rank"] == [total, 0]
+    assert ddp["llm_parameter_bytes_loaded_per_rank"] == [total, total]
+    assert len(env["setup_peak_memory_mb_per_rank"]) == 2
 
 
 def test_fsdp2_losses_equal_the_doubled_batch_and_ddp(runs):

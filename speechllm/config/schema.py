@@ -259,6 +259,10 @@ class TrainConfig:
         "one all-reduce), fsdp2 (the frozen LLM sharded over the ranks per decoder layer with FSDP2's "
         "fully_shard), auto (fsdp2 under `accelerate launch` with an FSDP config, else ddp); docs/scaling.md",
         on_resume=_RESUME_SAME_MATHS)
+    fsdp_rank0_load: bool = _f(
+        True, "under engine fsdp2, only the main rank reads the LLM's weights; the other ranks build it on the "
+        "meta device and receive their shards from it (no rank but the main one holds the whole LLM); false: "
+        "every rank loads the whole LLM before sharding it", on_resume=_RESUME_SAME_MATHS)
     reuse_prefix_kv: bool = _f(
         True, "run the chat prefix all rows share (system prompt, user header) through the frozen LLM once "
         "and start each forward after it; used only when no LLM weight trains and without gradient checkpointing",

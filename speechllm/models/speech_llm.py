@@ -134,12 +134,14 @@ class SpeechLLM(nn.Module):
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
-                    seed: int = 0) -> SpeechLLM:
+                    seed: int = 0, empty_llm: bool = False) -> SpeechLLM:
         """Load the frozen encoder and LLM named by ``config`` and create a new adapter
-        (seeded), plus LoRA when ``config.lora.enabled``. ``device`` ``auto``: CUDA when visible."""
+        (seeded), plus LoRA when ``config.lora.enabled``. ``device`` ``auto``: CUDA when visible.
+        ``empty_llm``: the LLM (and its LoRA) is built on the meta device, without its weights,
+        for :func:`~speechllm.train.distributed.shard_frozen_llm` to fill from the main rank."""
         from speechllm.llm_runtime import resolve_device
 
-        model = cls._load_frozen(config, device=resolve_device(device), dtype=dtype, seed=seed)
+        model = cls._load_frozen(config, device=resolve_device(device), dtype=dtype, seed=seed, empty_llm=empty_llm)
         if config.lora.enabled:
             model.enable_lora()
         model.enable_llm_train()
@@ -147,7 +149,8 @@ class SpeechLLM(nn.Module):
 
     @classmethod
     def _load_frozen(cls, config: ModelConfig, *, device: str, dtype, seed: int,
-                     encoder_ref: str | None = None, llm_ref: str | None = None) -> SpeechLLM:
+                     encoder_ref: str | None = None, llm_ref: str | None = None,
+                     empty_llm: bool = False) -> SpeechLLM:
         from speechllm.models.checkpoint import describe_base
         from speechllm.utils.remote_code import CONFIG_SOURCE, trust_remote_code
 
@@ -162,7 +165,7 @@ class SpeechLLM(nn.Module):
         layers = config.encoder_layers or default_encoder_layers(whisper.config.encoder_layers, config.adapter,
                                                                  config.tap_point)
         encoder = WhisperTapEncoder(whisper, extractor, wtok, layers, tap_point=config.tap_point)
-        llm, tokenizer, llm_resolved = load_llm(config, llm_ref or config.llm, torch_dtype)
+        llm, tokenizer, llm_resolved = load_llm(config, llm_ref or config.llm, torch_dtype, empty=empty_llm)
         spec = AdapterSpec(encoder_dim=encoder.d_model, encoder_heads=encoder.num_heads,
                            num_taps=len(layers), llm_dim=llm.get_input_embeddings().embedding_dim)
         with torch.random.fork_rng(devices=[]):
@@ -173,7 +176,11 @@ class SpeechLLM(nn.Module):
             "llm": describe_base(llm_ref or config.llm, config.llm_revision, llm_resolved, llm.config),
         }
         model = cls(config, encoder, adapter, llm, tokenizer, bases)
-        model.to(device)
+        if empty_llm:  # a meta LLM cannot move; SpeechLLM.to would also send the encoder to meta
+            adapter.to(device)
+            encoder.to(device)
+        else:
+            model.to(device)
         return model.eval()  # dropout off until a trainer calls .train()
 
     def train(self, mode: bool = True) -> SpeechLLM:
@@ -533,9 +540,10 @@ class SpeechLLM(nn.Module):
         return (result, batch) if return_batch else result
 
 
-def load_llm(config: ModelConfig, ref: str, torch_dtype: torch.dtype | None):
+def load_llm(config: ModelConfig, ref: str, torch_dtype: torch.dtype | None, *, empty: bool = False):
     """``(causal LM, tokenizer, resolved path or id)`` named by a ``ModelConfig``: its revision,
-    remote-code request (allowed only by the user) and chat-template file; all weights frozen."""
+    remote-code request (allowed only by the user) and chat-template file; all weights frozen.
+    ``empty``: on the meta device, no weight read (:func:`speechllm.llm_runtime.load_causal_lm`)."""
     from speechllm.llm_runtime import load_causal_lm, read_chat_template
     from speechllm.utils.remote_code import CONFIG_SOURCE, trust_remote_code
 
@@ -543,5 +551,5 @@ def load_llm(config: ModelConfig, ref: str, torch_dtype: torch.dtype | None):
                 if config.chat_template else None)
     loaded = load_causal_lm(ref, revision=config.llm_revision, dtype=torch_dtype,
                             trust_remote_code=trust_remote_code(config.trust_remote_code, source=CONFIG_SOURCE, model=ref),
-                            chat_template=template)
+                            chat_template=template, empty=empty)
     return loaded.model, loaded.tokenizer, loaded.resolved

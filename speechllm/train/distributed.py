@@ -12,6 +12,11 @@ weights stay whole on every rank, outside FSDP (``ignored_params``), and keep th
 all-reduce above. A sharded layer all-gathers its weights in every forward (and again in the
 backward), so under ``fsdp2`` every rank must run the same sequence of LLM forwards: the trainer
 makes sure of that (:meth:`speechllm.train.trainer.Trainer.accumulate_gradients`).
+
+Under ``fsdp2`` only the main rank reads the LLM's weights (``train.fsdp_rank0_load``, the
+default): the other ranks build it on the meta device, and :func:`shard_frozen_llm` fills their
+shards from the main rank's full state, one tensor at a time, so no rank but the main one ever
+holds the whole LLM.
 """
 
 from __future__ import annotations
@@ -148,7 +153,17 @@ def shard_frozen_llm(model: torch.nn.Module, info: DistInfo, precision: str) -> 
     ``SpeechLLM.response_forward`` is registered as an FSDP forward method, so the root unit
     gathers its weights around each call. bf16 runs compute the LLM in bf16
     (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``; no frozen weight has a
-    gradient to reduce)."""
+    gradient to reduce).
+
+    Ranks whose LLM is on the meta device (``SpeechLLM.from_config(empty_llm=True)``) get real
+    values after sharding: their shards and whole trained weights are allocated
+    (``to_empty``), then filled from the main rank's full state dict
+    (``set_model_state_dict(full_state_dict=True, broadcast_from_rank0=True)``: each tensor is
+    broadcast and each rank keeps its shard), and every buffer is broadcast from the main rank,
+    as non-persistent ones (rotary ``inv_freq``) are not in a state dict. The base values of
+    weights trained in place (``model.llm_base_values``) are taken again from the filled weights.
+    The caller must re-read its references to the LLM's parameters: ``to_empty`` replaces
+    meta parameter objects."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import (
         MixedPrecisionPolicy,
@@ -160,6 +175,14 @@ def shard_frozen_llm(model: torch.nn.Module, info: DistInfo, precision: str) -> 
     mesh = init_device_mesh(device_type, (info.world_size,))
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
           if precision == "bf16" else MixedPrecisionPolicy())
+    llm = model.llm
+    meta_here = any(t.is_meta for t in (*llm.parameters(), *llm.buffers()))
+    if info.is_main and meta_here:
+        raise ConfigError("train.fsdp_rank0_load: the main rank's LLM is on the meta device; it must load the "
+                          "real weights (build it with SpeechLLM.from_config(empty_llm=False) on rank 0)")
+    any_meta = all_reduce_sum([float(meta_here)], info)[0] > 0
+    # The main rank's full state (references to its tensors, no copy) is what it broadcasts.
+    full_state = llm.state_dict() if any_meta and info.is_main else {}
     llm_ids = {id(p) for p in model.llm.parameters()}
     ignored = {p for p in model.parameters() if p.requires_grad or id(p) not in llm_ids}
     layers = model.base_causal_lm().get_decoder().layers
@@ -167,15 +190,35 @@ def shard_frozen_llm(model: torch.nn.Module, info: DistInfo, precision: str) -> 
         fully_shard(layer, mesh=mesh, mp_policy=mp, ignored_params=ignored & set(layer.parameters()))
     fully_shard(model, mesh=mesh, mp_policy=mp, ignored_params=ignored)
     register_fsdp_forward_method(model, "response_forward")
+    if any_meta:
+        _fill_from_main(model, full_state, info)
+
+
+def _fill_from_main(model: torch.nn.Module, full_state: dict[str, torch.Tensor], info: DistInfo) -> None:
+    """The meta ranks' half of :func:`shard_frozen_llm`: allocate, then receive every LLM tensor."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    llm = model.llm
+    if any(t.is_meta for t in (*llm.parameters(), *llm.buffers())):
+        llm.to_empty(device=info.device)
+    set_model_state_dict(llm, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    full_state.clear()  # the main rank's full tensors can go as soon as its own shards are filled
+    with torch.no_grad():
+        for buf in llm.buffers():
+            dist.broadcast(buf, src=0)
+    if getattr(model, "llm_base_values", None):
+        params = dict(model.base_causal_lm().named_parameters())
+        model.llm_base_values = {n: params[n].detach().clone() for n in model.llm_base_values}
 
 
 def llm_parameter_bytes(model: torch.nn.Module) -> tuple[int, int]:
     """(bytes of the LLM's parameters resident on this rank, bytes of the whole LLM): a sharded
-    parameter counts its local shard (``DTensor.to_local``), a whole one its full size."""
+    parameter counts its local shard (``DTensor.to_local``), a whole one its full size, one on
+    the meta device nothing."""
     local = total = 0
     for p in model.llm.parameters():
         size = p.element_size()
         total += p.numel() * size
         data = p.to_local() if hasattr(p, "to_local") else p
-        local += data.numel() * size
+        local += 0 if data.is_meta else data.numel() * size
     return local, total

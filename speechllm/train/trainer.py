@@ -120,17 +120,25 @@ class Trainer:
                 model = SpeechLLM.from_pretrained(self.tc.init_from, device=self.dist.device, dtype=dtype,
                                                   trainable=True)
             else:
+                # FSDP2: only the main rank reads the LLM; shard_frozen_llm fills the others' shards.
+                empty_llm = self.sharded and self.tc.fsdp_rank0_load and not self.dist.is_main
                 model = SpeechLLM.from_config(config.model, device=self.dist.device, dtype=dtype,
-                                              seed=self.tc.seed)
+                                              seed=self.tc.seed, empty_llm=empty_llm)
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.trainable_named = {n: p for n, p in model.named_parameters() if p.requires_grad}
         if not self.trainable:
             raise ConfigError("nothing to train: the model has no trainable parameters")
-        broadcast_from_main(self.trainable, self.dist)
+        if not self.sharded:
+            broadcast_from_main(self.trainable, self.dist)
         setup_memory_levers(model, self.tc, self.dist.device)
+        self._llm_loaded_bytes = llm_parameter_bytes(model)[0]  # what this rank read before any sharding
         if self.sharded:
             shard_frozen_llm(model, self.dist, self.tc.precision)
+            # Meta parameters were replaced by real ones: take the trained ones again.
+            self.trainable = [p for p in model.parameters() if p.requires_grad]
+            self.trainable_named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+            broadcast_from_main(self.trainable, self.dist)
             # Every forward must reach the sharded layers' backward on every rank, also a
             # text-only micro-batch (no adapter vector in its input): the LLM's input embeddings
             # always require a gradient in training (no weight gets one; only activations).
@@ -484,9 +492,14 @@ class Trainer:
     def _open_run_folder(self) -> None:
         # Every rank's resident LLM bytes (a collective: before the main-rank-only part).
         local, total = llm_parameter_bytes(self.model)
-        per_rank = [int(b) for b in gather_objects(local, self.dist)]
+        per_rank = gather_objects((local, self._llm_loaded_bytes, _peak_memory_mb(self.dist.device)), self.dist)
         self._engine_record = {"engine": self.engine, "world_size": self.dist.world_size,
-                               "llm_parameter_bytes_total": total, "llm_parameter_bytes_per_rank": per_rank}
+                               "llm_parameter_bytes_total": total,
+                               "llm_parameter_bytes_per_rank": [int(r[0]) for r in per_rank],
+                               # LLM parameter bytes each rank held before sharding (the whole LLM
+                               # unless it was built on the meta device) and its peak memory so far.
+                               "llm_parameter_bytes_loaded_per_rank": [int(r[1]) for r in per_rank],
+                               "setup_peak_memory_mb_per_rank": [round(r[2], 1) for r in per_rank]}
         if not self.dist.is_main:
             return
         from speechllm.config import save_resolved_config
