@@ -39,6 +39,21 @@ def test_every_llm_loads_through_one_loader(tiny_llm_dir):
                        load_causal_lm(str(tiny_llm_dir)).model.get_input_embeddings().weight)
 
 
+def test_empty_llm_has_the_loaded_llms_tensors_on_meta(tiny_llm_dir):
+    """FSDP2's non-main ranks build the LLM without its weights: the same names, shapes and dtypes
+    (buffers included: rotary inv_freq is non-persistent), all on the meta device, all frozen."""
+    from speechllm.llm_runtime import load_causal_lm
+
+    real = load_causal_lm(str(tiny_llm_dir), dtype="bf16").model
+    empty = load_causal_lm(str(tiny_llm_dir), dtype="bf16", device="cpu", empty=True).model
+    for kind in ("named_parameters", "named_buffers"):
+        want = {n: (t.shape, t.dtype) for n, t in getattr(real, kind)()}
+        got = {n: (t.shape, t.dtype) for n, t in getattr(empty, kind)()}
+        assert got == want and want, kind
+    assert all(t.is_meta for t in (*empty.parameters(), *empty.buffers()))
+    assert not any(p.requires_grad for p in empty.parameters()) and not empty.training
+
+
 def test_left_padding_and_positions():
     from speechllm.llm_runtime import left_pad, positions_of
 

@@ -134,14 +134,15 @@ class SpeechLLM(nn.Module):
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
-                    seed: int = 0, empty_llm: bool = False) -> SpeechLLM:
+                    seed: int = 0, llm_device: str | None = None) -> SpeechLLM:
         """Load the frozen encoder and LLM named by ``config`` and create a new adapter
         (seeded), plus LoRA when ``config.lora.enabled``. ``device`` ``auto``: CUDA when visible.
-        ``empty_llm``: the LLM (and its LoRA) is built on the meta device, without its weights,
-        for :func:`~speechllm.train.distributed.shard_frozen_llm` to fill from the main rank."""
+        ``llm_device``: where the LLM (and its LoRA) is built instead of ``device``: ``cpu``, or
+        ``meta`` (without its weights, nothing read); FSDP2's main and other ranks
+        (:func:`~speechllm.train.distributed.shard_frozen_llm` moves the shards to ``device``)."""
         from speechllm.llm_runtime import resolve_device
 
-        model = cls._load_frozen(config, device=resolve_device(device), dtype=dtype, seed=seed, empty_llm=empty_llm)
+        model = cls._load_frozen(config, device=resolve_device(device), dtype=dtype, seed=seed, llm_device=llm_device)
         if config.lora.enabled:
             model.enable_lora()
         model.enable_llm_train()
@@ -150,7 +151,7 @@ class SpeechLLM(nn.Module):
     @classmethod
     def _load_frozen(cls, config: ModelConfig, *, device: str, dtype, seed: int,
                      encoder_ref: str | None = None, llm_ref: str | None = None,
-                     empty_llm: bool = False) -> SpeechLLM:
+                     llm_device: str | None = None) -> SpeechLLM:
         from speechllm.models.checkpoint import describe_base
         from speechllm.utils.remote_code import CONFIG_SOURCE, trust_remote_code
 
@@ -165,7 +166,7 @@ class SpeechLLM(nn.Module):
         layers = config.encoder_layers or default_encoder_layers(whisper.config.encoder_layers, config.adapter,
                                                                  config.tap_point)
         encoder = WhisperTapEncoder(whisper, extractor, wtok, layers, tap_point=config.tap_point)
-        llm, tokenizer, llm_resolved = load_llm(config, llm_ref or config.llm, torch_dtype, empty=empty_llm)
+        llm, tokenizer, llm_resolved = load_llm(config, llm_ref or config.llm, torch_dtype, empty=llm_device == "meta")
         spec = AdapterSpec(encoder_dim=encoder.d_model, encoder_heads=encoder.num_heads,
                            num_taps=len(layers), llm_dim=llm.get_input_embeddings().embedding_dim)
         with torch.random.fork_rng(devices=[]):
@@ -176,11 +177,13 @@ class SpeechLLM(nn.Module):
             "llm": describe_base(llm_ref or config.llm, config.llm_revision, llm_resolved, llm.config),
         }
         model = cls(config, encoder, adapter, llm, tokenizer, bases)
-        if empty_llm:  # a meta LLM cannot move; SpeechLLM.to would also send the encoder to meta
+        if llm_device is None:
+            model.to(device)
+        else:  # SpeechLLM.to would move the LLM too, and the encoder to the LLM's device
             adapter.to(device)
             encoder.to(device)
-        else:
-            model.to(device)
+            if llm_device != "meta":  # a meta LLM has nothing to move
+                llm.to(llm_device)
         return model.eval()  # dropout off until a trainer calls .train()
 
     def train(self, mode: bool = True) -> SpeechLLM:

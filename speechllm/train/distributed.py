@@ -14,9 +14,9 @@ backward), so under ``fsdp2`` every rank must run the same sequence of LLM forwa
 makes sure of that (:meth:`speechllm.train.trainer.Trainer.accumulate_gradients`).
 
 Under ``fsdp2`` only the main rank reads the LLM's weights (``train.fsdp_rank0_load``, the
-default): the other ranks build it on the meta device, and :func:`shard_frozen_llm` fills their
-shards from the main rank's full state, one tensor at a time, so no rank but the main one ever
-holds the whole LLM.
+default), into CPU memory: the other ranks build it on the meta device, and
+:func:`shard_frozen_llm` fills their shards from the main rank's full state, one tensor at a time,
+so no rank but the main one ever holds the whole LLM, and no GPU does.
 """
 
 from __future__ import annotations
@@ -155,9 +155,10 @@ def shard_frozen_llm(model: torch.nn.Module, info: DistInfo, precision: str) -> 
     (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``; no frozen weight has a
     gradient to reduce).
 
-    Ranks whose LLM is on the meta device (``SpeechLLM.from_config(empty_llm=True)``) get real
-    values after sharding: their shards and whole trained weights are allocated
-    (``to_empty``), then filled from the main rank's full state dict
+    Ranks whose LLM is on the meta device (``SpeechLLM.from_config(llm_device="meta")``) get
+    real values after sharding: their shards and whole trained weights are allocated on the
+    rank's device (``to_empty``; the main rank's whole tensors, on the CPU when it loaded the LLM
+    there, are moved to it: ``fully_shard`` moves only the sharded ones), then filled from the main rank's full state dict
     (``set_model_state_dict(full_state_dict=True, broadcast_from_rank0=True)``: each tensor is
     broadcast and each rank keeps its shard), and every buffer is broadcast from the main rank,
     as non-persistent ones (rotary ``inv_freq``) are not in a state dict. The base values of
@@ -179,7 +180,7 @@ def shard_frozen_llm(model: torch.nn.Module, info: DistInfo, precision: str) -> 
     meta_here = any(t.is_meta for t in (*llm.parameters(), *llm.buffers()))
     if info.is_main and meta_here:
         raise ConfigError("train.fsdp_rank0_load: the main rank's LLM is on the meta device; it must load the "
-                          "real weights (build it with SpeechLLM.from_config(empty_llm=False) on rank 0)")
+                          "real weights (SpeechLLM.from_config(llm_device=None or 'cpu') on rank 0)")
     any_meta = all_reduce_sum([float(meta_here)], info)[0] > 0
     # The main rank's full state (references to its tensors, no copy) is what it broadcasts.
     full_state = llm.state_dict() if any_meta and info.is_main else {}
@@ -201,6 +202,15 @@ def _fill_from_main(model: torch.nn.Module, full_state: dict[str, torch.Tensor],
     llm = model.llm
     if any(t.is_meta for t in (*llm.parameters(), *llm.buffers())):
         llm.to_empty(device=info.device)
+    device = torch.device(info.device)
+    with torch.no_grad():
+        for module in llm.modules():
+            for p in module.parameters(recurse=False):
+                if not hasattr(p, "to_local") and p.device != device:
+                    p.data = p.data.to(device)  # the same Parameter: the caller's references hold
+            for name, buf in module.named_buffers(recurse=False):
+                if buf.device != device:
+                    module._buffers[name] = buf.to(device)
     set_model_state_dict(llm, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     full_state.clear()  # the main rank's full tensors can go as soon as its own shards are filled
     with torch.no_grad():

@@ -120,10 +120,13 @@ class Trainer:
                 model = SpeechLLM.from_pretrained(self.tc.init_from, device=self.dist.device, dtype=dtype,
                                                   trainable=True)
             else:
-                # FSDP2: only the main rank reads the LLM; shard_frozen_llm fills the others' shards.
-                empty_llm = self.sharded and self.tc.fsdp_rank0_load and not self.dist.is_main
+                # FSDP2: only the main rank reads the LLM, into CPU memory (a 70B LLM does not fit
+                # one GPU); shard_frozen_llm moves the shards to the GPUs and fills the others'.
+                llm_device = None
+                if self.sharded and self.tc.fsdp_rank0_load:
+                    llm_device = "cpu" if self.dist.is_main else "meta"
                 model = SpeechLLM.from_config(config.model, device=self.dist.device, dtype=dtype,
-                                              seed=self.tc.seed, empty_llm=empty_llm)
+                                              seed=self.tc.seed, llm_device=llm_device)
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.trainable_named = {n: p for n, p in model.named_parameters() if p.requires_grad}
