@@ -10,7 +10,7 @@ killed run, the rest by the resumed one) must equal the uninterrupted runs'. The
 audio) placed so that one rank's micro-batch loses every row: under FSDP2 that rank must still run
 every sharded forward, or the other rank waits forever (the launches run under a timeout). The
 runs train LoRA inside the sharded layers as well as the adapter, with the KL objective (a second,
-teacher forward per micro-batch). Under FSDP2 only rank 0 reads the LLM; rank 1 builds it on the
+teacher forward per micro-batch) and DiVA. Under FSDP2 only rank 0 reads the LLM; rank 1 builds it on the
 meta device and receives its shards and buffers (rotary ``inv_freq``) from rank 0, so the loss
 equalities below also check that path.
 """
@@ -88,7 +88,8 @@ def _same_maths(cfg) -> None:
     cfg.data.bucket_by_length = False  # plain chunks: 2 ranks x 2 rows == 1 process x 4 rows
     lora = cfg.model.lora
     lora.enabled, lora.r, lora.dropout = True, 4, 0.0  # LoRA lives inside the sharded layers
-    cfg.train.objectives = {"ce": 1.0, "kl": 0.5}
+    # DiVA too: its audio-vector alignment reads the sharded embedding outside the LLM forward.
+    cfg.train.objectives, cfg.train.diva_num_align = {"ce": 1.0, "kl": 0.5, "diva": 0.1}, 2
 
 
 @pytest.fixture(scope="module")
