@@ -10,7 +10,8 @@ killed run, the rest by the resumed one) must equal the uninterrupted runs'. The
 audio) placed so that one rank's micro-batch loses every row: under FSDP2 that rank must still run
 every sharded forward, or the other rank waits forever (the launches run under a timeout). The
 runs train LoRA inside the sharded layers as well as the adapter, with the KL objective (a second,
-teacher forward per micro-batch) and DiVA. Under FSDP2 only rank 0 reads the LLM; rank 1 builds it on the
+teacher forward per micro-batch), DiVA, and replay rows with KL to the base model (a base forward
+that only the rank holding replay rows needs). Under FSDP2 only rank 0 reads the LLM; rank 1 builds it on the
 meta device and receives its shards and buffers (rotary ``inv_freq``) from rank 0, so the loss
 equalities below also check that path.
 """
@@ -28,10 +29,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_fixtures import tiny_run_config, write_rows
+from train_fixtures import tiny_run_config, write_replay, write_rows
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD, BAD, STEPS = 8, 4, 8
+REPLAY, REPLAY_RATIO = 6, 0.25  # one replay row in every other micro-batch of 2, in every batch of 4
 LAUNCH_TIMEOUT = 300  # a hang (a rank sitting out a sharded forward) fails here, not forever
 
 
@@ -70,35 +72,40 @@ def _losses(run: Path) -> list[float]:
 
 def _seed_with_an_all_bad_micro_batch() -> int:
     """A sampler seed whose first epoch gives one rank (batch 2, 2 ranks) a micro-batch of bad
-    rows only (rows GOOD.. are bad), while no doubled batch of the one-process run is all bad."""
+    rows only (rows GOOD..GOOD+BAD are bad; replay rows come after them), while no doubled batch
+    of the one-process run is all bad."""
     from speechllm.train.sampler import BucketingBatchSampler
 
+    replay = range(GOOD + BAD, GOOD + BAD + REPLAY)
     for seed in range(100):
         plan = BucketingBatchSampler([1.0] * (GOOD + BAD), batch_size=2, seed=seed, bucket_by_length=False,
-                                     world_size=2).global_plan(0)
-        halves = [all(i >= GOOD for i in b) for b in plan]
+                                     replay=replay, replay_ratio=REPLAY_RATIO, world_size=2).global_plan(0)
+        halves = [all(GOOD <= i < GOOD + BAD for i in b) for b in plan]
         doubled = [halves[k] and halves[k + 1] for k in range(0, len(plan) - 1, 2)]
         if any(halves) and not any(doubled):
             return seed
     raise AssertionError("no seed puts only bad rows in one rank's micro-batch")
 
 
-def _same_maths(cfg) -> None:
+def _same_maths(cfg, replay: Path) -> None:
     cfg.model.adapter_dropout = 0.0
     cfg.data.bucket_by_length = False  # plain chunks: 2 ranks x 2 rows == 1 process x 4 rows
     lora = cfg.model.lora
     lora.enabled, lora.r, lora.dropout = True, 4, 0.0  # LoRA lives inside the sharded layers
     # DiVA too: its audio-vector alignment reads the sharded embedding outside the LLM forward.
     cfg.train.objectives, cfg.train.diva_num_align = {"ce": 1.0, "kl": 0.5, "diva": 0.1}, 2
+    # Replay rows with KL to the base model (a base forward that only some ranks' rows need).
+    cfg.data.replay, cfg.data.replay_ratio, cfg.train.replay_kl_weight = [str(replay)], REPLAY_RATIO, 0.5
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_llm_dir, tiny_whisper_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp2")
     train_file = write_rows(root / "data", GOOD, bad=BAD)
+    replay = write_replay(root / "data", REPLAY)
     cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [train_file], root / "unused", max_steps=STEPS,
                           batch_size=2, seed=_seed_with_an_all_bad_micro_batch())
-    _same_maths(cfg)
+    _same_maths(cfg, replay)
     from speechllm.config import save_resolved_config
 
     config = save_resolved_config(cfg, root)
@@ -127,7 +134,7 @@ def runs(tiny_llm_dir, tiny_whisper_dir, tmp_path_factory):
 
     single_cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [train_file], root / "single", max_steps=STEPS,
                                  batch_size=4, seed=cfg.train.seed)
-    _same_maths(single_cfg)
+    _same_maths(single_cfg, replay)
     train(single_cfg)
     out["single"] = root / "single"
     return out
@@ -156,6 +163,9 @@ def test_fsdp2_losses_equal_the_doubled_batch_and_ddp(runs):
     assert len(fsdp) == len(single) == len(ddp) == STEPS
     for a, b, c in zip(fsdp, single, ddp):
         assert abs(a - b) <= 1e-5 and abs(a - c) <= 1e-5, (fsdp, single, ddp)
+    # DiVA and replay KL-to-base took part (the latter once LoRA has moved away from the base).
+    records = [json.loads(x) for x in (runs["fsdp"] / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_diva"] > 0 for r in records) and all(r["loss_replay_kl"] > 0 for r in records[1:])
     # The bad rows were skipped, and counted alike: the rank that lost a whole micro-batch trained
     # nothing from its stand-in row.
     skipped = [json.loads((runs[k] / "summary.json").read_text())["skipped"] for k in ("fsdp", "single")]
