@@ -4,8 +4,9 @@
 One module fixture runs the launches once (about 10 s each on an idle 2-core machine): a torchrun
 FSDP2 run (``train.engine=fsdp2``) killed with SIGKILL after its step-2 checkpoint and resumed with
 ``--resume auto`` through accelerate's FSDP config (so the finished run folder, its
-``environment.json`` and checkpoint are that launcher's), a torchrun DDP run and a one-process
-run with the doubled batch. The resumed run's losses (the steps before the checkpoint logged by the
+``environment.json`` and checkpoint are that launcher's), a torchrun DDP run, a one-process
+run with the doubled batch, then a 2-step torchrun FSDP2 run and a one-process run that start
+from the first run's checkpoint (``train.init_from``). The resumed run's losses (the steps before the checkpoint logged by the
 killed run, the rest by the resumed one) must equal the uninterrupted runs'. The data holds bad rows (missing
 audio) placed so that one rank's micro-batch loses every row: under FSDP2 that rank must still run
 every sharded forward, or the other rank waits forever (the launches run under a timeout). The
@@ -33,6 +34,7 @@ from train_fixtures import tiny_run_config, write_replay, write_rows
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD, BAD, STEPS = 8, 4, 8
+INIT_STEPS = 2
 REPLAY, REPLAY_RATIO = 6, 0.25  # one replay row in every other micro-batch of 2, in every batch of 4
 LAUNCH_TIMEOUT = 300  # a hang (a rank sitting out a sharded forward) fails here, not forever
 
@@ -137,6 +139,16 @@ def runs(tiny_llm_dir, tiny_whisper_dir, tmp_path_factory):
     _same_maths(single_cfg, replay)
     train(single_cfg)
     out["single"] = root / "single"
+
+    # Training that starts from the FSDP2 run's checkpoint (train.init_from: LoRA and adapter
+    # loaded), under FSDP2 and in one process with the doubled batch.
+    out["init"] = root / "init"
+    _run(_torchrun(config, "train.engine=fsdp2", f"train.output_dir={out['init']}", f"train.init_from={killed / 'final'}",
+                   f"train.max_steps={INIT_STEPS}"), root / "init.log")
+    single_cfg.train.init_from, single_cfg.train.max_steps = str(killed / "final"), INIT_STEPS
+    single_cfg.train.output_dir = str(root / "single_init")
+    train(single_cfg)
+    out["single_init"] = root / "single_init"
     return out
 
 
@@ -170,6 +182,18 @@ def test_fsdp2_losses_equal_the_doubled_batch_and_ddp(runs):
     # nothing from its stand-in row.
     skipped = [json.loads((runs[k] / "summary.json").read_text())["skipped"] for k in ("fsdp", "single")]
     assert skipped[0] == skipped[1] and skipped[0].get("missing", 0) >= 2
+
+
+def test_fsdp2_init_from_a_checkpoint_loads_on_rank_0_only(runs):
+    env = json.loads((runs["init"] / "environment.json").read_text())
+    total = env["llm_parameter_bytes_total"]
+    assert env["engine"] == "fsdp2" and env["llm_parameter_bytes_loaded_per_rank"] == [total, 0]
+    init, single = _losses(runs["init"]), _losses(runs["single_init"])
+    assert len(init) == len(single) == INIT_STEPS
+    for a, b in zip(init, single):
+        assert abs(a - b) <= 1e-5, (init, single)
+    # It started from the trained weights, not from fresh ones.
+    assert abs(init[0] - _losses(runs["single"])[0]) > 1e-3
 
 
 def test_fsdp2_sigkill_and_resume_auto_reproduce_the_losses(runs):

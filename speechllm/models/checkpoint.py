@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -269,8 +270,9 @@ def _load_llm_params(model, path: Path, trainable: bool) -> None:
 
 
 def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=None,
-                    trainable=False, verify_hashes=True):
-    """Rebuild ``cls`` (``SpeechLLM``) from a checkpoint folder; see the module docstring."""
+                    trainable=False, verify_hashes=True, llm_device=None):
+    """Rebuild ``cls`` (``SpeechLLM``) from a checkpoint folder; see the module docstring.
+    ``llm_device``: see ``SpeechLLM.from_pretrained``."""
     from safetensors.torch import load_file
 
 
@@ -284,7 +286,8 @@ def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=No
     device = resolve_device(device)
     # Built on the CPU, then moved: `auto` still resolves for the device the model will run on.
     dtype = torch_dtype(dtype if dtype is not None else config.dtype, device)
-    model = cls._load_frozen(config, device="cpu", dtype=dtype, seed=0, encoder_ref=encoder, llm_ref=llm)
+    model = cls._load_frozen(config, device="cpu", dtype=dtype, seed=0, encoder_ref=encoder, llm_ref=llm,
+                             llm_device="meta" if llm_device == "meta" else None)
     _check_shapes(meta, model, folder)
     try:
         state = load_file(str(folder / ADAPTER_FILE))
@@ -297,13 +300,21 @@ def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=No
     if lora_trained:
         from peft import PeftModel
 
-        model.llm = PeftModel.from_pretrained(model.llm, str(folder / LORA_DIR), is_trainable=trainable)
+        with warnings.catch_warnings():  # on a meta LLM nothing is copied, by design (FSDP2 fills it)
+            warnings.filterwarnings("ignore", message=".*to a meta parameter in the current model, which is a no-op")
+            model.llm = PeftModel.from_pretrained(model.llm, str(folder / LORA_DIR), is_trainable=trainable)
         model.config.lora.enabled = True
     if "llm_params" in meta.get("trained", []):
-        _load_llm_params(model, folder / LLM_PARAMS_FILE, trainable)
+        _load_llm_params(model, folder / LLM_PARAMS_FILE, trainable)  # on meta: shapes checked, nothing copied
     if not trainable:
         model.adapter.requires_grad_(False)
         model.eval()
     if verify_hashes:
         _compare_provenance(meta, model, folder)
-    return model.to(device)
+    if llm_device is None:
+        return model.to(device)
+    model.adapter.to(device)  # SpeechLLM.to would move the LLM (and the encoder to the LLM's device)
+    model.encoder.to(device)
+    if llm_device != "meta":
+        model.llm.to(llm_device)
+    return model

@@ -248,13 +248,15 @@ class SpeechLLM(nn.Module):
     @classmethod
     def from_pretrained(cls, path, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
                         encoder: str | None = None, llm: str | None = None, trainable: bool = False,
-                        verify_hashes: bool = True) -> SpeechLLM:
+                        verify_hashes: bool = True, llm_device: str | None = None) -> SpeechLLM:
         """Rebuild the trained model from a checkpoint folder. ``encoder``/``llm`` point at a
-        moved copy of the bases; bases whose shapes differ from the trained ones are refused."""
+        moved copy of the bases; bases whose shapes differ from the trained ones are refused.
+        ``llm_device``: as in :meth:`from_config` (``meta``: the LLM and its trained weights are
+        left unfilled, for FSDP2's broadcast from the main rank)."""
         from speechllm.models.checkpoint import load_checkpoint
 
         return load_checkpoint(cls, path, device=device, dtype=dtype, encoder=encoder, llm=llm,
-                               trainable=trainable, verify_hashes=verify_hashes)
+                               trainable=trainable, verify_hashes=verify_hashes, llm_device=llm_device)
 
     # ------------------------------------------------------------------ audio
 

@@ -161,8 +161,9 @@ def shard_frozen_llm(model: torch.nn.Module, info: DistInfo, precision: str) -> 
     there, are moved to it: ``fully_shard`` moves only the sharded ones), then filled from the main rank's full state dict
     (``set_model_state_dict(full_state_dict=True, broadcast_from_rank0=True)``: each tensor is
     broadcast and each rank keeps its shard), and every buffer is broadcast from the main rank,
-    as non-persistent ones (rotary ``inv_freq``) are not in a state dict. The base values of
-    weights trained in place (``model.llm_base_values``) are taken again from the filled weights.
+    as non-persistent ones (rotary ``inv_freq``) are not in a state dict, and so are the base
+    values of weights trained in place (``model.llm_base_values``: after ``train.init_from`` they
+    differ from the weights).
     The caller must re-read its references to the LLM's parameters: ``to_empty`` replaces
     meta parameter objects."""
     from torch.distributed.device_mesh import init_device_mesh
@@ -216,9 +217,11 @@ def _fill_from_main(model: torch.nn.Module, full_state: dict[str, torch.Tensor],
     with torch.no_grad():
         for buf in llm.buffers():
             dist.broadcast(buf, src=0)
-    if getattr(model, "llm_base_values", None):
-        params = dict(model.base_causal_lm().named_parameters())
-        model.llm_base_values = {n: params[n].detach().clone() for n in model.llm_base_values}
+        if getattr(model, "llm_base_values", None):
+            model.llm_base_values = {n: torch.empty_like(v, device=device) if v.is_meta else v.to(device)
+                                     for n, v in model.llm_base_values.items()}
+            for v in model.llm_base_values.values():
+                dist.broadcast(v, src=0)
 
 
 def llm_parameter_bytes(model: torch.nn.Module) -> tuple[int, int]:

@@ -116,15 +116,15 @@ class Trainer:
             from speechllm.models import SpeechLLM
 
             dtype = "fp32" if self.tc.precision == "fp32" else None
+            # FSDP2: only the main rank reads the LLM, into CPU memory (a 70B LLM does not fit
+            # one GPU); shard_frozen_llm moves the shards to the GPUs and fills the others'.
+            llm_device = None
+            if self.sharded and self.tc.fsdp_rank0_load:
+                llm_device = "cpu" if self.dist.is_main else "meta"
             if self.tc.init_from:
                 model = SpeechLLM.from_pretrained(self.tc.init_from, device=self.dist.device, dtype=dtype,
-                                                  trainable=True)
+                                                  trainable=True, llm_device=llm_device)
             else:
-                # FSDP2: only the main rank reads the LLM, into CPU memory (a 70B LLM does not fit
-                # one GPU); shard_frozen_llm moves the shards to the GPUs and fills the others'.
-                llm_device = None
-                if self.sharded and self.tc.fsdp_rank0_load:
-                    llm_device = "cpu" if self.dist.is_main else "meta"
                 model = SpeechLLM.from_config(config.model, device=self.dist.device, dtype=dtype,
                                               seed=self.tc.seed, llm_device=llm_device)
         self.model = model
