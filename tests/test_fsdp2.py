@@ -62,6 +62,22 @@ def _torchrun(config: Path, *args: str) -> list[str]:
             str(_free_port()), "-m", "speechllm.cli", "train", "--config", str(config), *args]
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every process under it. torchrun starts each worker in a session of
+    its own, so killing the launcher's process group leaves the workers training on (and writing
+    into the run folder the resumed run uses)."""
+    import psutil  # accelerate's dependency
+
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs[1:], timeout=30)
+
+
 def _run(cmd: list[str], log: Path) -> None:
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(), timeout=LAUNCH_TIMEOUT)
@@ -113,7 +129,7 @@ def runs(tiny_llm_dir, tiny_whisper_dir, tmp_path_factory):
     config = save_resolved_config(cfg, root)
     out = {"root": root, "config": config}
 
-    # SIGKILL the whole torchrun group once a checkpoint exists and before the run ends, then resume.
+    # SIGKILL torchrun and its workers once a checkpoint exists and before the run ends, then resume.
     killed = out["fsdp"] = root / "fsdp"
     cmd = _torchrun(config, "train.engine=fsdp2", f"train.output_dir={killed}", "train.save_every=2")
     with open(root / "killed.log", "w") as f:
@@ -122,7 +138,7 @@ def runs(tiny_llm_dir, tiny_whisper_dir, tmp_path_factory):
         while not (killed / "checkpoints" / "step-00000002").is_dir():
             assert proc.poll() is None and time.monotonic() < deadline, (root / "killed.log").read_text()[-3000:]
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_tree(proc.pid)
         proc.wait()
     out["killed_at"] = len((killed / "metrics.jsonl").read_text().splitlines())
     out["killed_finished"] = (killed / "final").exists()
