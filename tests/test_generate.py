@@ -506,7 +506,7 @@ def test_slot_decoder_equals_the_merging_decoder(chatty_backend, monkeypatch):
 def test_grouped_decode_attention_matches_sdpa():
     import torch
 
-    from speechllm.generate.decode_attention import grouped_decode_attention
+    from speechllm.models.decode_attention import grouped_decode_attention
 
     g = torch.Generator().manual_seed(0)
     q = torch.randn(4, 6, 1, 16, generator=g)

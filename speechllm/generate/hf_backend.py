@@ -11,7 +11,7 @@ model. The default loop (:class:`_SlotDecoder`)
   each step writes one column in place; a row that emits an end token frees its slot, and the
   next prompts are prefilled into free slots, so a batch's cost follows its rows' actual lengths;
 - on CPU, runs one-token steps with grouped matmul attention
-  (:mod:`speechllm.generate.decode_attention`);
+  (:mod:`speechllm.models.decode_attention`);
 - samples each row with its own seeded ``torch.Generator``, so a row's sample does not depend on
   which rows share its batch.
 
@@ -90,8 +90,8 @@ class HFBackend(TokenizerPrompts):
         """Decode with :class:`SlotKVCache` when every layer is plain full attention and the
         attention implementation takes a boolean 4-D mask; on CPU, one-token steps also switch to
         grouped matmul attention (``decode_attention``), 3x faster there than SDPA's kernel."""
-        from speechllm.generate import decode_attention
         from speechllm.generate.slot_cache import slot_cache_layers
+        from speechllm.models import decode_attention
 
         self.cache_layers = slot_cache_layers(self.model.config)
         if not self.cache_layers:

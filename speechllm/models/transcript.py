@@ -156,7 +156,7 @@ def whisper_generate(whisper: Any, tokenizer: Any, *, encoder_out: Any = None, i
 
     ``fast`` (default) runs the same decoding with less per-step work on CPU: the suppress lists
     as precomputed masks (:class:`_SuppressedTokens`), one-token steps' attention as two matmuls
-    (:mod:`speechllm.generate.decode_attention`; SDPA's CPU kernel spends ~1.8 ms per
+    (:mod:`speechllm.models.decode_attention`; SDPA's CPU kernel spends ~1.8 ms per
     cross-attention over 1500 frames for one query) and, in bf16, oneDNN off only for the
     one-token steps, not for the first step, which projects the 1500 encoder frames into every
     layer's cross-attention keys and values (:func:`~speechllm.models.cpu_decode.onednn_off_for_small_steps`).
@@ -167,8 +167,8 @@ def whisper_generate(whisper: Any, tokenizer: Any, *, encoder_out: Any = None, i
     from transformers import LogitsProcessor, LogitsProcessorList
     from transformers.modeling_outputs import BaseModelOutput
 
-    from speechllm.generate.decode_attention import decode_attention_within
     from speechllm.models.cpu_decode import onednn_off_for_small_steps
+    from speechllm.models.decode_attention import decode_attention_within
 
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
 
