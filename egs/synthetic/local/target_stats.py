@@ -2,7 +2,8 @@
 
 For speech rows: how many answers state the label's gender, state the other one, or none. For
 non-speech rows: how many answers say that no one speaks (``says_no_speech``), invent a speaker
-(``names_a_speaker``), or do neither (an echo of the description, "the gender is unknown").
+(``names_a_speaker``), or do neither ("the gender is unknown"), and how many of those naming no
+speaker copy the description back (its ``<start_audio>`` markup).
 Also the share of target words per kind (the summed cross-entropy weighs each token the same).
 
     python egs/synthetic/local/target_stats.py dump/synthetic/targets/train.jsonl [--markdown]
@@ -53,13 +54,15 @@ def main() -> int:
             else:
                 named = names_a_speaker(r["response"], r.get("transcript"))
                 s["invents a speaker" if named else "says no one speaks" if says_no_speech(r["response"]) else "neither"] += 1
+                # The generator's markup copied back: the answer repeats the description.
+                s["of which echo the description"] += "<start_audio>" in r["response"] and not named
         total = sum(words.values()) or 1
         for kind in ("speech", "non-speech"):
             s = stats[kind]
             if not s["rows"]:
                 continue
             keys = (("states the gender", "other gender", "no gender") if kind == "speech"
-                    else ("says no one speaks", "invents a speaker", "neither"))
+                    else ("says no one speaks", "invents a speaker", "neither", "of which echo the description"))
             answers = ", ".join(f"{k} {s[k]}" for k in keys)
             print(f"| {path} | {kind} | {s['rows']} | {words[kind]} ({words[kind] / total:.0%}) | "
                   f"{s['gender']}/{s['accent']}/{s['both']} | {answers} |")
