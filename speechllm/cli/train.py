@@ -32,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from speechllm.config import RunConfig, load_config
     from speechllm.train import train
+    from speechllm.train.distributed import leave_distributed
 
     overrides = list(args.overrides)
     if args.init_from:
@@ -41,4 +42,5 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{result.status} at step {result.step}; run folder {result.output_dir}"
           + (f"; final checkpoint {result.final_checkpoint}" if result.final_checkpoint else "")
           + (f"; skipped rows {result.skipped}" if result.skipped else ""))
+    leave_distributed()
     return 0

@@ -63,6 +63,15 @@ def setup_distributed(prefer_cuda: bool = True) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
 
 
+def leave_distributed() -> None:
+    """Leave the process group (no-op without one), every rank together, before the process exits:
+    a gloo group still alive at interpreter exit can abort a rank (``terminate called without an
+    active exception``) after its run finished, which fails the launch."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     """Element-wise sum over ranks (float64 on CPU for gloo, on the device for NCCL)."""
     if not info.enabled:
