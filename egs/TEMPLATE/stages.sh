@@ -239,7 +239,7 @@ if run_stage 2 && ! skip_if_done 2; then
     fresh "$described/$s.jsonl" "$described/$s.jsonl".* "$described/$s.describe.yaml" "$described/$s".[0-9]*.*
     set_shard_out "$described/$s.jsonl"
     # shellcheck disable=SC2086
-    sharded speechllm describe "$data/$s.jsonl" "$shard_out" "${shard_args[@]}" --jobs "$describe_jobs" \
+    sharded speechllm describe "$data/$s.jsonl" "$shard_out" "${shard_args[@]}" --config "$config" --jobs "$describe_jobs" \
       ${annotators:+--annotators "$annotators"} $describe_opts
     # Describe's shards are disjoint by id: concatenated, they are the whole split.
     if [ "$shards" -gt 1 ]; then x concat_shards "$described/$s.jsonl"; fi
@@ -304,14 +304,14 @@ if run_stage 6 && ! skip_if_done 6; then
   need "$data/$test_split.jsonl" 1
   fresh "$exp/infer"
   mkdir -p "$exp/infer"
-  speechllm-infer --model "$model_dir" --manifest "$data/$test_split.jsonl" \
+  speechllm-infer --model "$model_dir" --config "$config" --manifest "$data/$test_split.jsonl" \
     --output "$exp/infer/$test_split.jsonl" --prompt "$infer_prompt" --max-new-tokens 64 \
     --ignore-manifest-transcripts $( [ "$infer_limit" -gt 0 ] && echo --limit "$infer_limit" )
   # The model hears its own Whisper transcript (as deployed), not the manifest's gold one; the
   # transcript it heard is recorded in each row ("transcripts") and in clips.log.
   for clip in $infer_clips; do
     [ -f "$clip" ] || { log "infer clip $clip not found: skipped"; continue; }
-    reply=$(speechllm-infer --model "$model_dir" --audio "$clip" --prompt "$infer_prompt" \
+    reply=$(speechllm-infer --model "$model_dir" --config "$config" --audio "$clip" --prompt "$infer_prompt" \
       --max-new-tokens 64 --show-transcript 2>"$exp/infer/.clip.err" | tr '\n' ' ') || {
       log "speechllm-infer $(basename "$clip") failed: $(tail -1 "$exp/infer/.clip.err")"; continue; }
     heard=$(sed -n "s/^transcript (heard) [^:]*: //p" "$exp/infer/.clip.err")
@@ -334,7 +334,7 @@ if run_stage 7 && ! skip_if_done 7; then
   for b in $benches; do bench_args+=(--bench "$b"); done
   llm=$(speechllm config get --config "$config" model.llm)
   limit_args=(); [ "$eval_limit" -gt 0 ] && limit_args=(--limit "$eval_limit")
-  speechllm eval --model "$model_dir" "${bench_args[@]}" --bench retention --base "$llm" \
+  speechllm eval --config "$config" --model "$model_dir" "${bench_args[@]}" --bench retention --base "$llm" \
     --out "$exp/eval" "${limit_args[@]}"
   [ -f "$exp/eval/report.md" ] && cat "$exp/eval/report.md"
   mark_done 7
