@@ -25,9 +25,11 @@ if python egs/synthetic/local/debian_sounds.py "$dump/debian_sounds"; then
 else
   echo "probe: real Debian recordings left out (apt-get install alsa-utils sound-theme-freedesktop)" >&2
 fi
+reference=(--llm "${LLM_REFERENCE-offline:smollm2-135m-instruct}")
+[ -n "${reference[1]}" ] || reference=()
 mkdir -p "$out"
 python egs/mini/local/attribute_probe.py --model "$model" --test "$dump/described/test.jsonl" \
-  --train "$dump/data/train.jsonl" ${LLM_REFERENCE-"--llm offline:smollm2-135m-instruct"} --template "$template" \
+  --train "$dump/data/train.jsonl" "${reference[@]}" --template "$template" \
   --attributes "${ATTRIBUTES:-gender,accent}" "${real[@]}" --out "$out/attribute_probe.json" | tee "$out/attribute_probe.md"
 if [ "${ENCODER_PROBE:-true}" = true ]; then
   python egs/synthetic/local/encoder_probe.py --model "$model" --train "$dump/data/train.jsonl" \
