@@ -160,7 +160,7 @@ def parse_cells(spec: str) -> list[Cell]:
 class StudySettings:
     """What every cell shares; an output folder holds one set of them (others are refused)."""
 
-    recipe: dict[str, Any]
+    recipe: dict[str, Any]  # the recipe file's SHA-256 and the overrides: what the user chose
     steps: int = 60
     num: int = 240
     eval_rows: int = 40
@@ -462,9 +462,12 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
     out = Path(out)
     cfg = load_config(RunConfig, recipe, list(overrides))
     chosen = parse_cells(cells) if cells else build_grid(grid)
-    from speechllm.config import to_dict
+    from speechllm.utils.fs import sha256_file
 
-    settings = StudySettings(recipe=to_dict(cfg), steps=steps, num=num, eval_rows=eval_rows, data=data,
+    # The recipe as written, not as resolved: a speechllm update that adds config fields (with
+    # their defaults) does not make a half-finished study refuse to continue.
+    recipe_id = {"file": str(recipe), "sha256": sha256_file(recipe), "overrides": list(overrides)}
+    settings = StudySettings(recipe=recipe_id, steps=steps, num=num, eval_rows=eval_rows, data=data,
                              max_new_tokens=max_new_tokens)
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / "study.json"
