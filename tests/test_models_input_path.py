@@ -11,8 +11,10 @@ import torch
 from train_fixtures import write_rows
 
 
-@pytest.mark.parametrize("adapter,source", [("qformer", "manifest"), ("mlp", "whisper")])
-def test_training_and_inference_build_identical_inputs(tiny_llm_dir, tiny_whisper_dir, tmp_path, adapter, source):
+@pytest.mark.parametrize("adapter,source,virtual", [("qformer", "manifest", 0), ("mlp", "whisper", 0),
+                                                    ("mlp", "manifest", 3)])
+def test_training_and_inference_build_identical_inputs(tiny_llm_dir, tiny_whisper_dir, tmp_path, adapter, source,
+                                                       virtual):
     from speechllm.config import ModelConfig
     from speechllm.models import SpeechLLM
     from speechllm.train.batch import BatchBuilder
@@ -21,6 +23,7 @@ def test_training_and_inference_build_identical_inputs(tiny_llm_dir, tiny_whispe
     cfg = ModelConfig(encoder=str(tiny_whisper_dir), llm=str(tiny_llm_dir), dtype="fp32", adapter=adapter,
                       num_queries=8, qformer_layers=1, qformer_ffn_dim=64, mlp_hidden=32, use_vad=False,
                       transcript_source=source)
+    cfg.prompt_tuning.num_tokens = virtual  # prompt tuning: virtual tokens first in both paths
     model = SpeechLLM.from_config(cfg)
     path = write_rows(tmp_path, n=3)  # 0.5, 1.0 and 1.5 s: rows of different lengths, left-padded
     rows = RowIndex([path])
@@ -43,6 +46,10 @@ def test_training_and_inference_build_identical_inputs(tiny_llm_dir, tiny_whispe
         a = model.llm_inputs(train)["inputs_embeds"]
         b = model.llm_inputs(infer)["inputs_embeds"]
     assert torch.equal(a, b)
+    if virtual:  # each row's first real positions hold the virtual tokens, never a target
+        where = model.prompt_mask(infer.attention_mask)
+        assert torch.equal(b[where], model.prompt_embeddings.detach().repeat(3, 1))
+        assert (infer.labels[where] == -100).all() and (infer.position_ids[where].view(3, -1) == torch.arange(3)).all()
     # The generation prompt is the training sequence up to its response.
     prompt = model.prepare_batch([raw[0]["messages"]], [[items[0].wave]], [given[0]], add_generation_prompt=True)
     row = train.input_ids[0][train.attention_mask[0].bool()]

@@ -133,3 +133,53 @@ def test_merge_interpolates_weights_trained_in_place_and_ia3(tiny_llm_dir, tiny_
         assert torch.allclose(at_one, trained, atol=1e-6), name
         assert torch.allclose(at_zero, plain, atol=1e-5), name
         assert not torch.allclose(trained, plain, atol=1e-5), name
+
+
+@pytest.mark.parametrize("init_text", ["", "Answer about the audio."])
+def test_prompt_tuning_moves_only_the_virtual_tokens(init_text, tiny_llm_dir, tiny_whisper_dir, data, tmp_path):
+    """model.prompt_tuning: the LLM stays bit-identical, the virtual tokens (regularised by L2-SP and
+    KL-to-base like trained LLM weights) move, and the checkpoint reloads them; merge refuses them."""
+    from speechllm.models import SpeechLLM
+    from speechllm.train import Trainer
+    from speechllm.train.merge import LoraMergeError, merge_checkpoint
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "pt", max_steps=3, lr=1e-2,
+                          l2sp_alpha=0.01, replay_kl_weight=0.5)
+    cfg.data.replay = [str(data["replay"])]
+    cfg.data.replay_ratio = 0.25
+    cfg.model.prompt_tuning.num_tokens = 4
+    cfg.model.prompt_tuning.init_text = init_text
+    trainer = Trainer(cfg)
+    model = trainer.model
+    start = model.prompt_embeddings.detach().clone()
+    if init_text:  # initialised from the text's token embeddings, repeated
+        ids = model.tokenizer(init_text, add_special_tokens=False)["input_ids"]
+        ids = (ids * 4)[:4]
+        assert torch.equal(start, model.llm.get_input_embeddings().weight[torch.tensor(ids)].detach())
+    assert set(trainer.llm_trainable()) == {"prompt_embeddings"}
+    before = _llm_state(model)
+    result = trainer.run()
+    assert not [n for n, v in _llm_state(model).items() if not torch.equal(v, before[n])]
+    assert not torch.equal(start, model.prompt_embeddings.detach())
+    assert "loss_l2sp" in result.losses[-1]
+    # Every row starts with the 4 virtual tokens: never a target; the base forward masks them out.
+    batch = trainer.builder.build([trainer.dataset[0], trainer.dataset[1]]).speech
+    where = model.prompt_mask(batch.attention_mask)
+    assert where.sum(1).tolist() == [4, 4] and (batch.labels[where] == -100).all()
+    model.eval()
+    with torch.no_grad():
+        tuned = model.response_forward(batch).logits
+        base = model.response_forward(batch, disable_lora=True).logits
+        kept = model.prompt_embeddings.detach().clone()
+        model.prompt_embeddings.mul_(5.0)  # the base forward does not read the virtual tokens
+        assert torch.equal(base, model.response_forward(batch, disable_lora=True).logits)
+        model.prompt_embeddings.copy_(kept)
+    assert not torch.allclose(tuned, base)
+    again = SpeechLLM.from_pretrained(result.final_checkpoint)
+    assert torch.equal(again.prompt_embeddings, model.prompt_embeddings.detach())
+    assert not again.prompt_embeddings.requires_grad
+    with torch.no_grad():
+        assert torch.allclose(again.response_forward(batch).logits, tuned, atol=1e-5)
+    assert again.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2) is not None
+    with pytest.raises(LoraMergeError, match="a prompt-tuning checkpoint"):
+        merge_checkpoint(result.final_checkpoint, tmp_path / "m", [0.0])

@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             f"target sources: {', '.join(TARGET_SOURCES)}\n"
             f"update scopes:  {', '.join(SCOPES)}\n"
             f"controls:       {', '.join(CONTROLS)}\n"
-            f"merge λ sweep:  {', '.join(map(str, MERGE_LAMBDAS))} (measured on trained cells, no retraining)\n\n"
+            f"merge λ sweep:  {', '.join(map(str, MERGE_LAMBDAS))} (measured on trained cells, no retraining)\n"
+            "not in the grid: prompt tuning (model.prompt_tuning trains, but the text-side measures call the bare "
+            "LLM, which never reads the prompt) and prefix tuning (not supported; docs/forgetting.md)\n\n"
             "grids (--grid):\n" + grid_doc),
     )
     f.add_argument("--recipe", required=True, help="recipe YAML (model and train settings of every cell)")

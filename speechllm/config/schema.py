@@ -49,6 +49,16 @@ class LLMTrainConfig:
 
 
 @dataclass
+class PromptTuningConfig:
+    """Prompt tuning (Lester et al. 2021): N learned virtual-token embeddings at the start of every
+    LLM input, before the chat template's first token (as peft places them)."""
+
+    num_tokens: int = _f(0, "number of virtual tokens (0: off)", ge=0)
+    init_text: str = _f("", "initialise them from this text's token embeddings (repeated to num_tokens); "
+                        "empty: random, scaled like the LLM's embeddings")
+
+
+@dataclass
 class ModelConfig:
     """Frozen encoder + adapter + frozen chat LLM."""
 
@@ -130,6 +140,7 @@ class ModelConfig:
         "SPEECHLLM_TRUST_REMOTE_CODE=1 from the person running the command; true in a file without them is refused")
     lora: LoraConfig = field(default_factory=LoraConfig)
     llm_train: LLMTrainConfig = field(default_factory=LLMTrainConfig)
+    prompt_tuning: PromptTuningConfig = field(default_factory=PromptTuningConfig)
 
 
 @dataclass

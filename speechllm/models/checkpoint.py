@@ -32,6 +32,7 @@ CONFIG_FILE = "speechllm_config.json"
 ADAPTER_FILE = "adapter.safetensors"
 LORA_DIR = "lora"
 LLM_PARAMS_FILE = "llm_params.safetensors"  # LLM weights trained in place (model.llm_train), when any
+PROMPT_FILE = "prompt.safetensors"  # prompt-tuning virtual tokens (model.prompt_tuning), when on
 FORMAT = "speechllm-checkpoint"
 FORMAT_VERSION = 2
 # Model settings added after format 1, with the behaviour a format-1 checkpoint was trained with
@@ -136,7 +137,7 @@ def save_checkpoint(model, out_dir: str | os.PathLike, *, overwrite: bool = True
             "llm_layers": getattr(llm_cfg, "num_hidden_layers", None),
         },
         "trained": ["adapter"] + (["lora"] if model.config.lora.enabled else [])
-        + (["llm_params"] if llm_state else []),
+        + (["llm_params"] if llm_state else []) + (["prompt"] if model.prompt_embeddings is not None else []),
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.adapter.state_dict().items()}
     out = Path(out_dir)
@@ -146,6 +147,9 @@ def save_checkpoint(model, out_dir: str | os.PathLike, *, overwrite: bool = True
             model.llm.save_pretrained(str(tmp / LORA_DIR))
         if llm_state:
             save_file(llm_state, str(tmp / LLM_PARAMS_FILE), metadata={"format": "pt"})
+        if model.prompt_embeddings is not None:
+            save_file({"prompt_embeddings": model.prompt_embeddings.detach().to("cpu").float().contiguous()},
+                      str(tmp / PROMPT_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
 
@@ -269,6 +273,22 @@ def _load_llm_params(model, path: Path, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
+def _load_prompt(model, path: Path) -> None:
+    """Copy the saved prompt-tuning virtual tokens into ``model`` (built with the same count)."""
+    import torch
+    from safetensors.torch import load_file
+
+    problem = safetensors_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}, but the config says a prompt was trained; copy the file with "
+                              "the checkpoint")
+    saved = load_file(str(path)).get("prompt_embeddings")
+    if saved is None or model.prompt_embeddings is None or saved.shape != model.prompt_embeddings.shape:
+        raise CheckpointError(f"{path}: holds no prompt of the shape model.prompt_tuning gives; re-save the checkpoint")
+    with torch.no_grad():
+        model.prompt_embeddings.copy_(saved)
+
+
 def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=None,
                     trainable=False, verify_hashes=True, llm_device=None):
     """Rebuild ``cls`` (``SpeechLLM``) from a checkpoint folder; see the module docstring.
@@ -306,8 +326,12 @@ def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=No
         model.config.lora.enabled = True
     if "llm_params" in meta.get("trained", []):
         _load_llm_params(model, folder / LLM_PARAMS_FILE, trainable)  # on meta: shapes checked, nothing copied
+    if "prompt" in meta.get("trained", []):
+        _load_prompt(model, folder / PROMPT_FILE)
     if not trainable:
         model.adapter.requires_grad_(False)
+        if model.prompt_embeddings is not None:
+            model.prompt_embeddings.requires_grad_(False)
         model.eval()
     if verify_hashes:
         _compare_provenance(meta, model, folder)

@@ -5,8 +5,9 @@ target_modules`` (``model.lora.method``: LoRA, DoRA, IA3; peft injects them into
 the model's one forward, which calls the decoder directly, runs them), and LLM weights trained in
 place, chosen by name (``model.llm_train``: regular expressions and/or the last N decoder layers).
 
-Prompt tuning and prefix tuning are not offered: peft applies them in ``PeftModel.forward`` (extra
-virtual tokens or past key-values), which :meth:`SpeechLLM.response_forward` does not call.
+Prompt tuning (``model.prompt_tuning``) is in the chat layout itself (:meth:`SpeechLLM.sequence`,
+:meth:`SpeechLLM.embed`), not peft's. Prefix tuning is not offered: peft applies it in
+``PeftModel.forward`` (past key-values), which :meth:`SpeechLLM.response_forward` does not call.
 """
 
 from __future__ import annotations
@@ -78,6 +79,6 @@ def enable_llm_train(causal_lm, train_cfg) -> list[str]:
 
 
 def has_llm_update(model_cfg) -> bool:
-    """Whether ``model`` config trains any LLM weight (a peft method or weights by name)."""
+    """Whether ``model`` config trains any LLM weight (a peft method, weights by name, a prompt)."""
     lt = model_cfg.llm_train
-    return bool(model_cfg.lora.enabled or lt.patterns or lt.last_layers)
+    return bool(model_cfg.lora.enabled or lt.patterns or lt.last_layers or model_cfg.prompt_tuning.num_tokens)

@@ -128,6 +128,8 @@ class SpeechLLM(nn.Module):
         # Base values of the LLM weights trained in place (model.llm_train), by name in
         # base_causal_lm(): what disable_lora runs, as peft's disable_adapter does for LoRA.
         self.llm_base_values: dict[str, torch.Tensor] = {}
+        # model.prompt_tuning: (N, llm_dim) fp32 virtual-token embeddings, trained; None when off.
+        self.register_parameter("prompt_embeddings", None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     # ------------------------------------------------------------------ construction
@@ -177,6 +179,8 @@ class SpeechLLM(nn.Module):
             "llm": describe_base(llm_ref or config.llm, config.llm_revision, llm_resolved, llm.config),
         }
         model = cls(config, encoder, adapter, llm, tokenizer, bases)
+        if config.prompt_tuning.num_tokens:
+            model.init_prompt_tuning(seed)
         if llm_device is None:
             model.to(device)
         else:  # SpeechLLM.to would move the LLM too, and the encoder to the LLM's device
@@ -229,6 +233,30 @@ class SpeechLLM(nn.Module):
         params = dict(self.base_causal_lm().named_parameters())
         self.llm_base_values = {n: params[n].detach().clone() for n in names}
         return names
+
+    def init_prompt_tuning(self, seed: int = 0) -> None:
+        """Create the ``model.prompt_tuning`` virtual tokens: the embeddings of ``init_text``'s
+        tokens (repeated to ``num_tokens``), or seeded random ones with the embedding matrix's spread."""
+        pt = self.config.prompt_tuning
+        table = self.llm.get_input_embeddings().weight
+        if table.is_meta:  # FSDP2's other ranks: the main rank's values arrive by broadcast
+            init = torch.zeros(pt.num_tokens, table.shape[1])
+        elif pt.init_text:
+            ids = self.tokenizer(pt.init_text, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ConfigError(f"model.prompt_tuning.init_text: {pt.init_text!r} has no tokens; give a text or leave it empty")
+            ids = (ids * (pt.num_tokens // len(ids) + 1))[:pt.num_tokens]
+            init = table.detach()[torch.tensor(ids, device=table.device)].float().cpu()
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                init = torch.randn(pt.num_tokens, table.shape[1]) * table.detach().float().std().cpu()
+        self.prompt_embeddings = nn.Parameter(init.to(table.device if not table.is_meta else "cpu"))
+
+    def prompt_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Where the virtual tokens stand: the first ``num_tokens`` real positions of each row
+        (:meth:`sequence` puts them there; left padding keeps them first)."""
+        return attention_mask.bool() & (attention_mask.cumsum(1) <= self.config.prompt_tuning.num_tokens)
 
     def base_causal_lm(self) -> nn.Module:
         """The HF causal LM (inside peft's wrapper when LoRA is on)."""
@@ -342,7 +370,12 @@ class SpeechLLM(nn.Module):
         """One example laid out: ``chat`` with the span of each ``(num_samples, transcript)``
         audio where its locator stands; also the transcript token ids of each span."""
         slots = [layout.audio_slot(self.tokenizer, n, t, self.config) for n, t in audios]
-        return layout.build_sequence(chat, slots, self.pad_id), [s.transcript_ids for s in slots]
+        seq = layout.build_sequence(chat, slots, self.pad_id)
+        n = self.config.prompt_tuning.num_tokens
+        if n:  # the virtual tokens' slots: never a target, filled by embed()
+            seq = layout.ChatSequence([self.pad_id] * n + seq.input_ids, [layout.IGNORE_INDEX] * n + seq.labels,
+                                      [False] * n + seq.audio_mask)
+        return seq, [s.transcript_ids for s in slots]
 
     def collate(self, sequences: Sequence[layout.ChatSequence], encoded: EncodedWindows | None = None,
                 transcripts: Sequence[Sequence[str]] | None = None) -> SpeechBatch:
@@ -405,8 +438,13 @@ class SpeechLLM(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def embed(self, batch: SpeechBatch) -> torch.Tensor:
-        """Token embeddings with the adapter's vectors written into the audio positions."""
+        """Token embeddings with the adapter's vectors written into the audio positions (and the
+        prompt-tuning virtual tokens into theirs)."""
         embeds = self.llm.get_input_embeddings()(batch.input_ids)
+        if self.prompt_embeddings is not None:
+            where = self.prompt_mask(batch.attention_mask)
+            rows = self.prompt_embeddings.to(embeds.dtype).expand(batch.input_ids.shape[0], -1, -1)
+            embeds = embeds.masked_scatter(where.unsqueeze(-1), rows)
         if not batch.has_audio:
             return embeds
         if batch.encoded is None:
@@ -428,7 +466,7 @@ class SpeechLLM(nn.Module):
         inputs = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
         if inputs_embeds is not None:
             inputs["inputs_embeds"] = inputs_embeds
-        elif batch.has_audio or embeds:
+        elif batch.has_audio or embeds or self.prompt_embeddings is not None:
             inputs["inputs_embeds"] = self.embed(batch)
         else:
             inputs["input_ids"] = batch.input_ids
@@ -438,7 +476,7 @@ class SpeechLLM(nn.Module):
                          disable_lora: bool = False, prefix: Any = None) -> ResponseForward:
         """The one forward: the LLM body once, the LM head only where a response token is
         predicted. ``inputs_embeds`` replaces the batch's embeddings; ``disable_lora`` runs the
-        base LLM (peft off, weights trained in place at their base values); ``prefix`` (:class:`~speechllm.train.prefix_kv.FrozenPrefixKV`,
+        base LLM (peft off, weights trained in place at their base values, virtual tokens masked out); ``prefix`` (:class:`~speechllm.train.prefix_kv.FrozenPrefixKV`,
         frozen LLM only) starts the body after the chat prefix all rows share."""
         ctx = contextlib.ExitStack()
         if disable_lora and hasattr(self.llm, "disable_adapter"):
@@ -451,6 +489,10 @@ class SpeechLLM(nn.Module):
             ctx.enter_context(_reparametrize_module(self.base_causal_lm(), self.llm_base_values, tie_weights=True))
         with ctx:
             inputs = self.llm_inputs(batch, inputs_embeds, embeds=prefix is not None)
+            if disable_lora and self.prompt_embeddings is not None:
+                # The base LLM reads no virtual token: masked out, the rest sees what it would
+                # without them (positions shift by a constant, which relative RoPE ignores).
+                inputs["attention_mask"] = batch.attention_mask * ~self.prompt_mask(batch.attention_mask)
             hidden = None
             if prefix is not None:
                 hidden = prefix.hidden_states(inputs["inputs_embeds"], batch.input_ids, batch.attention_mask,

@@ -36,7 +36,7 @@ class ForgettingControls:
                 if getattr(tc, name):
                     raise ConfigError(
                         f"train.{name}: {getattr(tc, name)} regularises trained LLM weights, but none train; enable "
-                        "model.lora or model.llm_train (docs/forgetting.md), or set it to 0")
+                        "model.lora, model.llm_train or model.prompt_tuning (docs/forgetting.md), or set it to 0")
         self.model = model
         self.tc = tc
         self.llm_params = llm_params

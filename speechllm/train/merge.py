@@ -36,6 +36,9 @@ def merge_checkpoint(checkpoint: str | Path, out_root: str | Path, lambdas: Sequ
     trained = meta.get("trained", [])
     lora_file = src / LORA_DIR / "adapter_model.safetensors"
     has_peft = "lora" in trained and lora_file.is_file()
+    if "prompt" in trained:
+        raise LoraMergeError(f"{src}: a prompt-tuning checkpoint; the base LLM has no virtual tokens to interpolate "
+                             "toward, so λ interpolation is refused (train without model.prompt_tuning to merge)")
     if not has_peft and "llm_params" not in trained:
         raise LoraMergeError(
             f"{src}: holds no trained LLM weights; merging interpolates them toward the base "

@@ -176,8 +176,9 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def llm_trainable(self) -> dict[str, torch.nn.Parameter]:
-        """Trained parameters inside the LLM (LoRA or unfrozen layers): what L2-SP/EWC regularise."""
-        return {n: p for n, p in self.trainable_named.items() if n.startswith("llm.")}
+        """Trained parameters inside the LLM (LoRA, unfrozen layers, prompt-tuning virtual tokens):
+        what L2-SP/EWC regularise."""
+        return {n: p for n, p in self.trainable_named.items() if n.startswith("llm.") or n == "prompt_embeddings"}
 
     def _setup_data(self) -> None:
         dc = self.cfg.data
