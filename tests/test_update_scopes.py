@@ -180,6 +180,12 @@ def test_prompt_tuning_moves_only_the_virtual_tokens(init_text, tiny_llm_dir, ti
     assert not again.prompt_embeddings.requires_grad
     with torch.no_grad():
         assert torch.allclose(again.response_forward(batch).logits, tuned, atol=1e-5)
-    assert again.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2) is not None
+    # generate reads the same layout: its first greedy token is the forward's argmax after the prompt.
+    chat = [{"role": "user", "content": "Hi"}]
+    prompt = again.prepare_batch([chat], add_generation_prompt=True)
+    with torch.no_grad():
+        first = again.llm(**again.llm_inputs(prompt)).logits[0, -1].argmax()
+    want = again.tokenizer.decode([int(first)], skip_special_tokens=True).strip()
+    assert again.generate(chat, max_new_tokens=1) == want
     with pytest.raises(LoraMergeError, match="a prompt-tuning checkpoint"):
         merge_checkpoint(result.final_checkpoint, tmp_path / "m", [0.0])
