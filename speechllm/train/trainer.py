@@ -450,7 +450,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.trainable, self.tc.max_grad_norm if self.tc.max_grad_norm > 0 else float("inf"))
         loss_total = sum(weights.get(k, 1.0) * v for k, v in logged.items() if k in weights) + sum(
-            float(v) for v in penalties.values())
+            float(v.detach()) for v in penalties.values())  # a number for the log: no autograd
         finite = math.isfinite(loss_total) and bool(torch.isfinite(grad_norm))
         if not finite and not self.scaler.is_enabled():
             self.optimizer.zero_grad(set_to_none=True)
