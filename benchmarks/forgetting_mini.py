@@ -35,14 +35,7 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPLAY_PROMPTS = [
-    "Name three animals that live in the ocean.", "How do I boil an egg?", "What is a verb?",
-    "Suggest a name for a pet goldfish.", "Why do leaves change colour?", "What is 9 plus 14?",
-    "Describe a sunset in one sentence.", "List two uses of a paperclip.", "What does a thermometer measure?",
-    "Give a synonym for happy.", "What is the opposite of cold?", "How many days are in a leap year?",
-    "Write a short greeting for a birthday card.", "What is photosynthesis?", "Name a famous painter.",
-    "What is the plural of mouse?",
-]
+from speechllm.study.forgetting import REPLAY_PROMPTS  # noqa: E402 - the study's replay instructions
 
 
 def write_replay(llm, tokenizer, out: Path, *, sampled: bool, samples: int = 4) -> Path:
