@@ -176,6 +176,16 @@ def add_overrides(p: argparse.ArgumentParser, example: str = "train.lr=3e-4") ->
                    help="a dotted config override (the same as KEY=VALUE on its own); repeatable")
 
 
+def add_recipe_options(p: argparse.ArgumentParser, applies: str, example: str) -> None:
+    """``--config`` (a recipe; ``applies`` says which of its sections this command reads) and
+    ``--set KEY=VALUE``, for the stage commands (describe, generate, infer, eval): a bare
+    ``KEY=VALUE`` on their line is an override too (:func:`parse_command_line`), and a flag given
+    wins over the recipe."""
+    p.add_argument("--config", "-c", default=None, help=f"recipe YAML; {applies}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"dotted config override (or KEY=VALUE on its own), e.g. {example}; repeatable")
+
+
 def _in_command_line_order(argv: Sequence[str], given: list[str]) -> list[str]:
     """``given`` (the overrides argparse collected, ``--set`` ones included) in the order the
     command line holds them."""

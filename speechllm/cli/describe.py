@@ -7,6 +7,7 @@ from dataclasses import fields
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.cli import add_recipe_options
     from speechllm.config.loader import range_arg
 
     p = sub.add_parser(
@@ -29,11 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attributes", default=None,
                    help="comma-separated attributes shown in the description, in order (default: the template's)")
     p.add_argument("--overwrite-labels", action="store_true", help="let annotators replace corpus/user labels")
-    p.add_argument("--config", "-c", default=None,
-                   help="recipe YAML; its describe: section applies (thresholds, annotators, ...)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set describe.pitch.male_high_above=160 (or "
-                   "describe.pitch.male_high_above=160 on its own); repeatable")
+    add_recipe_options(p, "its describe: section applies (thresholds, annotators, ...)",
+                       "describe.pitch.male_high_above=160")
     p.add_argument("--jobs", "-j", type=range_arg(int, ge=1), default=1, help="worker processes (default: 1)")
     p.add_argument("--shard", default=None, metavar="i/N", help="process only shard i of N (0-based, by id hash)")
     p.add_argument("--restart", action="store_true",

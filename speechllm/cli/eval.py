@@ -15,6 +15,8 @@ from speechllm.config import range_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.cli import add_recipe_options
+
     p = sub.add_parser(
         "eval", help="evaluate a model on benchmarks and the retention suite; build-builtin; compare runs",
         description="Evaluate a SpeechLLM run folder (or a bare LLM, for text references) on "
@@ -38,10 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-root", default=None, help="folder the benchmark's relative audio paths are under (default: beside its file)")
     p.add_argument("--retention-prompts", default=None, help="held-out text prompts (.jsonl with 'prompt', or one a line); default: built-in")
     p.add_argument("--harmful-prompts", default=None, help="harmful requests for the refusal rate; default: built-in mild sample")
-    p.add_argument("--config", "-c", default=None,
-                   help="recipe YAML; its eval: section gives the defaults of --batch-size, --max-new-tokens and --seed")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override (or KEY=VALUE on its own), e.g. eval.batch_size=4; repeatable")
+    add_recipe_options(p, "its eval: section gives the defaults of --batch-size, --max-new-tokens and --seed",
+                       "eval.batch_size=4")
     p.add_argument("--batch-size", type=range_arg(int, ge=1), default=None,
                    help="items per generation batch (default: eval.batch_size, 8)")
     p.add_argument("--max-new-tokens", type=range_arg(int, ge=1), default=None,

@@ -21,11 +21,11 @@ SAMPLING_FLAGS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``generate`` and ``generate-replay``."""
+    from speechllm.cli import add_recipe_options
+
     p.add_argument("--llm", default=None, help="the frozen chat LLM: offline:NAME, a local folder or a hub id "
                    "(default: model.llm of the config)")
-    p.add_argument("--config", "-c", default=None, help="recipe YAML (its model:, generation: and sampling: sections apply)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, repeatable, e.g. --set sampling.top_p=0.9")
+    add_recipe_options(p, "its model:, generation: and sampling: sections apply", "sampling.top_p=0.9")
     p.add_argument("--backend", choices=["hf", "vllm"], default=None, help="generation backend (default hf)")
     p.add_argument("--system-prompt", default=None, help="system prompt put before the user turn")
     p.add_argument("--context-prompt", default=None,

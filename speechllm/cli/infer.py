@@ -7,6 +7,7 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from speechllm.cli import add_recipe_options
     from speechllm.config.loader import range_arg
 
     p = sub.add_parser(
@@ -28,10 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, help="optional system prompt")
     p.add_argument("--transcript", action="append", default=None, metavar="TEXT",
                    help="transcript of each audio, in order (default: Whisper's own, after VAD)")
-    p.add_argument("--config", "-c", default=None,
-                   help="recipe YAML; its sampling: section gives the defaults of the five flags below")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override (or KEY=VALUE on its own), e.g. sampling.top_p=0.9; repeatable")
+    add_recipe_options(p, "its sampling: section gives the defaults of the five flags below", "sampling.top_p=0.9")
     p.add_argument("--max-new-tokens", type=range_arg(int, ge=1), default=None,
                    help="generation length limit (default: sampling.max_new_tokens, 256)")
     p.add_argument("--temperature", type=range_arg(float, ge=0), default=None,
