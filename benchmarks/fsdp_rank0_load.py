@@ -18,25 +18,20 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from speechllm.testing.net import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _launch(config: Path, out: Path, *extra: str) -> None:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "recipes" / "accelerate" / "fsdp.yaml"), "--num_processes", "2",
-           "--main_process_port", str(_port()), "-m", "speechllm.cli", "train", "--config", str(config),
+           "--main_process_port", str(free_port()), "-m", "speechllm.cli", "train", "--config", str(config),
            f"train.output_dir={out}", *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "FSDP_"))}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

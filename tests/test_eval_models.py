@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from speechllm.eval.retention import (
     text_path_invariance,
 )
 from speechllm.eval.suite import EvalOptions, evaluate
+from speechllm.testing.net import free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -111,14 +111,8 @@ def test_tiny_local_judge_output_counted_unparsable(tiny_llm_dir):
     assert judge.describe()["model"] == str(tiny_llm_dir)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_openai_judge_unreachable_fails_before_run():
-    judge = OpenAIJudge(f"http://127.0.0.1:{_free_port()}/v1", "m", timeout=2)
+    judge = OpenAIJudge(f"http://127.0.0.1:{free_port()}/v1", "m", timeout=2)
     with pytest.raises(JudgeError, match="unreachable"):
         judge.check()
 

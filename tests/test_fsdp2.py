@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,17 +31,13 @@ import pytest
 import yaml
 from train_fixtures import tiny_run_config, write_replay, write_rows
 
+from speechllm.testing.net import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 GOOD, BAD, STEPS = 8, 4, 8
 INIT_STEPS = 2
 REPLAY, REPLAY_RATIO = 6, 0.25  # one replay row in every other micro-batch of 2, in every batch of 4
 LAUNCH_TIMEOUT = 300  # a hang (a rank sitting out a sharded forward) fails here, not forever
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict[str, str]:
@@ -54,12 +49,12 @@ def _env() -> dict[str, str]:
 def _accelerate(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
             str(REPO / "recipes" / "accelerate" / "fsdp.yaml"), "--num_processes", "2",
-            "--main_process_port", str(_free_port()), "-m", "speechllm.cli", "train", "--config", str(config), *args]
+            "--main_process_port", str(free_port()), "-m", "speechllm.cli", "train", "--config", str(config), *args]
 
 
 def _torchrun(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-            str(_free_port()), "-m", "speechllm.cli", "train", "--config", str(config), *args]
+            str(free_port()), "-m", "speechllm.cli", "train", "--config", str(config), *args]
 
 
 def _kill_tree(pid: int) -> None:

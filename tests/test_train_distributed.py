@@ -4,17 +4,12 @@ with the doubled batch."""
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
 from train_fixtures import tiny_run_config, write_rows
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from speechllm.testing.net import free_port
 
 
 def _config(llm, whisper, train_file, out, batch_size):
@@ -42,7 +37,7 @@ def test_two_gloo_ranks_match_each_other_and_the_doubled_batch(tiny_llm_dir, tin
     train_file = write_rows(tmp_path / "data", 8)
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.start_processes(_worker, args=(2, _free_port(), str(tiny_llm_dir), str(tiny_whisper_dir), str(train_file),
+    mp.start_processes(_worker, args=(2, free_port(), str(tiny_llm_dir), str(tiny_whisper_dir), str(train_file),
                                       str(out)), nprocs=2, join=True, start_method="spawn")
     r0 = torch.load(out / "adapter-rank0.pt", weights_only=True)
     r1 = torch.load(out / "adapter-rank1.pt", weights_only=True)
