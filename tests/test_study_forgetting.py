@@ -82,6 +82,52 @@ def test_study_ci_grid_table_plot_resume_and_refusal(tiny_llm_dir, tiny_whisper_
     stamp = result.stat().st_mtime_ns
     assert main(args) == 0
     assert result.read_bytes() == before and result.stat().st_mtime_ns == stamp
+    # --workers: child processes claim the unfinished cell (here one), the parent writes the table.
+    redo = out / "cells" / "self.adapter.plain" / "seed0" / "result.json"
+    redo.unlink()
+    (out / "table.md").unlink()
+    assert main(args + ["--workers", "2"]) == 0
+    assert json.loads(redo.read_text())["rows"][0]["cell"] == "self.adapter.plain"
+    assert result.read_bytes() == before and (out / "table.md").is_file()
+    assert len(list((out / "cells").glob("*/seed0.claim"))) == 1  # one worker took it
     # Changed settings in the same folder are refused, naming the file.
     with pytest.raises(StudyError, match="study.json: this folder holds a study with other settings"):
         run_study(recipe, out, grid="ci", seeds=1, steps=3, data=str(data), eval_rows=4)
+
+
+def test_prompted_lm_reads_the_virtual_tokens_as_the_model_does(tiny_llm_dir, tiny_whisper_dir, tmp_path):
+    """The study's text-side measures call a prompt-tuned model through PromptedLM: its logits over
+    left-padded token ids equal the model's own input path (virtual tokens first in each row), its
+    greedy generation starts with that path's argmax, and without prompt tuning it is the LLM itself."""
+    import torch
+    from train_fixtures import tiny_run_config
+
+    from speechllm.eval.predictors import generate_ids
+    from speechllm.llm_runtime import left_pad
+    from speechllm.models import SpeechLLM
+    from speechllm.models.chat_layout import IGNORE_INDEX, ChatSequence
+    from speechllm.study.forgetting import PromptedLM, text_lm
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [], tmp_path)
+    assert text_lm(SpeechLLM.from_config(cfg.model)).__class__.__name__ != "PromptedLM"
+    cfg.model.prompt_tuning.num_tokens = 3
+    model = SpeechLLM.from_config(cfg.model).eval()
+    with torch.no_grad():
+        model.prompt_embeddings.mul_(4.0)  # a prompt the LLM's answers clearly depend on
+    lm = text_lm(model)
+    assert isinstance(lm, PromptedLM)
+    rows = [[5, 9, 13, 2, 7], [11, 4]]
+    ids, mask = left_pad(rows, model.pad_id)
+    with torch.no_grad():
+        got = lm(input_ids=ids, attention_mask=mask).logits
+        for i, r in enumerate(rows):
+            seq = ChatSequence([model.pad_id] * 3 + r, [IGNORE_INDEX] * (3 + len(r)), [False] * (3 + len(r)))
+            want = model.llm(**model.llm_inputs(model.collate([seq]))).logits[0, 3:]
+            assert torch.allclose(got[i, -len(r):], want, atol=1e-5), i
+            alone = lm(input_ids=torch.tensor([r])).logits[0]
+            assert torch.allclose(alone, want, atol=1e-5)
+            bare = model.llm(input_ids=torch.tensor([r])).logits[0]
+            assert not torch.allclose(alone, bare, atol=1e-3)  # the prompt is read
+    first = [g[0] for g in generate_ids(lm, model.tokenizer, rows, 2) if g]
+    assert first == [int(got[i, -1].argmax()) for i in range(len(rows)) if int(got[i, -1].argmax()) not in
+                     {model.tokenizer.eos_token_id, model.pad_id}]

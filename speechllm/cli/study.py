@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             f"update scopes:  {', '.join(SCOPES)}\n"
             f"controls:       {', '.join(CONTROLS)}\n"
             f"merge λ sweep:  {', '.join(map(str, MERGE_LAMBDAS))} (measured on trained cells, no retraining)\n"
-            "not in the grid: prompt tuning (model.prompt_tuning trains, but the text-side measures call the bare "
-            "LLM, which never reads the prompt) and prefix tuning (not supported; docs/forgetting.md)\n\n"
+            "scope prompt: model.prompt_tuning; every measure reads the learned prompt. Not offered: prefix "
+            "tuning (docs/forgetting.md)\n"
+            "time per cell (train_s/eval_s, train_cpu_s/eval_cpu_s) is in each result.json and the table\n\n"
             "grids (--grid):\n" + grid_doc),
     )
     f.add_argument("--recipe", required=True, help="recipe YAML (model and train settings of every cell)")
@@ -45,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--max-new-tokens", type=int, default=32,
                    help="longest answer generated when measuring (default: %(default)s)")
     f.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells (resume later)")
+    f.add_argument("--workers", type=int, default=1,
+                   help="run cells in this many processes (each claims the next cell; set OMP_NUM_THREADS=1 for one "
+                   "thread each; default: %(default)s)")
+    f.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # a child of --workers
     f.add_argument("overrides", nargs="*", help="recipe overrides key=value (e.g. train.lr=1e-3)")
     f.set_defaults(func=_run)
 
@@ -54,6 +59,9 @@ def _run(args: argparse.Namespace) -> int:
 
     table = run_study(args.recipe, args.out, grid=args.grid, cells=args.cells, seeds=args.seeds, steps=args.steps,
                       num=args.num, eval_rows=args.eval_rows, data=args.data, overrides=args.overrides,
-                      max_cells=args.max_cells, max_new_tokens=args.max_new_tokens)
+                      max_cells=args.max_cells, max_new_tokens=args.max_new_tokens,
+                      workers=args.workers, worker=args.worker)
+    if args.worker is not None:
+        return 0
     print(f"{len(table['entries'])} rows -> {args.out}/table.md, table.json, table.csv, scatter.png")
     return 0

@@ -74,6 +74,9 @@ SCOPES: dict[str, dict[str, Any]] = {
     "layers": {"llm_train.last_layers": 2},
     "norms": {"llm_train.patterns": [r"norm\.weight$"]},
     "embeddings": {"llm_train.patterns": ["embed_tokens", "lm_head"]},
+    # 16 virtual tokens before every input, started from a task sentence's embeddings (Lester et
+    # al.: a vocabulary start beats a random one); every measure reads them (PromptedLM).
+    "prompt": {"prompt_tuning.num_tokens": 16, "prompt_tuning.init_text": "Answer the question about the audio."},
 }
 
 # Controls: train.* / data.* overrides; "replay:<kind>" names the shared replay file.
@@ -110,14 +113,17 @@ class Cell:
 
 
 def build_grid(name: str) -> list[Cell]:
-    """The cells of grid ``name``:
+    """The cells of grid ``name``, one factor at a time around ``gold.lora.plain`` (the cells a
+    claim of docs/forgetting.md compares come first, so that a shortened run answers them first):
 
-    ``full``     (A) every target source x {adapter, lora, layers}, plain; (B) {dora, ia3, norms,
-                 lora-r2, lora-r32} on self targets; (C) every control on lora with gold and with
-                 self targets; merge λ 0.25/0.5/0.75 measured on the plain lora and layers cells of
-                 gold and self (no extra training)
-    ``reduced``  13 cells behind the claims of docs/forgetting.md (no paraphrase: SmolLM2-135M copies
-                 the gold answer; no pseudo replay), merge λ 0.5 on gold lora and layers
+    ``full``     30 cells. Sources: each of the five on lora and on adapter (the DeSTA2 setting is
+                 self.adapter); scopes on gold: layers, dora, ia3, norms, embeddings, prompt,
+                 lora-r2, lora-r32, plus self.layers; controls on gold.lora: replay 5%/25% sampled
+                 and pseudo, STM (also on self.lora), L2-SP, EWC (also on gold.layers, their
+                 full-fine-tuning setting), KL-to-base with 25% replay; merge λ 0.25/0.5/0.75
+                 measured on gold.lora, gold.layers and self.lora (no extra training)
+    ``reduced``  13 cells behind the claims (no paraphrase: SmolLM2-135M copies the gold answer; no
+                 pseudo replay), merge λ 0.5 on gold lora and layers
     ``ci``       2 cells (self.adapter.plain, gold.lora.plain with a merge λ), for the test
     """
     merge = MERGE_LAMBDAS
@@ -133,13 +139,19 @@ def build_grid(name: str) -> list[Cell]:
                   Cell("minchange", "lora", "plain")]
         return cells
     if name == "full":
-        cells = []
-        for s in TARGET_SOURCES:
-            for scope in ("adapter", "lora", "layers"):
-                m = merge if scope != "adapter" and s in ("gold", "self") else ()
-                cells.append(Cell(s, scope, "plain", m))
-        cells += [Cell("self", scope, "plain") for scope in ("dora", "ia3", "norms", "lora-r2", "lora-r32")]
-        cells += [Cell(s, "lora", c) for s in ("gold", "self") for c in CONTROLS if c != "plain"]
+        cells = [Cell("gold", "lora", "plain", merge), Cell("self", "lora", "plain", merge),
+                 Cell("gold", "layers", "plain", merge), Cell("gold", "lora", "replay5-sampled"),
+                 Cell("gold", "lora", "stm2.5"), Cell("self", "lora", "stm2.5"), Cell("gold", "lora", "l2sp10"),
+                 Cell("gold", "lora", "ewc10"), Cell("gold", "lora", "kl1+replay25"),
+                 Cell("gold", "lora", "replay25-sampled"), Cell("gold", "adapter", "plain"),
+                 Cell("self", "adapter", "plain"), Cell("verified", "lora", "plain"),
+                 Cell("minchange", "lora", "plain"), Cell("paraphrase", "lora", "plain"),
+                 Cell("self", "layers", "plain")]
+        cells += [Cell("gold", scope, "plain") for scope in ("prompt", "dora", "ia3", "norms", "embeddings",
+                                                              "lora-r2", "lora-r32")]
+        cells += [Cell("gold", "lora", c) for c in ("replay5-pseudo", "replay25-pseudo")]
+        cells += [Cell("gold", "layers", c) for c in ("l2sp10", "ewc10")]
+        cells += [Cell(s, "adapter", "plain") for s in ("verified", "minchange", "paraphrase")]
         return cells
     raise StudyError(f"--grid {name!r}: unknown; known: full, reduced, ci")
 
@@ -327,8 +339,60 @@ def cell_config(base_cfg, cell: Cell, seed: int, shared: dict[str, Any], run_dir
     return cfg
 
 
+class PromptedLM:
+    """A SpeechLLM's text path as a Hugging Face causal LM, for the text-side measures: its LLM
+    (with whatever LoRA/IA3/trained weights it has) reading the prompt-tuning virtual tokens where
+    the model's own input path puts them (the first ``num_tokens`` real positions of each row,
+    :meth:`~speechllm.models.speech_llm.SpeechLLM.prompt_mask`). ``__call__(input_ids=...)``
+    returns the logits of the given tokens only; ``generate`` returns prompt + continuation ids,
+    as the bare LLM's does with token ids."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.llm = model.llm
+        self.n = model.config.prompt_tuning.num_tokens
+        self.generation_config = model.base_causal_lm().generation_config
+
+    def _inputs(self, input_ids, attention_mask=None):
+        import torch
+
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        b = input_ids.shape[0]
+        pad = torch.full((b, self.n), self.model.pad_id, dtype=input_ids.dtype)
+        # Left padding stays left: the virtual tokens go right after each row's padding.
+        ids = torch.cat([pad, input_ids], 1)
+        mask = torch.cat([torch.zeros((b, self.n), dtype=attention_mask.dtype), attention_mask], 1)
+        first = (attention_mask.cumsum(1) == 0).sum(1)  # padding width of each row
+        for i, w in enumerate(first.tolist()):
+            mask[i, w: w + self.n] = 1
+        embeds = self.llm.get_input_embeddings()(ids)
+        where = self.model.prompt_mask(mask)
+        rows = self.model.prompt_embeddings.to(embeds.dtype).expand(b, -1, -1)
+        return embeds.masked_scatter(where.unsqueeze(-1), rows), mask
+
+    def __call__(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        embeds, mask = self._inputs(input_ids, attention_mask)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+        return SimpleNamespace(logits=logits[:, self.n:])
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        import torch
+
+        embeds, mask = self._inputs(input_ids, attention_mask)
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+        return torch.cat([input_ids, out], 1)  # with embeddings generate returns only the new tokens
+
+
+def text_lm(model):
+    """What the text-side measures call: the LLM itself, or :class:`PromptedLM` with prompt tuning."""
+    return PromptedLM(model) if model.prompt_embeddings is not None else model.llm
+
+
 class Measures:
-    """The base LLM's side of every measure, computed once per study."""
+    """The base LLM's side of every measure, computed once per study process."""
 
     def __init__(self, cfg, settings: StudySettings, held: list[dict[str, Any]], dtype):
         from speechllm.eval.retention import (
@@ -346,9 +410,11 @@ class Measures:
                                                      max_new_tokens=settings.max_new_tokens)
         self.harmful = load_harmful_prompts()[: settings.harmful_prompts]
         self.held = held
+        self.base_text: dict[str, Any] | None = None
 
     def text_side(self, llm) -> dict[str, Any]:
-        """KL-to-base, ΔNLL, IF rate and refusal rate of ``llm`` (the base itself gives the base row)."""
+        """KL-to-base, ΔNLL, IF rate and refusal rate of ``llm`` (the base itself gives the base row;
+        a SpeechLLM's text path: :func:`text_lm`)."""
         from speechllm.eval.constraints import check_constraint
         from speechllm.eval.predictors import generate_chat
         from speechllm.eval.retention import refusal_rate, teacher_forced_metrics
@@ -357,30 +423,37 @@ class Measures:
         chats = [[{"role": "user", "content": p}] for p, _, _ in IF_PROMPTS]
         replies = generate_chat(llm, self.tokenizer, chats, 64)
         follows = [bool(check_constraint(cid, r, kw)) for (_, cid, kw), r in zip(IF_PROMPTS, replies, strict=True)]
-        refusal = refusal_rate(llm, self.tokenizer, self.harmful, max_new_tokens=self.max_new_tokens)
+        refusal = refusal_rate(llm, self.tokenizer, self.harmful, max_new_tokens=self.max_new_tokens,
+                               batch_size=len(self.harmful))
         return {"kl_to_base": m["kl_to_base"], "delta_nll": m["delta_nll"], "top1_agreement": m["top1_agreement"],
                 "if_rate": sum(follows) / len(follows), "refusal_rate": refusal["refusal_rate"]}
 
+    def base_side(self) -> dict[str, Any]:
+        """The base's own text-side row (measured once per process)."""
+        if self.base_text is None:
+            self.base_text = self.text_side(self.base)
+        return self.base_text
+
     def audio_side(self, model) -> dict[str, Any]:
-        """Held-out gender accuracy through the audio and reading the seed description."""
+        """Held-out gender accuracy through the audio and reading the seed description (all
+        held-out rows in one generation batch each: fewer decode steps than batches of 8)."""
         from speechllm.audio.io import load_audio
         from speechllm.describe.renderer import render_description
         from speechllm.models.chat_layout import substitute_audio_text
 
         manifest = model.config.transcript_source == "manifest"
+        rows = self.held
+        waves = [[load_audio(r["audio"])] for r in rows]
+        trans = [[r.get("transcript")] for r in rows] if manifest else None
+        said = model.generate([r["messages"] for r in rows], waves, trans, max_new_tokens=self.max_new_tokens)
+        texts = [substitute_audio_text(r["messages"], [render_description(r)], model.config) for r in rows]
+        read = model.generate(texts, max_new_tokens=self.max_new_tokens)
         hits_audio = hits_text = 0
-        for k in range(0, len(self.held), 8):
-            rows = self.held[k:k + 8]
-            waves = [[load_audio(r["audio"])] for r in rows]
-            trans = [[r.get("transcript")] for r in rows] if manifest else None
-            said = model.generate([r["messages"] for r in rows], waves, trans, max_new_tokens=self.max_new_tokens)
-            texts = [substitute_audio_text(r["messages"], [render_description(r)], model.config) for r in rows]
-            read = model.generate(texts, max_new_tokens=self.max_new_tokens)
-            for r, a, t in zip(rows, said, read, strict=True):
-                label = r["attributes"]["gender"].lower()
-                hits_audio += stated_gender(a) == label
-                hits_text += stated_gender(t) == label
-        n = len(self.held)
+        for r, a, t in zip(rows, said, read, strict=True):
+            label = r["attributes"]["gender"].lower()
+            hits_audio += stated_gender(a) == label
+            hits_text += stated_gender(t) == label
+        n = len(rows)
         return {"acc_audio": hits_audio / n, "acc_text": hits_text / n, "gap": (hits_text - hits_audio) / n}
 
 
@@ -411,14 +484,17 @@ def run_cell(base_cfg, cell: Cell, seed: int, shared: dict[str, Any], settings: 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an unfinished run: start it again
     cfg = cell_config(base_cfg, cell, seed, shared, run_dir / "run", settings, out / "shared" / "features")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer = Trainer(cfg)
     result = trainer.run()
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     valid = _read_jsonl(run_dir / "run" / "valid.jsonl")[-1]
     measures = measures_of(trainer.model)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     model = trainer.model.eval()
+    # With no LLM weight trained the text path is the base LLM itself (same weights, same dtype):
+    # its text-side measures are the base row's, exactly, and are not recomputed.
+    text_frozen = not trainer.llm_trainable()
     rows = []
     points = [1.0] + [lam for lam in cell.merge if lam != 1.0]
     trained = {n: p.detach().clone() for n, p in trainer.llm_trainable().items()}
@@ -429,11 +505,12 @@ def run_cell(base_cfg, cell: Cell, seed: int, shared: dict[str, Any], settings: 
                "merge": lam, "seed": seed}
         rec["target_loss"] = valid["valid_loss"] if lam == 1.0 else trainer.validate()["valid_loss"]
         rec.update(measures.audio_side(model))
-        rec.update(measures.text_side(model.llm))
+        rec.update(measures.base_side() if text_frozen else measures.text_side(text_lm(model)))
         rows.append(rec)
-    eval_s = time.perf_counter() - t1
+    eval_s, eval_cpu = time.perf_counter() - t1, time.process_time() - c1
     for rec in rows:
         rec.update(steps=result.step, train_s=round(train_s, 1), eval_s=round(eval_s, 1),
+                   train_cpu_s=round(train_cpu, 1), eval_cpu_s=round(eval_cpu, 1),
                    final_ce=result.losses[-1].get("loss_ce") if result.losses else None,
                    stm_masked=trainer.forgetting.stm_masked_share,
                    trained_llm_params=int(sum(p.numel() for p in trainer.llm_trainable().values())))
@@ -455,8 +532,14 @@ METRICS = ("acc_audio", "target_loss", "kl_to_base", "delta_nll", "if_rate", "re
 def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells: str | None = None,
               seeds: int = 3, steps: int = 60, num: int = 240, eval_rows: int = 40, data: str | None = None,
               overrides: Sequence[str] = (), max_cells: int | None = None,
-              max_new_tokens: int = 32) -> dict[str, Any]:
-    """Run (or continue) the study into ``out``; see the module docstring. Returns the table."""
+              max_new_tokens: int = 32, workers: int = 1, worker: int | None = None) -> dict[str, Any]:
+    """Run (or continue) the study into ``out``; see the module docstring. Returns the table.
+
+    ``workers`` > 1 runs the cells in that many child processes (``speechllm study forgetting
+    ... --worker k``; each claims the next unfinished cell and seed with an exclusive file, loads
+    the base measures once and keeps its thread count from the environment, so set
+    ``OMP_NUM_THREADS=1``); the shared stage runs first, in this process. ``worker`` is a child's
+    index (it writes no table; the parent does when all are done)."""
     from speechllm.config import RunConfig, load_config
 
     out = Path(out)
@@ -484,6 +567,12 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
     t_shared = time.perf_counter()
     shared = prepare_shared(out, settings, cfg)
     shared_s = time.perf_counter() - t_shared
+    if workers > 1 and worker is None:
+        _run_workers(out, workers, recipe=recipe, grid=grid, cells=cells, seeds=seeds, steps=steps, num=num,
+                     eval_rows=eval_rows, data=data, overrides=overrides, max_new_tokens=max_new_tokens)
+        table = write_table(out, chosen, seeds)
+        table["shared_seconds"] = round(shared_s, 1)
+        return table
     state: dict[str, Any] = {}
 
     def measures_of(model):
@@ -492,7 +581,7 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
             base_file = out / "shared" / "base.json"
             if not base_file.is_file():
                 base = {"cell": "base", "source": "-", "scope": "none", "control": "-", "merge": 0.0}
-                base.update(state["m"].text_side(state["m"].base))
+                base.update(state["m"].base_side())
                 _write_jsonl(base_file, [base])
         return state["m"]
 
@@ -504,16 +593,53 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
                 continue  # finished: resumable
             if max_cells is not None and done_now >= max_cells:
                 break
+            if worker is not None and not _claim(path.parent.parent / f"seed{seed}.claim"):
+                continue  # another worker has it
             log.info("cell %s seed %d", cell.name, seed)
             record = run_cell(cfg, cell, seed, shared, settings, out, measures_of)
             from speechllm.utils.fs import atomic_write_text
 
             atomic_write_text(path, json.dumps(record, indent=2) + "\n")
             done_now += 1
-            write_table(out, chosen, seeds)
+            if worker is None:
+                write_table(out, chosen, seeds)
+    if worker is not None:
+        return {"base": None, "entries": []}
     table = write_table(out, chosen, seeds)
     table["shared_seconds"] = round(shared_s, 1)
     return table
+
+
+def _claim(path: Path) -> bool:
+    """Take ``path`` (create it exclusively); False when another worker already has."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _run_workers(out: Path, workers: int, *, recipe, grid, cells, seeds, steps, num, eval_rows, data, overrides,
+                 max_new_tokens) -> None:
+    """Start ``workers`` child studies on the same folder and wait for them (claims of an earlier,
+    interrupted run are cleared first: only this parent starts workers)."""
+    import subprocess
+    import sys
+
+    for stale in (out / "cells").glob("*/seed*.claim"):
+        stale.unlink()
+    args = [sys.executable, "-m", "speechllm", "study", "forgetting", "--recipe", str(recipe), "--out", str(out),
+            "--seeds", str(seeds), "--steps", str(steps), "--num", str(num), "--eval-rows", str(eval_rows),
+            "--max-new-tokens", str(max_new_tokens), "--workers", str(workers)]
+    args += ["--cells", cells] if cells else ["--grid", grid]
+    args += ["--data", str(data)] if data else []
+    procs = [subprocess.Popen(args + ["--worker", str(k), "--", *overrides]) for k in range(workers)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise StudyError(f"{out}: study worker(s) exited with {codes}; rerun the same command to continue")
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -539,7 +665,9 @@ def collect(out: Path, chosen: Sequence[Cell], seeds: int) -> list[dict[str, Any
             e = {"cell": cell.name, "source": cell.source, "scope": cell.scope, "control": cell.control,
                  "merge": lam, "seeds": [r["seed"] for r in recs],
                  "train_s": _mean_sd([r["train_s"] for r in recs])[0],
-                 "eval_s": _mean_sd([r["eval_s"] for r in recs])[0]}
+                 "eval_s": _mean_sd([r["eval_s"] for r in recs])[0],
+                 "cpu_s": _mean_sd([r["train_cpu_s"] + r["eval_cpu_s"] if "train_cpu_s" in r else None
+                                    for r in recs])[0]}
             for m in METRICS:
                 mean, sd = _mean_sd([r.get(m) for r in recs])
                 e[m], e[m + "_sd"], e[m + "_per_seed"] = mean, sd, [r.get(m) for r in recs]
@@ -564,21 +692,21 @@ def write_table(out: Path, chosen: Sequence[Cell], seeds: int) -> dict[str, Any]
     base_file = out / "shared" / "base.json"
     base = _read_jsonl(base_file)[0] if base_file.is_file() else None
     head = ["cell", "merge λ", "seeds", "acc (audio)", "target loss", "KL-to-base", "ΔNLL", "IF rate", "refusal",
-            "gap (text − audio)", "train s", "eval s"]
+            "gap (text − audio)", "train s", "eval s", "CPU s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if base is not None:
         lines.append(f"| base LLM | - | - | - | - | 0 | 0 | {base['if_rate']:.3f} | {base['refusal_rate']:.3f} "
-                     "| - | - | - |")
+                     "| - | - | - | - |")
     for e in entries:
         n = len(e["seeds"])
         cols = [e["cell"], f"{e['merge']:g}", str(n)] + [_fmt(e[m], e[m + "_sd"], n) for m in METRICS] + [
-            f"{e['train_s']:.0f}", f"{e['eval_s']:.0f}"]
+            f"{e['train_s']:.0f}", f"{e['eval_s']:.0f}", "-" if e["cpu_s"] is None else f"{e['cpu_s']:.0f}"]
         lines.append("| " + " | ".join(cols) + " |")
     atomic_write_text(out / "table.md", "\n".join(lines) + "\n")
     table = {"base": base, "entries": entries}
     atomic_write_text(out / "table.json", json.dumps(table, indent=2) + "\n")
     buf = io.StringIO()
-    fields = ["cell", "source", "scope", "control", "merge", "seeds", "train_s", "eval_s"] + [
+    fields = ["cell", "source", "scope", "control", "merge", "seeds", "train_s", "eval_s", "cpu_s"] + [
         x for m in METRICS for x in (m, m + "_sd")]
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     w.writeheader()
