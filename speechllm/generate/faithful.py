@@ -3,6 +3,8 @@
 
 - :func:`names_a_speaker`: does a response describe a speaker (a gender or an accent)? For a
   non-speech clip that is an invented speaker.
+- :func:`copies_description`: does a response copy the seed description back (its markup, its
+  "(Volume: ..." fields, or most of its words verbatim) instead of answering in its own words?
 - :func:`unfaithful_reason`: why a response contradicts its row's labels, or None.
 """
 
@@ -21,6 +23,52 @@ from speechllm.generate.faithfulness import (
 #: A response saying that nothing is spoken.
 NO_SPEECH = re.compile(r"\bno speech\b|\bnot (?:a )?speech\b|\bno(?:body| one) (?:is )?(?:speaking|talking)\b|"
                        r"\bthere is no speaker\b|\bno speaker\b|\bno (?:human )?voice\b|\bnon-speech\b")
+
+
+#: What only a copy of a seed description contains: the audio markup, a timestamp, or one of the
+#: description's "Field: value" entries ("(Volume: normal, Duration: 4s)").
+DESCRIPTION_MARKUP = re.compile(r"<\s*/?\s*(?:start|end)_audio\s*>|\[\d{1,2}:\d\d(?::\d\d)?|"
+                                r"\b(?:volume|duration|gender|accent|pitch|speaking rate|emotion|snr|"
+                                r"reverberation|noise|sound|transcript)\s*:", re.IGNORECASE)
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _longest_common_run(a: list[str], b: list[str]) -> int:
+    """Length of the longest run of words that ``a`` and ``b`` share verbatim."""
+    best, prev = 0, [0] * (len(b) + 1)
+    for x in a:
+        cur = [0] * (len(b) + 1)
+        for j, y in enumerate(b, 1):
+            if x == y:
+                cur[j] = prev[j - 1] + 1
+                best = max(best, cur[j])
+        prev = cur
+    return best
+
+
+def copies_description(response: str, description: str | None, transcript: str | None = None, *,
+                       min_run: int = 5, share: float = 0.6, long_run: int = 8) -> bool:
+    """Whether ``response`` copies the seed description back instead of answering.
+
+    True when the response carries the description's markup (``<start_audio>``, a timestamp, a
+    ``Volume:``-style field; :data:`DESCRIPTION_MARKUP`), or shares with the description a
+    verbatim run of at least ``long_run`` words, or one of at least ``min_run`` words that makes
+    up ``share`` of the response ("No speech, no speaker, only music."). The row's transcript is
+    removed from both first: repeating what was said is not copying the description.
+    """
+    if DESCRIPTION_MARKUP.search(response):
+        return True
+    if not description:
+        return False
+    said = (transcript or "").strip().lower()
+    resp, desc = response.lower(), description.lower()
+    if said:
+        resp, desc = resp.replace(said, " "), desc.replace(said, " ")
+    words, source = _WORD.findall(resp), _WORD.findall(desc)
+    if not words:
+        return False
+    run = _longest_common_run(words, source)
+    return run >= long_run or (run >= min_run and run >= share * len(words))
 
 
 def names_a_speaker(response: str, transcript: str | None = None) -> str | None:
@@ -43,14 +91,17 @@ def says_no_speech(response: str) -> bool:
 
 
 def unfaithful_reason(row: Mapping[str, Any], response_field: str = "response", *,
-                      require_no_speaker: bool = False) -> str | None:
+                      require_no_speaker: bool = False, reject_copies: bool = False) -> str | None:
     """Why ``row[response_field]`` contradicts the row's trusted labels, or None.
 
     Non-speech rows (``contains_speech`` false): naming a gender or an accent, and with
     ``require_no_speaker`` also not saying that nothing is spoken (:func:`says_no_speech`: an
     answer that only echoes the description teaches nothing about hearing no one). Speech rows:
     saying there is no speech, or naming another gender or accent than the label's
-    (corpus/user provenance only).
+    (corpus/user provenance only). With ``reject_copies``, any row whose response copies its
+    ``description`` back (:func:`copies_description`) is rejected too: trained on such targets
+    the model learns to recite a description's format ("No speech, no speaker, only a single
+    speaker.") rather than to answer.
     """
     response = row.get(response_field)
     if not isinstance(response, str) or not response.strip():
@@ -63,6 +114,8 @@ def unfaithful_reason(row: Mapping[str, Any], response_field: str = "response", 
             return f"non-speech: names {'a gender' if named == 'gender' else 'an accent'}"
         if require_no_speaker and not says_no_speech(response):
             return "non-speech: does not say there is no speaker"
+        if reject_copies and copies_description(response, row.get("description"), row.get("transcript")):
+            return "non-speech: copies the description"
         return None
     text = response_text_for_matching(response, row.get("transcript"))
     if NO_SPEECH.search(text):
@@ -72,4 +125,6 @@ def unfaithful_reason(row: Mapping[str, Any], response_field: str = "response", 
             verdict = DEFAULT_VOCABULARIES[name].judge(attrs[name], text)
             if verdict is not None and verdict[1]:
                 return f"speech: contradicts the {name} label"
+    if reject_copies and copies_description(response, row.get("description"), row.get("transcript")):
+        return "speech: copies the description"
     return None

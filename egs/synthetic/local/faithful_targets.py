@@ -12,6 +12,10 @@ each target is checked against the row's trusted labels (corpus/user provenance)
 
 With ``--require-no-speaker`` a non-speech target must also say that no one speaks ("There is no
 speaker."); answers that only echo the description or say "the gender is unknown" are re-sampled.
+With ``--reject-copies`` a target that copies the description back (its ``<start_audio>[00:00:00
+- ...`` markup, its ``(Volume: ..., Duration: ...)`` fields, or most of its words verbatim:
+``speechllm.generate.faithful.copies_description``) is re-sampled too; without it such targets
+are kept and only counted (``kept_copies`` in TARGETS.faithful.json).
 With ``--nonspeech-copies K`` each non-speech row gets K targets (copies under the ids ID-c2 ...,
 greedy, each drawing its own question), so that speaker questions answered "no speaker" are not
 swamped by the speech rows' "male"/"female" (a 15% non-speech corpus gives about a third).
@@ -22,7 +26,7 @@ rounds the rows still unfaithful are left out (written to TARGETS.unfaithful.jso
 targets stay the LLM's own words; only which of its answers are kept is chosen.
 
     python egs/synthetic/local/faithful_targets.py DESCRIBED.jsonl TARGETS.jsonl [--rounds 4] \
-        [--require-no-speaker] [--nonspeech-copies 3]
+        [--require-no-speaker] [--reject-copies] [--nonspeech-copies 3]
 
 The re-runs use the resolved config stage 3 wrote beside TARGETS.jsonl (TARGETS.config.yaml).
 """
@@ -57,6 +61,8 @@ def main() -> int:
     ap.add_argument("--top-p", type=float, default=0.95, help="nucleus mass of the re-runs")
     ap.add_argument("--require-no-speaker", action="store_true",
                     help="non-speech targets must also say that no one speaks (not merely name no speaker)")
+    ap.add_argument("--reject-copies", action="store_true",
+                    help="re-sample targets that copy the description back instead of answering (else only counted)")
     ap.add_argument("--nonspeech-copies", type=int, default=1,
                     help="targets per non-speech row (extra copies get ids ID-cK, so another question is drawn); "
                          "balances speaker questions answered 'no speaker' against the speech rows' answers")
@@ -65,13 +71,13 @@ def main() -> int:
     config = args.targets.with_suffix(".config.yaml")
     if not config.is_file():
         raise SystemExit(f"{config} not found: run `speechllm generate` (stage 3) first; it writes the config")
-    from speechllm.generate.faithful import unfaithful_reason
+    from speechllm.generate.faithful import copies_description, unfaithful_reason
 
     described = {r["id"]: r for r in read_rows(args.described)}
     rows = read_rows(args.targets)
 
     def judge(row: dict) -> str | None:
-        return unfaithful_reason(row, require_no_speaker=args.require_no_speaker)
+        return unfaithful_reason(row, require_no_speaker=args.require_no_speaker, reject_copies=args.reject_copies)
 
     with tempfile.TemporaryDirectory(prefix="faithful-") as tmp:
         def generate(subset_rows: list[dict], name: str, sample_seed: int | None) -> list[dict]:
@@ -111,12 +117,18 @@ def main() -> int:
     write_rows(args.targets.with_suffix(".unfaithful.jsonl"), dropped)
     kinds = collections.Counter("non-speech" if described.get(r["id"], r).get("attributes", {}).get("contains_speech")
                                 is False else "speech" for r in kept)
+    copied = collections.Counter(
+        "non-speech" if described.get(r["id"], r).get("attributes", {}).get("contains_speech") is False else "speech"
+        for r in kept if copies_description(r.get("response", ""), r.get("description"), r.get("transcript")))
     report = {"rows": len(rows), "nonspeech_copies": args.nonspeech_copies,
-              "require_no_speaker": args.require_no_speaker, "kept": len(kept), "dropped": len(dropped), "kept_by_kind": dict(kinds),
+              "require_no_speaker": args.require_no_speaker, "reject_copies": args.reject_copies,
+              "kept": len(kept), "dropped": len(dropped), "kept_by_kind": dict(kinds),
+              "kept_copies": dict(copied),
               "first_pass_reasons": dict(first_reasons),
               "final_reasons": dict(collections.Counter(d["unfaithful"] for d in dropped)), "rounds": history}
     args.targets.with_suffix(".faithful.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"faithful targets {args.targets}: kept {len(kept)} of {len(rows)} ({dict(kinds)}); "
+    print(f"faithful targets {args.targets}: kept {len(kept)} of {len(rows)} ({dict(kinds)}; copying the "
+          f"description: {dict(copied)}); "
           f"rejected per round {[h['rejected'] for h in history]}", file=sys.stderr)
     return 0
 
