@@ -189,3 +189,69 @@ def test_prompt_tuning_moves_only_the_virtual_tokens(init_text, tiny_llm_dir, ti
     assert again.generate(chat, max_new_tokens=1) == want
     with pytest.raises(LoraMergeError, match="a prompt-tuning checkpoint"):
         merge_checkpoint(result.final_checkpoint, tmp_path / "m", [0.0])
+
+
+@pytest.mark.parametrize("init_text", ["", "Answer about the audio."])
+def test_prefix_tuning_moves_only_the_prefix_and_generate_reads_it(init_text, tiny_llm_dir, tiny_whisper_dir, data,
+                                                                     tmp_path):
+    """model.prefix_tuning: the LLM and everything frozen stay bit-identical, the per-layer key/value
+    prefix moves; the base forward reads no prefix; the checkpoint reloads the same logits; generate
+    (the same KV cache pre-filled) starts with the training forward's argmax; merge and gradient
+    checkpointing refuse it."""
+    from speechllm.errors import ConfigError
+    from speechllm.models import SpeechLLM
+    from speechllm.train import Trainer
+    from speechllm.train.merge import LoraMergeError, merge_checkpoint
+
+    cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [data["train"]], tmp_path / "px", max_steps=3, lr=1e-2,
+                          l2sp_alpha=0.01)
+    cfg.model.prefix_tuning.num_tokens = 3
+    cfg.model.prefix_tuning.init_text = init_text
+    trainer = Trainer(cfg)
+    model = trainer.model
+    start = model.prefix_kv.detach().clone()
+    assert start.shape[:2] == (model.llm.config.num_hidden_layers, 2) and start.shape[3] == 3
+    assert set(trainer.llm_trainable()) == {"prefix_kv"}
+    before = _llm_state(model)
+    result = trainer.run()
+    assert not [n for n, v in _llm_state(model).items() if not torch.equal(v, before[n])]
+    assert not torch.equal(start, model.prefix_kv.detach())
+    assert "loss_l2sp" in result.losses[-1]
+    batch = trainer.builder.build([trainer.dataset[0], trainer.dataset[1]]).speech
+    model.eval()
+    with torch.no_grad():
+        tuned = model.response_forward(batch).logits
+        base = model.response_forward(batch, disable_lora=True).logits
+        kept = model.prefix_kv.detach().clone()
+        model.prefix_kv.mul_(5.0)  # the base forward does not read the prefix
+        assert torch.equal(base, model.response_forward(batch, disable_lora=True).logits)
+        model.prefix_kv.copy_(kept)
+    assert not torch.allclose(tuned, base)
+    again = SpeechLLM.from_pretrained(result.final_checkpoint)
+    assert torch.equal(again.prefix_kv, model.prefix_kv.detach()) and not again.prefix_kv.requires_grad
+    with torch.no_grad():
+        assert torch.allclose(again.response_forward(batch).logits, tuned, atol=1e-5)
+        again.prefix_kv.mul_(30.0)  # a prefix the answer clearly depends on
+    # generate reads the same cache: its first step's logits are the training forward's, for a
+    # left-padded batch of two prompts of different lengths (scores captured from the LLM's generate).
+    chats = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "What can you hear, please?"}]]
+    prompt = again.prepare_batch(chats, add_generation_prompt=True)
+    with torch.no_grad():
+        logits = again.llm(**again.llm_inputs(prompt), use_cache=False).logits[:, -1]
+        bare = again.llm(input_ids=prompt.input_ids, attention_mask=prompt.attention_mask).logits[:, -1]
+    assert not torch.allclose(logits, bare, atol=1e-3)  # the prefix is read
+    real_generate, scores = again.llm.generate, []
+
+    def spy(**kwargs):
+        out = real_generate(**kwargs, output_scores=True, return_dict_in_generate=True)
+        scores.append(out.scores[0])
+        return out.sequences
+
+    again.llm.generate = spy
+    texts = again.generate(chats, max_new_tokens=2)
+    assert len(texts) == 2 and torch.allclose(scores[0], logits, atol=1e-4)
+    with pytest.raises(LoraMergeError, match="a prefix-tuning checkpoint"):
+        merge_checkpoint(result.final_checkpoint, tmp_path / "m", [0.0])
+    cfg.train.gradient_checkpointing = True
+    with pytest.raises(ConfigError, match="model.prefix_tuning with train.gradient_checkpointing"):
+        Trainer(cfg)

@@ -59,6 +59,16 @@ class PromptTuningConfig:
 
 
 @dataclass
+class PrefixTuningConfig:
+    """Prefix tuning (Li & Liang 2021): learned keys and values for N virtual positions in every
+    decoder layer, pre-filled into the KV cache before every LLM input."""
+
+    num_tokens: int = _f(0, "number of prefix positions per layer (0: off)", ge=0)
+    init_text: str = _f("", "initialise them from the LLM's own keys/values over this text's tokens (repeated "
+                        "to num_tokens); empty: small seeded random values")
+
+
+@dataclass
 class ModelConfig:
     """Frozen encoder + adapter + frozen chat LLM."""
 
@@ -141,6 +151,7 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     llm_train: LLMTrainConfig = field(default_factory=LLMTrainConfig)
     prompt_tuning: PromptTuningConfig = field(default_factory=PromptTuningConfig)
+    prefix_tuning: PrefixTuningConfig = field(default_factory=PrefixTuningConfig)
 
 
 @dataclass

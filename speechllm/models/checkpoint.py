@@ -33,6 +33,7 @@ ADAPTER_FILE = "adapter.safetensors"
 LORA_DIR = "lora"
 LLM_PARAMS_FILE = "llm_params.safetensors"  # LLM weights trained in place (model.llm_train), when any
 PROMPT_FILE = "prompt.safetensors"  # prompt-tuning virtual tokens (model.prompt_tuning), when on
+PREFIX_FILE = "prefix.safetensors"  # prefix-tuning keys/values (model.prefix_tuning), when on
 FORMAT = "speechllm-checkpoint"
 FORMAT_VERSION = 2
 # Model settings added after format 1, with the behaviour a format-1 checkpoint was trained with
@@ -137,7 +138,8 @@ def save_checkpoint(model, out_dir: str | os.PathLike, *, overwrite: bool = True
             "llm_layers": getattr(llm_cfg, "num_hidden_layers", None),
         },
         "trained": ["adapter"] + (["lora"] if model.config.lora.enabled else [])
-        + (["llm_params"] if llm_state else []) + (["prompt"] if model.prompt_embeddings is not None else []),
+        + (["llm_params"] if llm_state else []) + (["prompt"] if model.prompt_embeddings is not None else [])
+        + (["prefix"] if model.prefix_kv is not None else []),
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.adapter.state_dict().items()}
     out = Path(out_dir)
@@ -150,6 +152,9 @@ def save_checkpoint(model, out_dir: str | os.PathLike, *, overwrite: bool = True
         if model.prompt_embeddings is not None:
             save_file({"prompt_embeddings": model.prompt_embeddings.detach().to("cpu").float().contiguous()},
                       str(tmp / PROMPT_FILE), metadata={"format": "pt"})
+        if model.prefix_kv is not None:
+            save_file({"prefix_kv": model.prefix_kv.detach().to("cpu").float().contiguous()},
+                      str(tmp / PREFIX_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
 
@@ -273,20 +278,23 @@ def _load_llm_params(model, path: Path, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
-def _load_prompt(model, path: Path) -> None:
-    """Copy the saved prompt-tuning virtual tokens into ``model`` (built with the same count)."""
+def _load_prompt(model, path: Path, name: str = "prompt_embeddings", what: str = "prompt",
+                 field: str = "model.prompt_tuning") -> None:
+    """Copy the saved prompt-tuning virtual tokens (or, by ``name``, prefix-tuning keys/values)
+    into ``model`` (built with the same count)."""
     import torch
     from safetensors.torch import load_file
 
     problem = safetensors_problem(path)
     if problem:
-        raise CheckpointError(f"{path}: {problem}, but the config says a prompt was trained; copy the file with "
+        raise CheckpointError(f"{path}: {problem}, but the config says a {what} was trained; copy the file with "
                               "the checkpoint")
-    saved = load_file(str(path)).get("prompt_embeddings")
-    if saved is None or model.prompt_embeddings is None or saved.shape != model.prompt_embeddings.shape:
-        raise CheckpointError(f"{path}: holds no prompt of the shape model.prompt_tuning gives; re-save the checkpoint")
+    saved = load_file(str(path)).get(name)
+    param = getattr(model, name)
+    if saved is None or param is None or saved.shape != param.shape:
+        raise CheckpointError(f"{path}: holds no {what} of the shape {field} gives; re-save the checkpoint")
     with torch.no_grad():
-        model.prompt_embeddings.copy_(saved)
+        param.copy_(saved)
 
 
 def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=None,
@@ -328,10 +336,13 @@ def load_checkpoint(cls, path, *, device="cpu", dtype=None, encoder=None, llm=No
         _load_llm_params(model, folder / LLM_PARAMS_FILE, trainable)  # on meta: shapes checked, nothing copied
     if "prompt" in meta.get("trained", []):
         _load_prompt(model, folder / PROMPT_FILE)
+    if "prefix" in meta.get("trained", []):
+        _load_prompt(model, folder / PREFIX_FILE, "prefix_kv", "prefix", "model.prefix_tuning")
     if not trainable:
         model.adapter.requires_grad_(False)
-        if model.prompt_embeddings is not None:
-            model.prompt_embeddings.requires_grad_(False)
+        for p in (model.prompt_embeddings, model.prefix_kv):
+            if p is not None:
+                p.requires_grad_(False)
         model.eval()
     if verify_hashes:
         _compare_provenance(meta, model, folder)

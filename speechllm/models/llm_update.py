@@ -6,8 +6,9 @@ the model's one forward, which calls the decoder directly, runs them), and LLM w
 place, chosen by name (``model.llm_train``: regular expressions and/or the last N decoder layers).
 
 Prompt tuning (``model.prompt_tuning``) is in the chat layout itself (:meth:`SpeechLLM.sequence`,
-:meth:`SpeechLLM.embed`), not peft's. Prefix tuning is not offered: peft applies it in
-``PeftModel.forward`` (past key-values), which :meth:`SpeechLLM.response_forward` does not call.
+:meth:`SpeechLLM.embed`), not peft's. Prefix tuning (``model.prefix_tuning``) is not peft's either
+(peft applies it in ``PeftModel.forward``, which :meth:`SpeechLLM.response_forward` does not call):
+:mod:`speechllm.models.prefix_tuning` pre-fills the KV cache in :meth:`SpeechLLM.llm_inputs`.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def enable_llm_train(causal_lm, train_cfg) -> list[str]:
 
 
 def has_llm_update(model_cfg) -> bool:
-    """Whether ``model`` config trains any LLM weight (a peft method, weights by name, a prompt)."""
+    """Whether ``model`` config trains any LLM weight (a peft method, weights by name, a prompt, a prefix)."""
     lt = model_cfg.llm_train
-    return bool(model_cfg.lora.enabled or lt.patterns or lt.last_layers or model_cfg.prompt_tuning.num_tokens)
+    return bool(model_cfg.lora.enabled or lt.patterns or lt.last_layers or model_cfg.prompt_tuning.num_tokens
+                or model_cfg.prefix_tuning.num_tokens)

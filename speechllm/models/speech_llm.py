@@ -130,6 +130,8 @@ class SpeechLLM(nn.Module):
         self.llm_base_values: dict[str, torch.Tensor] = {}
         # model.prompt_tuning: (N, llm_dim) fp32 virtual-token embeddings, trained; None when off.
         self.register_parameter("prompt_embeddings", None)
+        # model.prefix_tuning: (layers, 2, kv_heads, N, head_dim) fp32 keys/values, trained; None when off.
+        self.register_parameter("prefix_kv", None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     # ------------------------------------------------------------------ construction
@@ -181,6 +183,11 @@ class SpeechLLM(nn.Module):
         model = cls(config, encoder, adapter, llm, tokenizer, bases)
         if config.prompt_tuning.num_tokens:
             model.init_prompt_tuning(seed)
+        if config.prefix_tuning.num_tokens:
+            from speechllm.models.prefix_tuning import init_prefix
+
+            pt = config.prefix_tuning
+            model.prefix_kv = nn.Parameter(init_prefix(llm, tokenizer, pt.num_tokens, pt.init_text, seed))
         if llm_device is None:
             model.to(device)
         else:  # SpeechLLM.to would move the LLM too, and the encoder to the LLM's device
@@ -459,17 +466,23 @@ class SpeechLLM(nn.Module):
         return embeds.masked_scatter(batch.audio_mask.unsqueeze(-1), vectors.to(embeds.dtype))
 
     def llm_inputs(self, batch: SpeechBatch, inputs_embeds: torch.Tensor | None = None,
-                   *, embeds: bool = False) -> dict[str, torch.Tensor]:
+                   *, embeds: bool = False, base: bool = False) -> dict[str, torch.Tensor]:
         """The LLM's keyword inputs: ``inputs_embeds`` with the adapter vectors in the audio
         positions; a text-only batch goes as token ids (the LLM exactly as it is, the adapter
-        untouched) unless ``embeds`` asks for embeddings."""
+        untouched) unless ``embeds`` asks for embeddings. With prefix tuning (not for the
+        ``base`` forward) the KV cache holds the learned prefix (:mod:`~speechllm.models.prefix_tuning`)."""
         inputs = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
+        prefixed = self.prefix_kv is not None and not base
         if inputs_embeds is not None:
             inputs["inputs_embeds"] = inputs_embeds
-        elif batch.has_audio or embeds or self.prompt_embeddings is not None:
+        elif batch.has_audio or embeds or self.prompt_embeddings is not None or prefixed:
             inputs["inputs_embeds"] = self.embed(batch)
         else:
             inputs["input_ids"] = batch.input_ids
+        if prefixed:
+            from speechllm.models.prefix_tuning import with_prefix
+
+            inputs = with_prefix(inputs, self.prefix_kv, self.base_causal_lm())
         return inputs
 
     def response_forward(self, batch: SpeechBatch, *, inputs_embeds: torch.Tensor | None = None,
@@ -488,7 +501,7 @@ class SpeechLLM(nn.Module):
 
             ctx.enter_context(_reparametrize_module(self.base_causal_lm(), self.llm_base_values, tie_weights=True))
         with ctx:
-            inputs = self.llm_inputs(batch, inputs_embeds, embeds=prefix is not None)
+            inputs = self.llm_inputs(batch, inputs_embeds, embeds=prefix is not None, base=disable_lora)
             if disable_lora and self.prompt_embeddings is not None:
                 # The base LLM reads no virtual token: masked out, the rest sees what it would
                 # without them (positions shift by a constant, which relative RoPE ignores).
@@ -575,6 +588,10 @@ class SpeechLLM(nn.Module):
             gen.eos_token_id = self.tokenizer.eos_token_id
         inputs = self.llm_inputs(batch)
         inputs.pop("position_ids")  # generate derives them from the attention mask, step by step
+        if self.prefix_kv is not None:
+            from speechllm.models.prefix_tuning import for_generate
+
+            inputs = for_generate(inputs, self.prefix_kv)
         from speechllm.models.cpu_decode import onednn_off_for_small_steps
 
         with onednn_off_for_small_steps(self.base_causal_lm()):

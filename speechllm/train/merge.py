@@ -39,6 +39,9 @@ def merge_checkpoint(checkpoint: str | Path, out_root: str | Path, lambdas: Sequ
     if "prompt" in trained:
         raise LoraMergeError(f"{src}: a prompt-tuning checkpoint; the base LLM has no virtual tokens to interpolate "
                              "toward, so λ interpolation is refused (train without model.prompt_tuning to merge)")
+    if "prefix" in trained:
+        raise LoraMergeError(f"{src}: a prefix-tuning checkpoint; the base LLM has no prefix to interpolate toward, "
+                             "so λ interpolation is refused (train without model.prefix_tuning to merge)")
     if not has_peft and "llm_params" not in trained:
         raise LoraMergeError(
             f"{src}: holds no trained LLM weights; merging interpolates them toward the base "

@@ -105,6 +105,9 @@ class Trainer:
         if self.sharded and self.tc.stm_tau is not None:
             raise ConfigError("train.stm_tau with train.engine fsdp2: STM's base-model passes differ between "
                               "ranks (sharded layers need the same forwards on every rank); use engine ddp")
+        if config.model.prefix_tuning.num_tokens and (self.sharded or self.tc.gradient_checkpointing):
+            raise ConfigError("model.prefix_tuning with train.gradient_checkpointing or engine fsdp2: the prefix lives "
+                              "in the KV cache, which checkpointed layers drop; turn those off or use prompt tuning")
         self.weights = dict(self.tc.objectives)
         unknown = set(self.weights) - set(obj.OBJECTIVES)
         if unknown:
@@ -176,9 +179,10 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def llm_trainable(self) -> dict[str, torch.nn.Parameter]:
-        """Trained parameters inside the LLM (LoRA, unfrozen layers, prompt-tuning virtual tokens):
+        """Trained parameters inside the LLM (LoRA, unfrozen layers, prompt-tuning virtual tokens,
+        prefix-tuning keys/values):
         what L2-SP/EWC regularise."""
-        return {n: p for n, p in self.trainable_named.items() if n.startswith("llm.") or n == "prompt_embeddings"}
+        return {n: p for n, p in self.trainable_named.items() if n.startswith("llm.") or n in ("prompt_embeddings", "prefix_kv")}
 
     def _setup_data(self) -> None:
         dc = self.cfg.data
