@@ -81,6 +81,7 @@ def measure(model, wave, new_tokens: int) -> dict[str, float]:
         "asr_s": stages["asr_s"],
         "ttft_cpu_s": ttft_cpu,
         "tokens_per_s": (streamer.tokens - 1) / decode_cpu,
+        "llm_decode_cpu_s": decode_cpu,  # the LLM's one-token steps after the first token
         "total_cpu_s": total.cpu,
         "total_wall_s": total.wall,
         "rtf": total.cpu / (len(wave) / 16_000),
@@ -164,7 +165,8 @@ def main() -> int:
         del model
 
     keys = ["load_cpu_s", "load_wall_s", "cold_request_cpu_s", "encoder_cpu_s", "vad_cpu_s", "asr_fast_cpu_s",
-            "asr_hf_cpu_s", "asr_hf_over_fast", "llm_cpu_s", "encoder_s", "asr_s", "ttft_cpu_s", "tokens_per_s",
+            "asr_hf_cpu_s", "asr_hf_over_fast", "llm_cpu_s", "llm_decode_cpu_s", "encoder_s", "asr_s", "ttft_cpu_s",
+            "tokens_per_s",
             "total_cpu_s", "total_cpu_s (asr=hf)", "total_wall_s", "rtf", "rtf (asr=hf)"]
     names = list(results)
     print(f"{'metric':22s}" + "".join(f"{n:>12s}" for n in names) + ("   ratio" if len(names) == 2 else ""))

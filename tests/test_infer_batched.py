@@ -151,3 +151,30 @@ def test_eval_predictor_answers_through_the_batched_decoder(model, tmp_path):
         assert predictor.predict(requests) == expected
     finally:
         model.config.transcript_source = "manifest"
+
+
+def test_requests_per_pass_shrink_with_the_encoder_width():
+    from speechllm.infer.batched import prepare_rows
+
+    assert [prepare_rows(d) for d in (384, 512, 768, 1280, 5000)] == [32, 24, 16, 9, 4]
+
+
+def test_bf16_inference_runs_the_adapter_under_autocast_as_training_does(tiny_whisper_dir, noisy_llm_dir):
+    """In bf16 the (fp32) adapter runs under bf16 autocast, as training's default precision runs
+    it; in fp32 it runs in fp32."""
+    from speechllm.models import SpeechLLM
+
+    wave = tone(1.3, 200.0, seed=5)
+    for dtype in ("bf16", "fp32"):
+        config = ModelConfig(encoder=str(tiny_whisper_dir), llm=str(noisy_llm_dir), transcript_source="manifest",
+                             dtype=dtype)
+        model = SpeechLLM.from_config(config, seed=0)
+        assert next(model.adapter.parameters()).dtype == torch.float32
+        with torch.inference_mode():
+            encoded = model.encoder.encode([wave])
+            plain = model.adapter(encoded.taps, encoded.valid_frames)[0][0]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                autocast = model.adapter(encoded.taps, encoded.valid_frames)[0][0]
+            got = model.audio_vectors(encoded)
+        assert not torch.equal(plain, autocast.float())  # the two differ, so the check below can fail
+        assert torch.equal(got, autocast if dtype == "bf16" else plain)

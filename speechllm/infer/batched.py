@@ -3,8 +3,9 @@
 ``speechllm-infer --manifest`` (``--batch-size N``, N > 1) and ``speechllm eval`` answer
 requests here instead of one ``SpeechLLM.generate`` call per request:
 
-1. requests are prepared a few at a time (:data:`PREPARE_ROWS`): one encoder pass over their
-   30 s windows, one batched Whisper ``generate`` for their transcripts, the adapter, and the
+1. requests are prepared a few at a time, similar audio lengths together (:func:`prepare_rows`):
+   one encoder pass over their 30 s windows, one batched Whisper decode for their transcripts
+   (:func:`~speechllm.models.transcript.whisper_generate`), the adapter, and the
    chat layout (:meth:`SpeechLLM.prepare_batch`, the path every other caller uses); a
    sub-batch that fails is retried request by request, so only the bad request gets the error;
 2. every prepared prompt (input embeddings, audio spans included) goes to the generation
@@ -33,7 +34,16 @@ from speechllm.errors import SpeechLLMError
 
 log = logging.getLogger(__name__)
 
-PREPARE_ROWS = 8  # requests per encoder / Whisper pass (bounds the encoder's activation memory)
+PREPARE_ROWS = 32  # requests per encoder / Whisper pass with Whisper tiny (d_model 384) ...
+PREPARE_WIDTH = 384  # ... and proportionally fewer with wider encoders (activation memory)
+
+
+def prepare_rows(d_model: int) -> int:
+    """Requests per encoder / Whisper pass: :data:`PREPARE_ROWS` for Whisper tiny's width, fewer
+    for wider encoders so that a pass's activations stay near tiny's (small: 16, large: 9). A
+    larger pass makes the transcript decode's per-step work (its output layer, its Linear layers,
+    Python) shared by more rows; its cross-attention reads each row's own 1500 frames anyway."""
+    return max(4, min(PREPARE_ROWS, PREPARE_ROWS * PREPARE_WIDTH // max(1, d_model)))
 
 
 @dataclass
@@ -123,9 +133,12 @@ def generate_batched(model, conversations: Sequence[list[dict[str, Any]]], audio
     replies = [BatchedReply() for _ in conversations]
     prepared: dict[int, tuple[list[int], Any]] = {}
     t0, c0 = time.perf_counter(), time.process_time()
-    order = list(range(len(conversations)))
-    for start in range(0, len(order), PREPARE_ROWS):
-        chunk = order[start:start + PREPARE_ROWS]
+    # Requests of similar audio length share a pass: the transcript decode runs until its longest
+    # transcript ends, so a pass of similar lengths wastes fewer steps.
+    order = sorted(range(len(conversations)), key=lambda i: sum(len(w) for w in audios[i]))
+    rows_per_pass = prepare_rows(model.encoder.d_model)
+    for start in range(0, len(order), rows_per_pass):
+        chunk = order[start:start + rows_per_pass]
         groups = [chunk]
         try:
             results = [_prepare(model, [conversations[i] for i in chunk], [audios[i] for i in chunk],

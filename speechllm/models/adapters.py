@@ -300,7 +300,11 @@ class QFormerAdapter(Adapter):
             taps = [t[:, :longest] for t in taps]
             valid = torch.tensor(list(valid_frames), device=taps[0].device)
             frame_mask = (torch.arange(longest, device=valid.device)[None, :] < valid[:, None]).repeat(n_taps, 1)
-        frames = torch.cat([t.to(dtype) for t in taps], dim=0)
+        # Only the k/v Linear layers read the frames: under autocast they cast them to its dtype in
+        # every layer, so cast once to it (the same values as through fp32).
+        device = taps[0].device.type
+        frames_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else dtype
+        frames = torch.cat([t.to(frames_dtype) for t in taps], dim=0)
         x = self.queries.unsqueeze(1).expand(-1, windows, -1, -1).reshape(
             n_taps * windows, self.num_queries, -1
         )

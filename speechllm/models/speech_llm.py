@@ -366,8 +366,20 @@ class SpeechLLM(nn.Module):
         return encoded, texts
 
     def audio_vectors(self, encoded: EncodedWindows) -> torch.Tensor:
-        """Adapter output of every window, real vectors only, concatenated: ``(total, llm_dim)``."""
-        out, mask = self.adapter(encoded.taps, encoded.valid_frames)
+        """Adapter output of every window, real vectors only, concatenated: ``(total, llm_dim)``.
+
+        Outside training, with the frozen models in bf16/fp16 and no autocast already on, the
+        (fp32) adapter runs under autocast to that dtype, as training's default precision runs it
+        (``train.precision: bf16``); its output is cast to the LLM's dtype anyway. In fp32 nothing
+        changes."""
+        ctx = contextlib.nullcontext()
+        low = self.encoder.dtype
+        device = encoded.taps[0].device.type if encoded.taps else self.device.type
+        if not self.adapter.training and low in (torch.bfloat16, torch.float16) \
+                and not torch.is_autocast_enabled(device):
+            ctx = torch.autocast(device_type=device, dtype=low)
+        with ctx:
+            out, mask = self.adapter(encoded.taps, encoded.valid_frames)
         return out[mask]
 
     # ------------------------------------------------------------------ batches
