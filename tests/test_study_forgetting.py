@@ -95,10 +95,12 @@ def test_study_ci_grid_table_plot_resume_and_refusal(tiny_llm_dir, tiny_whisper_
         run_study(recipe, out, grid="ci", seeds=1, steps=3, data=str(data), eval_rows=4)
 
 
-def test_prompted_lm_reads_the_virtual_tokens_as_the_model_does(tiny_llm_dir, tiny_whisper_dir, tmp_path):
-    """The study's text-side measures call a prompt-tuned model through PromptedLM: its logits over
-    left-padded token ids equal the model's own input path (virtual tokens first in each row), its
-    greedy generation starts with that path's argmax, and without prompt tuning it is the LLM itself."""
+@pytest.mark.parametrize("scope", ["prompt", "prefix", "both"])
+def test_prompted_lm_reads_the_prompt_and_prefix_as_the_model_does(scope, tiny_llm_dir, tiny_whisper_dir, tmp_path):
+    """The study's text-side measures call a prompt- or prefix-tuned model through PromptedLM: its
+    logits over left-padded token ids equal the model's own input path (virtual tokens first in each
+    row, the prefix in the KV cache), its greedy generation starts with that path's argmax, and
+    without either it is the LLM itself."""
     import torch
     from train_fixtures import tiny_run_config
 
@@ -109,11 +111,16 @@ def test_prompted_lm_reads_the_virtual_tokens_as_the_model_does(tiny_llm_dir, ti
     from speechllm.study.forgetting import PromptedLM, text_lm
 
     cfg = tiny_run_config(tiny_llm_dir, tiny_whisper_dir, [], tmp_path)
-    assert text_lm(SpeechLLM.from_config(cfg.model)).__class__.__name__ != "PromptedLM"
-    cfg.model.prompt_tuning.num_tokens = 3
+    plain = SpeechLLM.from_config(cfg.model)
+    assert text_lm(plain) is plain.llm
+    n = 3 if scope != "prefix" else 0
+    cfg.model.prompt_tuning.num_tokens = n
+    cfg.model.prefix_tuning.num_tokens = 2 if scope != "prompt" else 0
     model = SpeechLLM.from_config(cfg.model).eval()
-    with torch.no_grad():
-        model.prompt_embeddings.mul_(4.0)  # a prompt the LLM's answers clearly depend on
+    with torch.no_grad():  # a prompt and prefix the LLM's answers clearly depend on
+        for p in (model.prompt_embeddings, model.prefix_kv):
+            if p is not None:
+                p.copy_(torch.randn_like(p) * 4.0)
     lm = text_lm(model)
     assert isinstance(lm, PromptedLM)
     rows = [[5, 9, 13, 2, 7], [11, 4]]
@@ -121,13 +128,13 @@ def test_prompted_lm_reads_the_virtual_tokens_as_the_model_does(tiny_llm_dir, ti
     with torch.no_grad():
         got = lm(input_ids=ids, attention_mask=mask).logits
         for i, r in enumerate(rows):
-            seq = ChatSequence([model.pad_id] * 3 + r, [IGNORE_INDEX] * (3 + len(r)), [False] * (3 + len(r)))
-            want = model.llm(**model.llm_inputs(model.collate([seq]))).logits[0, 3:]
+            seq = ChatSequence([model.pad_id] * n + r, [IGNORE_INDEX] * (n + len(r)), [False] * (n + len(r)))
+            want = model.llm(**model.llm_inputs(model.collate([seq])), use_cache=False).logits[0, n:]
             assert torch.allclose(got[i, -len(r):], want, atol=1e-5), i
             alone = lm(input_ids=torch.tensor([r])).logits[0]
             assert torch.allclose(alone, want, atol=1e-5)
             bare = model.llm(input_ids=torch.tensor([r])).logits[0]
-            assert not torch.allclose(alone, bare, atol=1e-3)  # the prompt is read
+            assert not torch.allclose(alone, bare, atol=1e-3)  # the prompt / prefix is read
     first = [g[0] for g in generate_ids(lm, model.tokenizer, rows, 2) if g]
     assert first == [int(got[i, -1].argmax()) for i in range(len(rows)) if int(got[i, -1].argmax()) not in
                      {model.tokenizer.eos_token_id, model.pad_id}]

@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             f"update scopes:  {', '.join(SCOPES)}\n"
             f"controls:       {', '.join(CONTROLS)}\n"
             f"merge λ sweep:  {', '.join(map(str, MERGE_LAMBDAS))} (measured on trained cells, no retraining)\n"
-            "scope prompt: model.prompt_tuning; every measure reads the learned prompt. Not offered: prefix "
-            "tuning (docs/forgetting.md)\n"
+            "scopes prompt and prefix: model.prompt_tuning and model.prefix_tuning; every measure reads the learned "
+            "prompt or prefix\n"
             "time per cell (train_s/eval_s, train_cpu_s/eval_cpu_s) is in each result.json and the table\n\n"
             "grids (--grid):\n" + grid_doc),
     )

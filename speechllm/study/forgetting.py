@@ -77,6 +77,8 @@ SCOPES: dict[str, dict[str, Any]] = {
     # 16 virtual tokens before every input, started from a task sentence's embeddings (Lester et
     # al.: a vocabulary start beats a random one); every measure reads them (PromptedLM).
     "prompt": {"prompt_tuning.num_tokens": 16, "prompt_tuning.init_text": "Answer the question about the audio."},
+    # 16 key/value positions per layer, started from the LLM's own keys/values over that sentence.
+    "prefix": {"prefix_tuning.num_tokens": 16, "prefix_tuning.init_text": "Answer the question about the audio."},
 }
 
 # Controls: train.* / data.* overrides; "replay:<kind>" names the shared replay file.
@@ -116,9 +118,9 @@ def build_grid(name: str) -> list[Cell]:
     """The cells of grid ``name``, one factor at a time around ``gold.lora.plain`` (the cells a
     claim of docs/forgetting.md compares come first, so that a shortened run answers them first):
 
-    ``full``     30 cells. Sources: each of the five on lora and on adapter (the DeSTA2 setting is
+    ``full``     31 cells. Sources: each of the five on lora and on adapter (the DeSTA2 setting is
                  self.adapter); scopes on gold: layers, dora, ia3, norms, embeddings, prompt,
-                 lora-r2, lora-r32, plus self.layers; controls on gold.lora: replay 5%/25% sampled
+                 prefix, lora-r2, lora-r32, plus self.layers; controls on gold.lora: replay 5%/25% sampled
                  and pseudo, STM (also on self.lora), L2-SP, EWC (also on gold.layers, their
                  full-fine-tuning setting), KL-to-base with 25% replay; merge λ 0.25/0.5/0.75
                  measured on gold.lora, gold.layers and self.lora (no extra training)
@@ -147,8 +149,8 @@ def build_grid(name: str) -> list[Cell]:
                  Cell("self", "adapter", "plain"), Cell("verified", "lora", "plain"),
                  Cell("minchange", "lora", "plain"), Cell("paraphrase", "lora", "plain"),
                  Cell("self", "layers", "plain")]
-        cells += [Cell("gold", scope, "plain") for scope in ("prompt", "dora", "ia3", "norms", "embeddings",
-                                                              "lora-r2", "lora-r32")]
+        cells += [Cell("gold", scope, "plain") for scope in ("prompt", "prefix", "dora", "ia3", "norms",
+                                                              "embeddings", "lora-r2", "lora-r32")]
         cells += [Cell("gold", "lora", c) for c in ("replay5-pseudo", "replay25-pseudo")]
         cells += [Cell("gold", "layers", c) for c in ("l2sp10", "ewc10")]
         cells += [Cell(s, "adapter", "plain") for s in ("verified", "minchange", "paraphrase")]
@@ -343,52 +345,66 @@ class PromptedLM:
     """A SpeechLLM's text path as a Hugging Face causal LM, for the text-side measures: its LLM
     (with whatever LoRA/IA3/trained weights it has) reading the prompt-tuning virtual tokens where
     the model's own input path puts them (the first ``num_tokens`` real positions of each row,
-    :meth:`~speechllm.models.speech_llm.SpeechLLM.prompt_mask`). ``__call__(input_ids=...)``
-    returns the logits of the given tokens only; ``generate`` returns prompt + continuation ids,
-    as the bare LLM's does with token ids."""
+    :meth:`~speechllm.models.speech_llm.SpeechLLM.prompt_mask`) and the prefix-tuning KV cache
+    (:mod:`speechllm.models.prefix_tuning`, as :meth:`SpeechLLM.llm_inputs` fills it).
+    ``__call__(input_ids=...)`` returns the logits of the given tokens only; ``generate`` returns
+    prompt + continuation ids, as the bare LLM's does with token ids."""
 
     def __init__(self, model) -> None:
         self.model = model
         self.llm = model.llm
-        self.n = model.config.prompt_tuning.num_tokens
+        self.n = model.config.prompt_tuning.num_tokens if model.prompt_embeddings is not None else 0
         self.generation_config = model.base_causal_lm().generation_config
 
-    def _inputs(self, input_ids, attention_mask=None):
+    def _inputs(self, input_ids, attention_mask=None) -> dict[str, Any]:
         import torch
+
+        from speechllm.llm_runtime import positions_of
+        from speechllm.models.prefix_tuning import with_prefix
 
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        b = input_ids.shape[0]
-        pad = torch.full((b, self.n), self.model.pad_id, dtype=input_ids.dtype)
-        # Left padding stays left: the virtual tokens go right after each row's padding.
-        ids = torch.cat([pad, input_ids], 1)
-        mask = torch.cat([torch.zeros((b, self.n), dtype=attention_mask.dtype), attention_mask], 1)
-        first = (attention_mask.cumsum(1) == 0).sum(1)  # padding width of each row
-        for i, w in enumerate(first.tolist()):
-            mask[i, w: w + self.n] = 1
+        b, ids, mask = input_ids.shape[0], input_ids, attention_mask
+        if self.n:
+            pad = torch.full((b, self.n), self.model.pad_id, dtype=input_ids.dtype)
+            # Left padding stays left: the virtual tokens go right after each row's padding.
+            ids = torch.cat([pad, input_ids], 1)
+            mask = torch.cat([torch.zeros((b, self.n), dtype=attention_mask.dtype), attention_mask], 1)
+            for i, w in enumerate((attention_mask.cumsum(1) == 0).sum(1).tolist()):  # each row's padding
+                mask[i, w: w + self.n] = 1
         embeds = self.llm.get_input_embeddings()(ids)
-        where = self.model.prompt_mask(mask)
-        rows = self.model.prompt_embeddings.to(embeds.dtype).expand(b, -1, -1)
-        return embeds.masked_scatter(where.unsqueeze(-1), rows), mask
+        if self.n:
+            where = self.model.prompt_mask(mask)
+            rows = self.model.prompt_embeddings.to(embeds.dtype).expand(b, -1, -1)
+            embeds = embeds.masked_scatter(where.unsqueeze(-1), rows)
+        inputs = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions_of(mask)}
+        if self.model.prefix_kv is not None:
+            inputs = with_prefix(inputs, self.model.prefix_kv, self.model.base_causal_lm())
+        return inputs
 
     def __call__(self, input_ids, attention_mask=None):
         from types import SimpleNamespace
 
-        embeds, mask = self._inputs(input_ids, attention_mask)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+        logits = self.llm(**self._inputs(input_ids, attention_mask), use_cache=False).logits
         return SimpleNamespace(logits=logits[:, self.n:])
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         import torch
 
-        embeds, mask = self._inputs(input_ids, attention_mask)
-        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+        from speechllm.models.prefix_tuning import for_generate
+
+        inputs = self._inputs(input_ids, attention_mask)
+        if self.model.prefix_kv is not None:
+            inputs = for_generate(inputs, self.model.prefix_kv)
+        inputs.pop("position_ids", None)  # generate counts them from the mask
+        out = self.llm.generate(**inputs, **kwargs)
         return torch.cat([input_ids, out], 1)  # with embeddings generate returns only the new tokens
 
 
 def text_lm(model):
-    """What the text-side measures call: the LLM itself, or :class:`PromptedLM` with prompt tuning."""
-    return PromptedLM(model) if model.prompt_embeddings is not None else model.llm
+    """What the text-side measures call: the LLM itself, or :class:`PromptedLM` with prompt or
+    prefix tuning."""
+    return PromptedLM(model) if model.prompt_embeddings is not None or model.prefix_kv is not None else model.llm
 
 
 class Measures:
