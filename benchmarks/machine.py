@@ -36,12 +36,14 @@ def isa_flags() -> list[str]:
     return [name for name in ISA_FLAGS if name in flags]
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 6) -> dict[str, float]:
-    """One thread's matmul rate (GFLOP per CPU second) in bf16 and fp32."""
+def matmul_peak_gflops(n: int = 2048, reps: int = 6, dtypes: tuple[str, ...] = ("bf16", "fp32")) -> dict[str, float]:
+    """One thread's matmul rate (GFLOP per CPU second) in bf16 and fp32 (or just ``dtypes``)."""
     import torch
 
     out = {}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        if name not in dtypes:
+            continue
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         a @ b
         t = time.process_time()

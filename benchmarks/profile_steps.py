@@ -1,14 +1,18 @@
 """Where the time of one training step and one batch-64 decode step goes (torch.profiler).
 
     OMP_NUM_THREADS=1 python benchmarks/profile_steps.py [--decode-steps 16] [--train-steps 2]
+        [--train-attention eager,fused]
 
 Decode: SmolLM2-135M-Instruct (bf16 where fast), 64 DeSTA2-style description prompts prefilled
 into the generation engine's slot cache exactly as ``speechllm generate`` does, then
 ``--decode-steps`` one-token steps of all 64 rows, profiled. Training: ``speechllm train``'s
 default step (setting (b) of ``train_throughput.py``: feature cache, bf16, batch 8), profiled over
-``--train-steps`` steps after a warm-up. For each: the top operators by self CPU time, the FLOPs of
-a step (``torch.utils.flop_counter``), and GFLOP per CPU second against the measured bf16 matmul
-peak of the same thread. One thread; CPU seconds (the machine may be shared).
+``--train-steps`` steps after a warm-up, for each ``--train-attention`` setting (``eager``:
+transformers' eager attention and RMSNorm, the step before ``speechllm.train.fused``; ``fused``:
+the default on CPU), their timed steps interleaved in this one process. For each: the top
+operators by self CPU time, the FLOPs of a step (``torch.utils.flop_counter``), and GFLOP per CPU
+second against the bf16 matmul peak of the same thread, measured around the timed steps. One
+thread; CPU seconds (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import describe_machine, matmul_peak_gflops  # noqa: E402
+
+MATMUL_OPS = frozenset({"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"})
 
 
 def flops_of(fn) -> float:
@@ -34,24 +41,41 @@ def flops_of(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def profile(fn, steps: int, label: str, peak: float, rows: int = 14) -> None:
-    """Profile ``steps`` calls of ``fn``; print the top operators and the rate against ``peak``."""
+def profile(fns: dict[str, Any], steps: int, rows: int = 14) -> None:
+    """Time ``steps`` calls of each labelled closure, interleaved round by round (load on a shared
+    machine then falls on all alike), against the bf16 matmul peak measured right before and
+    after the timed rounds (it moves by ~10% within minutes on a shared machine); then profile
+    each and print its top operators and the share of self CPU time in matmuls."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    fn()  # warm
-    flop = flops_of(fn)
-    cpu = time.process_time()
+    flops = {}
+    for label, fn in fns.items():
+        fn()  # warm
+        flops[label] = flops_of(fn)
+    peaks = [matmul_peak_gflops(dtypes=("bf16",))["bf16"]]
+    spent = dict.fromkeys(fns, 0.0)
     for _ in range(steps):
-        fn()
-    per_step = (time.process_time() - cpu) / steps
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
+        for label, fn in fns.items():
+            cpu = time.process_time()
             fn()
-    print(f"\n== {label}: {per_step:.3f} CPU s per step (unprofiled), {flop / 1e9:.1f} GFLOP per step, "
-          f"{flop / 1e9 / per_step:.0f} GFLOP/CPU-s = {100 * flop / 1e9 / per_step / peak:.0f}% of the bf16 matmul "
-          f"peak ({peak:.0f})")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48))
+            spent[label] += time.process_time() - cpu
+    peaks.append(matmul_peak_gflops(dtypes=("bf16",))["bf16"])
+    peak = sum(peaks) / len(peaks)
+    for label, fn in fns.items():
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                fn()
+        per_step, flop = spent[label] / steps, flops[label]
+        print(f"\n== {label}: {per_step:.3f} CPU s per step (unprofiled), {flop / 1e9:.1f} GFLOP per step, "
+              f"{flop / 1e9 / per_step:.0f} GFLOP/CPU-s = {100 * flop / 1e9 / per_step / peak:.0f}% of the bf16 matmul "
+              f"peak ({peak:.0f}: {peaks[0]:.0f} before, {peaks[1]:.0f} after the timed steps)")
+        averages = prof.key_averages()
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48))
+        total = sum(e.self_cpu_time_total for e in averages) or 1.0
+        matmul = sum(e.self_cpu_time_total for e in averages if e.key in MATMUL_OPS)
+        print(f"self CPU time in matmuls ({', '.join(sorted(MATMUL_OPS))}): {100 * matmul / total:.1f}%; "
+              f"everything else: {100 * (total - matmul) / total:.1f}%")
 
 
 def decode_step_fn(batch: int):
@@ -90,7 +114,7 @@ def decode_step_fn(batch: int):
     return step
 
 
-def train_step_fn(work: Path, batch: int):
+def train_step_fn(work: Path, batch: int, attention: str = "auto"):
     from train_throughput import make_data
 
     from speechllm.config import ModelConfig, RunConfig
@@ -104,6 +128,7 @@ def train_step_fn(work: Path, batch: int):
     t.output_dir, t.batch_size, t.max_steps = str(work / "run-profile"), batch, 10**6
     t.save_every = t.eval_every = 0
     t.log_every = 10**6
+    t.attention = attention
     trainer = Trainer(cfg)
     stream = trainer._micro_batches()
     return lambda: trainer.train_step([next(stream)])
@@ -116,6 +141,9 @@ def main() -> int:
     ap.add_argument("--train-steps", type=int, default=2)
     ap.add_argument("--work", default="/tmp/speechllm_train_bench", help="scratch folder of train_throughput.py")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-decode", action="store_true")
+    ap.add_argument("--train-attention", default="fused",
+                    help="comma-separated train.attention settings to profile, e.g. eager,fused")
     args = ap.parse_args()
     import torch
 
@@ -124,12 +152,13 @@ def main() -> int:
 
     hf_logging.disable_progress_bar()
     print("machine:", describe_machine(peak=False))
-    peak = matmul_peak_gflops()["bf16"]
-    profile(decode_step_fn(args.decode_batch), args.decode_steps, f"decode step, batch {args.decode_batch}", peak)
+    if not args.skip_decode:
+        profile({f"decode step, batch {args.decode_batch}": decode_step_fn(args.decode_batch)}, args.decode_steps)
     if not args.skip_train:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
-        profile(train_step_fn(work, 8), args.train_steps, "training step, speechllm train defaults, batch 8", peak)
+        profile({f"training step, speechllm train defaults, train.attention={a}, batch 8": train_step_fn(work, 8, a)
+                 for a in args.train_attention.split(",")}, args.train_steps)
     print("machine after:", describe_machine(peak=False))
     return 0
 

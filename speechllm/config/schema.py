@@ -289,10 +289,12 @@ class TrainConfig:
         True, "run the chat prefix all rows share (system prompt, user header) through the frozen LLM once "
         "and start each forward after it; used only when no LLM weight trains and without gradient checkpointing",
         on_resume=_RESUME_SAME_MATHS)
-    attention: Literal["auto", "sdpa", "eager"] = _f(
+    attention: Literal["auto", "sdpa", "eager", "fused"] = _f(
         "auto", "attention kernels while training: sdpa (torch's fused kernels), eager (plain "
         "matmul + softmax: faster on CPU at these lengths, where the fused backward is slow), "
-        "auto (eager on CPU, sdpa on GPU)",
+        "fused (eager's maths with grouped KV heads and hand-written backwards for attention and the LLM's "
+        "RMSNorm: speechllm.train.fused), "
+        "auto (fused on CPU, sdpa on GPU)",
         on_resume=_RESUME_SAME_MATHS,
     )
     objectives: dict[str, float] = _f({"ce": 1.0}, "objective name -> weight: ce, kl, diva", ge=0,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from speechllm.models.chat_layout import IGNORE_INDEX
 from speechllm.models.speech_llm import ResponseForward
+from speechllm.train.fused import cross_entropy_sum
 
 OBJECTIVES = ("ce", "kl", "diva")
 
@@ -29,10 +30,9 @@ OBJECTIVES = ("ce", "kl", "diva")
 # The one forward lives on the model (``SpeechLLM.response_forward``: the LLM body once, the LM head
 # only at response positions, optional shared-prefix KV and LoRA off); these objectives read it.
 def ce_sum(out: ResponseForward) -> torch.Tensor:
-    """Summed cross-entropy over response tokens (fp32 log-softmax)."""
-    if out.targets.numel() == 0:
-        return out.logits.sum() * 0.0
-    return F.cross_entropy(out.logits.float(), out.targets, reduction="sum")
+    """Summed cross-entropy over response tokens (fp32 log-sum-exp, in row chunks:
+    :func:`speechllm.train.fused.cross_entropy_sum`)."""
+    return cross_entropy_sum(out.logits, out.targets)
 
 
 def kl_sum(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
