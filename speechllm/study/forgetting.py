@@ -118,12 +118,13 @@ def build_grid(name: str) -> list[Cell]:
     """The cells of grid ``name``, one factor at a time around ``gold.lora.plain`` (the cells a
     claim of docs/forgetting.md compares come first, so that a shortened run answers them first):
 
-    ``full``     31 cells. Sources: each of the five on lora and on adapter (the DeSTA2 setting is
-                 self.adapter); scopes on gold: layers, dora, ia3, norms, embeddings, prompt,
-                 prefix, lora-r2, lora-r32, plus self.layers; controls on gold.lora: replay 5%/25% sampled
-                 and pseudo, STM (also on self.lora), L2-SP, EWC (also on gold.layers, their
-                 full-fine-tuning setting), KL-to-base with 25% replay; merge λ 0.25/0.5/0.75
-                 measured on gold.lora, gold.layers and self.lora (no extra training)
+    ``full``     31 cells. Sources: each of the five on lora and on adapter (the DeSTA2
+                 setting is self.adapter); scopes on gold: layers, dora, ia3, norms,
+                 embeddings, prompt, prefix, lora-r2, lora-r32, plus self.layers; controls on
+                 gold.lora: replay 5%/25% sampled and pseudo, STM (also on self.lora), L2-SP,
+                 EWC (also on gold.layers, their full-fine-tuning setting), KL-to-base with 25%
+                 replay; merge λ 0.25/0.5/0.75 measured on gold.lora, gold.layers and self.lora
+                 (no extra training)
     ``reduced``  13 cells behind the claims (no paraphrase: SmolLM2-135M copies the gold answer; no
                  pseudo replay), merge λ 0.5 on gold lora and layers
     ``ci``       2 cells (self.adapter.plain, gold.lora.plain with a merge λ), for the test
