@@ -1,7 +1,7 @@
 """Where the time of one training step and one batch-64 decode step goes (torch.profiler).
 
     OMP_NUM_THREADS=1 python benchmarks/profile_steps.py [--decode-steps 16] [--train-steps 2]
-        [--train-attention eager,fused]
+        [--train-attention eager,fused] [--skip-decode] [--by-shape]
 
 Decode: SmolLM2-135M-Instruct (bf16 where fast), 64 DeSTA2-style description prompts prefilled
 into the generation engine's slot cache exactly as ``speechllm generate`` does, then
@@ -41,7 +41,7 @@ def flops_of(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def profile(fns: dict[str, Any], steps: int, rows: int = 14) -> None:
+def profile(fns: dict[str, Any], steps: int, rows: int = 14, by_shape: bool = False) -> None:
     """Time ``steps`` calls of each labelled closure, interleaved round by round (load on a shared
     machine then falls on all alike), against the bf16 matmul peak measured right before and
     after the timed rounds (it moves by ~10% within minutes on a shared machine); then profile
@@ -63,7 +63,7 @@ def profile(fns: dict[str, Any], steps: int, rows: int = 14) -> None:
     peaks.append(matmul_peak_gflops(dtypes=("bf16",))["bf16"])
     peak = sum(peaks) / len(peaks)
     for label, fn in fns.items():
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=by_shape) as prof:
             for _ in range(steps):
                 fn()
         per_step, flop = spent[label] / steps, flops[label]
@@ -72,6 +72,9 @@ def profile(fns: dict[str, Any], steps: int, rows: int = 14) -> None:
               f"peak ({peak:.0f}: {peaks[0]:.0f} before, {peaks[1]:.0f} after the timed steps)")
         averages = prof.key_averages()
         print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48))
+        if by_shape:
+            print(prof.key_averages(group_by_input_shape=True).table(
+                sort_by="self_cpu_time_total", row_limit=3 * rows, max_name_column_width=32, max_shapes_column_width=70))
         total = sum(e.self_cpu_time_total for e in averages) or 1.0
         matmul = sum(e.self_cpu_time_total for e in averages if e.key in MATMUL_OPS)
         print(f"self CPU time in matmuls ({', '.join(sorted(MATMUL_OPS))}): {100 * matmul / total:.1f}%; "
@@ -142,6 +145,7 @@ def main() -> int:
     ap.add_argument("--work", default="/tmp/speechllm_train_bench", help="scratch folder of train_throughput.py")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
+    ap.add_argument("--by-shape", action="store_true", help="also list the operators by input shape")
     ap.add_argument("--train-attention", default="fused",
                     help="comma-separated train.attention settings to profile, e.g. eager,fused")
     args = ap.parse_args()
@@ -158,7 +162,7 @@ def main() -> int:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
         profile({f"training step, speechllm train defaults, train.attention={a}, batch 8": train_step_fn(work, 8, a)
-                 for a in args.train_attention.split(",")}, args.train_steps)
+                 for a in args.train_attention.split(",")}, args.train_steps, by_shape=args.by_shape)
     print("machine after:", describe_machine(peak=False))
     return 0
 
