@@ -147,11 +147,12 @@ def build_grid(name: str) -> list[Cell]:
                  Cell("gold", "lora", "stm2.5"), Cell("self", "lora", "stm2.5"), Cell("gold", "lora", "l2sp10"),
                  Cell("gold", "lora", "ewc10"), Cell("gold", "lora", "kl1+replay25"),
                  Cell("gold", "lora", "replay25-sampled"), Cell("gold", "adapter", "plain"),
+                 Cell("gold", "prompt", "plain"), Cell("gold", "prefix", "plain"),
                  Cell("self", "adapter", "plain"), Cell("verified", "lora", "plain"),
                  Cell("minchange", "lora", "plain"), Cell("paraphrase", "lora", "plain"),
                  Cell("self", "layers", "plain")]
-        cells += [Cell("gold", scope, "plain") for scope in ("prompt", "prefix", "dora", "ia3", "norms",
-                                                              "embeddings", "lora-r2", "lora-r32")]
+        cells += [Cell("gold", scope, "plain") for scope in ("dora", "ia3", "norms", "embeddings", "lora-r2",
+                                                              "lora-r32")]
         cells += [Cell("gold", "lora", c) for c in ("replay5-pseudo", "replay25-pseudo")]
         cells += [Cell("gold", "layers", c) for c in ("l2sp10", "ewc10")]
         cells += [Cell(s, "adapter", "plain") for s in ("verified", "minchange", "paraphrase")]
