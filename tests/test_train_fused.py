@@ -117,11 +117,11 @@ def test_training_step_with_fused_attention_equals_eager(tiny_llm_dir, tiny_whis
     if precision == "fp32":
         assert losses[1] == pytest.approx(losses[0], rel=1e-6)
         torch.testing.assert_close(grads[1], grads[0], atol=1e-7, rtol=1e-4)
-    else:
-        assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+    else:  # the forward is eager's bit for bit (power-of-two scale); the backward's roundings differ
+        assert losses[1] == pytest.approx(losses[0], rel=1e-6)
         cos = F.cosine_similarity(grads[0], grads[1], dim=0)
-        assert float(cos) > 0.999
-        assert float((grads[1] - grads[0]).norm() / grads[0].norm()) < 0.03
+        assert float(cos) > 0.9999
+        assert float((grads[1] - grads[0]).norm() / grads[0].norm()) < 0.01
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
