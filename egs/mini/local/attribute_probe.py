@@ -16,11 +16,14 @@ SmolLM2-135M answers "male" to most descriptions that say "Gender: Female".
 
 A reply counts as correct when it names the label and no other label of that attribute
 (``single_option``, the built-in benchmark's rule). On a non-speech clip (``contains_speech``
-false) a reply counts as correct when it invents no speaker: it names no gender and no accent
-(``speechllm.generate.faithful.names_a_speaker``); its baselines are 0 for the majority label
-(which names one) and 1/(labels + 1) for chance (a uniform pick among the labels and "no
-speaker"). ``says no speech`` gives the share of those replies that also say that nothing is
-spoken.
+false) a reply counts as correct (``--nonspeech-rule strict``, the default) when it says that no
+one speaks (``speechllm.generate.faithful.says_no_speech``: "no speech", "no speaker", "nobody is
+speaking", ...) and names no gender and no accent (``names_a_speaker``); ``lenient`` counts any
+reply that names no speaker, off-topic ones included ("The text is in the "no" category.").
+Both shares are reported for every non-speech group (``no_invented_speaker``,
+``says_no_speech``, the latter among replies that also name no speaker). Their baselines are 0
+for the majority label (which names one) and 1/(labels + 1) for chance (a uniform pick among the
+labels and "no speaker").
 
 Rows are grouped by what the model could have learnt from: voices seen in training or held out
 (natural voices, Kokoro/Piper, apart from the robotic flite/espeak-ng ones), non-speech of kinds
@@ -107,27 +110,42 @@ def ask(predictor, rows: list[dict], question: str, audio_root: Path, batch: int
     return replies
 
 
-def score(rows, replies, attribute, labels, seen_voices, majority) -> dict:
+def score(rows, replies, attribute, labels, seen_voices, majority, nonspeech_rule: str = "strict") -> dict:
+    """Accuracy, majority and chance per group; non-speech groups also get both rules' shares."""
     from speechllm.generate.faithful import names_a_speaker, says_no_speech
 
     groups: dict[str, list[bool]] = collections.defaultdict(list)
     majority_hits: dict[str, list[bool]] = collections.defaultdict(list)
-    no_speech: dict[str, list[bool]] = collections.defaultdict(list)
+    lenient: dict[str, list[bool]] = collections.defaultdict(list)
+    strict: dict[str, list[bool]] = collections.defaultdict(list)
     for row, reply in zip(rows, replies, strict=True):
         group = group_of(row, seen_voices)
         if is_speech(row):
             label = row["attributes"][attribute]
             ok, majority_ok = names_only(reply, label, labels), label == majority
-        else:  # no invented speaker; the majority label names one
-            ok, majority_ok = names_a_speaker(reply) is None, False
-            no_speech[group].append(says_no_speech(reply))
+        else:  # says no one speaks (strict) / invents no speaker (lenient); the majority label names one
+            no_speaker = names_a_speaker(reply) is None
+            says = no_speaker and says_no_speech(reply)
+            for g in ("all non-speech", group):
+                lenient[g].append(no_speaker)
+                strict[g].append(says)
+            ok, majority_ok = (says if nonspeech_rule == "strict" else no_speaker), False
         for g in ("all", group):
             groups[g].append(ok)
             majority_hits[g].append(majority_ok)
-    return {g: {"n": len(v), "accuracy": sum(v) / len(v), "majority": sum(majority_hits[g]) / len(v),
-                "chance": 1 / len(labels) if g not in no_speech else 1 / (len(labels) + 1),
-                **({"says_no_speech": sum(no_speech[g]) / len(no_speech[g])} if g in no_speech else {})}
-            for g, v in groups.items()}
+    out = {g: {"n": len(v), "accuracy": sum(v) / len(v), "majority": sum(majority_hits[g]) / len(v),
+               "chance": 1 / len(labels) if g not in lenient else 1 / (len(labels) + 1),
+               **({"no_invented_speaker": sum(lenient[g]) / len(v), "says_no_speech": sum(strict[g]) / len(v)}
+                  if g in lenient else {})}
+           for g, v in groups.items()}
+    if lenient["all non-speech"]:
+        n = len(lenient["all non-speech"])
+        out["all non-speech"] = {"n": n, "accuracy": sum((strict if nonspeech_rule == "strict" else lenient)
+                                                         ["all non-speech"]) / n,
+                                 "majority": 0.0, "chance": 1 / (len(labels) + 1),
+                                 "no_invented_speaker": sum(lenient["all non-speech"]) / n,
+                                 "says_no_speech": sum(strict["all non-speech"]) / n}
+    return out
 
 
 def main() -> int:
@@ -144,6 +162,9 @@ def main() -> int:
                     help=f"attributes to ask about, comma-separated (default: {','.join(QUESTIONS)})")
     ap.add_argument("--template", default="desta2-v1",
                     help="description template for rows without a description (the describe stage's)")
+    ap.add_argument("--nonspeech-rule", choices=("strict", "lenient"), default="strict",
+                    help="a non-speech reply is right when it says no one speaks and names no speaker (strict), "
+                         "or merely names no speaker (lenient); both shares are reported either way")
     ap.add_argument("--real", type=Path, action="append", default=[],
                     help="also ask about the real recordings of this folder (LABELS.tsv, e.g. tests/data/audio); "
                          "repeatable")
@@ -173,7 +194,7 @@ def main() -> int:
         entry = {"question": question, "labels": labels, "majority_label": majority, "chance": 1 / len(labels)}
         for name, predictor in predictors.items():
             replies = ask(predictor, asked, question, args.test.parent, args.batch_size, args.template)
-            entry[name] = score(asked, replies, attribute, labels, seen, majority)
+            entry[name] = score(asked, replies, attribute, labels, seen, majority, args.nonspeech_rule)
             entry[name]["answers"] = collections.Counter(replies).most_common(5)
             entry[name]["replies"] = {r["id"]: reply for r, reply in zip(asked, replies, strict=True)
                                       if r.get("real")}
@@ -193,6 +214,21 @@ def main() -> int:
             accs = " | ".join(f"{entry[name][group]['accuracy']:.3f}" for name in predictors)
             print(f"| {attribute} | {group} | {first[group]['n']} | {accs} | {first[group]['majority']:.3f} "
                   f"({entry['majority_label']}) | {first[group]['chance']:.3f} |")
+    ns_groups = [g for g in groups if any("no_invented_speaker" in e["speech model"].get(g, {})
+                                          for e in results.values())]
+    if ns_groups:
+        # Both non-speech rules side by side, per predictor: "names no speaker / says no one speaks".
+        print("\n| attribute | non-speech rows | n | " + " | ".join(f"{p}: no invented speaker / says no one speaks"
+                                                                 for p in predictors) + " |")
+        print("| --- | --- | ---: | " + " | ".join("---:" for _ in predictors) + " |")
+        for attribute, entry in results.items():
+            for group in ns_groups:
+                if group not in entry["speech model"]:
+                    continue
+                n = entry["speech model"][group]["n"]
+                cells = " | ".join(f"{round(entry[p][group]['no_invented_speaker'] * n)}/{n} / "
+                                   f"{round(entry[p][group]['says_no_speech'] * n)}/{n}" for p in predictors)
+                print(f"| {attribute} | {group} | {n} | {cells} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Where does gender (and speech vs non-speech) get lost? Linear probes on what the LLM is given.
+"""Where do gender, accent and speech vs non-speech get lost? Linear probes on what the LLM is given.
 
 For each clip: the frozen Whisper encoder's hidden states (each tapped layer and the last one),
 mean-pooled over real frames, and the trained adapter's output vectors, mean-pooled. A logistic
@@ -93,7 +93,10 @@ def main() -> int:
     f_test = features(model, test + real, args.test.parent)
     everything = test + real
     results: dict = {}
+    # Accent: the label is the voice's (espeak-ng language for robotic voices, the phoneme set en-us/
+    # en-gb for Kokoro), so on held-out voices it measures whether accent, not the voice, is read.
     tasks = {"gender": lambda r: r["attributes"].get("gender") if is_speech(r) else None,
+             "accent": lambda r: r["attributes"].get("accent") if is_speech(r) else None,
              "speech vs non-speech": lambda r: "speech" if is_speech(r) else "non-speech"}
     for task, label_of in tasks.items():
         y_train = [label_of(r) for r in train]
