@@ -19,8 +19,12 @@ is taken out of the outer one's time) by wrapping the functions that do it:
 
 Then each compute component's FLOPs (``torch.utils.flop_counter`` on a second, unmeasured pass)
 give GFLOP per CPU second against the bf16 matmul peak of this thread. ``--ops`` adds the top
-operators of the encoder forward and the transcript decode (torch.profiler). One thread; CPU
-seconds, so other load on a shared machine does not count.
+operators of the encoder forward and the transcript decode (torch.profiler). ``--window-costs``
+times the encoder forward on 8 windows cut to 10, 20 and 30 s of mel frames: what a shorter
+window would save (not an option of the model: Whisper reads 30 s, and the features would change).
+``--pass-sizes 4 8 16 32`` answers the manifest with each number of requests per encoder / Whisper
+pass (``speechllm.infer.batched.PREPARE_ROWS``) and prints the prepare step's CPU seconds per row.
+One thread; CPU seconds, so other load on a shared machine does not count.
 """
 
 from __future__ import annotations
@@ -137,6 +141,9 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where fast) or fp32")
     parser.add_argument("--ops", action="store_true", help="top operators of the encoder and the transcript decode")
+    parser.add_argument("--window-costs", action="store_true", help="encoder forward on 10 / 20 / 30 s windows")
+    parser.add_argument("--pass-sizes", type=int, nargs="*", default=[],
+                        help="requests per encoder / Whisper pass to compare (e.g. 4 8 16 32)")
     args = parser.parse_args()
 
     import torch
@@ -211,6 +218,42 @@ def main() -> int:
             print(op_table(lambda: enc.forward_mel(mel, need_final=True)))
             print("== Whisper transcript decode, 8 windows")
             print(op_table(lambda: model.transcriber.decode(final)))
+    if args.window_costs:
+        from speechllm.audio import load_audio
+
+        waves = [load_audio(p) for p in sorted(work.glob("r0*.wav"))[:8]]
+        mel = model.encoder.mel(waves)
+        print("\nencoder forward (4 blocks + final states), 8 windows, CPU s per window:")
+        with torch.inference_mode():
+            for seconds in (10, 20, 30):
+                cut = mel[..., : seconds * 100]
+                model.encoder.forward_mel(cut, need_final=True)
+                with Clock() as c:
+                    model.encoder.forward_mel(cut, need_final=True)
+                print(f"  {seconds:2d} s window ({seconds * 50} frames): {c.cpu / 8:.3f}")
+    if args.pass_sizes:
+        from speechllm.infer import batched
+
+        default = batched.PREPARE_ROWS
+        print("\nrequests per encoder / Whisper pass (PREPARE_ROWS; default "
+              f"{default}): prepare CPU s per row, whole run CPU s per row")
+        for size in args.pass_sizes:
+            batched.PREPARE_ROWS = size
+            with Clock() as c:
+                timings = batched.BatchedTimings()
+                original = batched.generate_batched
+
+                def counted(*a, _original=original, _timings=timings, **kw):
+                    return _original(*a, timings=_timings, **kw)
+
+                batched.generate_batched = counted
+                try:
+                    done = run_manifest(model, manifest, work / f"pass{size}.jsonl", options, progress=False,
+                                        batch_size=args.batch_size).written
+                finally:
+                    batched.generate_batched = original
+            print(f"  {size:3d}: prepare {timings.prepare_cpu_s / done:.3f}, total {c.cpu / done:.3f}")
+        batched.PREPARE_ROWS = default
     print("machine after:", describe_machine(peak=False))
     return 0
 

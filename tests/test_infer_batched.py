@@ -153,12 +153,6 @@ def test_eval_predictor_answers_through_the_batched_decoder(model, tmp_path):
         model.config.transcript_source = "manifest"
 
 
-def test_requests_per_pass_shrink_with_the_encoder_width():
-    from speechllm.infer.batched import prepare_rows
-
-    assert [prepare_rows(d) for d in (384, 512, 768, 1280, 5000)] == [32, 24, 16, 9, 4]
-
-
 def test_bf16_inference_runs_the_adapter_under_autocast_as_training_does(tiny_whisper_dir, noisy_llm_dir):
     """In bf16 the (fp32) adapter runs under bf16 autocast, as training's default precision runs
     it; in fp32 it runs in fp32."""
