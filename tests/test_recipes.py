@@ -92,7 +92,18 @@ def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, of
 
     train_rows = [json.loads(x) for x in (dump / "data" / "train.jsonl").read_text().splitlines()]
     targets = [json.loads(x) for x in (dump / "targets" / "train.jsonl").read_text().splitlines()]
-    assert sorted(t["id"] for t in targets) == sorted(r["id"] for r in train_rows)
+    # The corpus mixes natural voices, robotic ones and non-speech (egs/mini/local/mix.sh).
+    assert {r["attributes"].get("tts_engine", "none") for r in train_rows} >= {"kokoro", "none"}
+    # Faithful targets only (egs/synthetic/local/faithful_targets.py): every kept target is a
+    # training row's, or a second target of a non-speech row (ID-c2), and says nothing against
+    # its labels; the ones left out are listed with their reason.
+    nonspeech = {r["id"] for r in train_rows if r["attributes"].get("contains_speech") is False}
+    allowed = {r["id"] for r in train_rows} | {f"{i}-c2" for i in nonspeech}
+    assert targets and {t["id"] for t in targets} <= allowed
+    from speechllm.generate.faithful import unfaithful_reason
+    assert all(unfaithful_reason(t, require_no_speaker=True) is None for t in targets)
+    report = json.loads((dump / "targets" / "train.faithful.json").read_text())
+    assert report["kept"] == len(targets) and report["rows"] == len(train_rows) + len(nonspeech)
     assert all(t["description"].startswith("[00:00:00 - ") and t["response"].strip() for t in targets)
     assert (dump / "targets" / "train.faithfulness.json").is_file()
     assert (exp / "train" / "final" / "adapter.safetensors").is_file()
@@ -100,7 +111,8 @@ def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, of
     assert len(replies) == 2 and all("response" in r for r in replies)
     report = json.loads((exp / "eval" / "report.json").read_text())
     text = json.dumps(report)
-    assert "gender" in text and "kl_to_base" in text
+    # The CI-size test split is 3 rows, all male: the built-in benchmark asks no gender item then.
+    assert "accent" in text and "kl_to_base" in text
     assert (exp / "eval" / "report.md").is_file()
 
     again = subprocess.run(args + ["--stage", "1", "--stop_stage", "3"], cwd=REPO, capture_output=True,
@@ -117,5 +129,5 @@ def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, of
     assert forced.returncode == 0, forced.stdout[-2000:] + forced.stderr[-2000:]
     assert "--force: removing" in forced.stdout
     redone = [json.loads(x) for x in (dump / "targets" / "train.jsonl").read_text().splitlines()]
-    assert sorted(t["id"] for t in redone) == sorted(r["id"] for r in train_rows)
+    assert redone and {t["id"] for t in redone} <= allowed
     assert {t["generator"]["prompt_pool"] for t in redone} == {"builtin:attributes"}
