@@ -3,8 +3,9 @@
 # (Kokoro-82M, Piper joe), robotic ones (flite, espeak-ng) and non-speech clips, with background
 # noise at labelled SNRs and simulated rooms, some voices and kinds of sound held out for test ->
 # describe (desta2-v3: "No speech, no speaker, only music." for non-speech) -> SmolLM2 targets
-# kept only where faithful to the labels (a non-speech one must say that no one speaks; two per
-# non-speech clip; answers that copy the description back are counted, not rejected: see
+# kept only where faithful to the labels (a non-speech one must say that no one speaks; three per
+# non-speech clip, three re-sampling rounds: with two of each the model invented a speaker for most
+# non-speech clips; answers that copy the description back are counted, not rejected: see
 # egs/mini/RESULTS.md) -> Q-Former adapter on Whisper
 # tiny.en + SmolLM2-135M -> infer -> built-in benchmark + retention. `egs/mini/local/probe.sh`
 # then asks gender and speech/no speech on held-out voices, held-out kinds of sound and real
@@ -34,6 +35,6 @@ bash egs/TEMPLATE/stages.sh \
   --config recipes/mini_offline_cpu.yaml \
   --annotators duration,vad,volume,snr,pitch,speaking_rate --describe_opts "--template desta2-v3" \
   --prompt_pool builtin:hearing --gen_max_new_tokens 64 --valid_split "" \
-  --targets_filter "python egs/synthetic/local/faithful_targets.py --require-no-speaker --nonspeech-copies 2 --rounds 2" \
+  --targets_filter "python egs/synthetic/local/faithful_targets.py --require-no-speaker --nonspeech-copies 3 --rounds 3" \
   --infer_clips "$clips" --infer_limit 8 --eval_limit 60 \
   "$@"
