@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,15 +96,17 @@ def test_mini_recipe_end_to_end_at_ci_size(tmp_path, offline_whisper_tiny_en, of
     # The corpus mixes natural voices, robotic ones and non-speech (egs/mini/local/mix.sh).
     assert {r["attributes"].get("tts_engine", "none") for r in train_rows} >= {"kokoro", "none"}
     # Faithful targets only (egs/synthetic/local/faithful_targets.py): every kept target is a
-    # training row's, or a second target of a non-speech row (ID-c2), and says nothing against
-    # its labels; the ones left out are listed with their reason.
+    # training row's, or a further target of a non-speech row (ID-c2 .. ID-cK, K from run.sh's
+    # --nonspeech-copies), and says nothing against its labels; the ones left out are listed
+    # with their reason.
+    copies = int(re.search(r"--nonspeech-copies (\d+)", (REPO / "egs/mini/run.sh").read_text()).group(1))
     nonspeech = {r["id"] for r in train_rows if r["attributes"].get("contains_speech") is False}
-    allowed = {r["id"] for r in train_rows} | {f"{i}-c2" for i in nonspeech}
+    allowed = {r["id"] for r in train_rows} | {f"{i}-c{k}" for i in nonspeech for k in range(2, copies + 1)}
     assert targets and {t["id"] for t in targets} <= allowed
     from speechllm.generate.faithful import unfaithful_reason
     assert all(unfaithful_reason(t, require_no_speaker=True) is None for t in targets)
     report = json.loads((dump / "targets" / "train.faithful.json").read_text())
-    assert report["kept"] == len(targets) and report["rows"] == len(train_rows) + len(nonspeech)
+    assert report["kept"] == len(targets) and report["rows"] == len(train_rows) + (copies - 1) * len(nonspeech)
     assert all(t["description"].startswith("[00:00:00 - ") and t["response"].strip() for t in targets)
     assert (dump / "targets" / "train.faithfulness.json").is_file()
     assert (exp / "train" / "final" / "adapter.safetensors").is_file()
