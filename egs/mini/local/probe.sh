@@ -30,14 +30,7 @@ if [ ! -s "$probe/test.jsonl" ]; then
   # shellcheck disable=SC2086
   speechllm synth "$probe" --num "${PROBE_NUM:-1000}" --seed 0 --splits test --overwrite $synth_mix
 fi
-real=(--real tests/data/audio)
-if python egs/synthetic/local/debian_sounds.py "$dump/debian_sounds"; then
-  real+=(--real "$dump/debian_sounds")
-else
-  echo "probe: real Debian recordings left out (apt-get install alsa-utils sound-theme-freedesktop)" >&2
-fi
-reference=(--llm "${LLM_REFERENCE-offline:smollm2-135m-instruct}")
-[ -n "${reference[1]}" ] || reference=()
+. egs/synthetic/local/probe_inputs.sh
 mkdir -p "$out"
 python egs/mini/local/attribute_probe.py --model "$model" --test "$probe/test.jsonl" \
   --train "$dump/data/train.jsonl" "${reference[@]}" --template desta2-v3 --nonspeech-rule strict \

@@ -19,14 +19,7 @@ dump=dump/$tag exp=exp/$tag
 model=${3:-$exp/train/final} out=$exp/eval${3:+/$(basename "$(dirname "$3")")}
 . scripts/python_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
-real=(--real tests/data/audio)
-if python egs/synthetic/local/debian_sounds.py "$dump/debian_sounds"; then
-  real+=(--real "$dump/debian_sounds")
-else
-  echo "probe: real Debian recordings left out (apt-get install alsa-utils sound-theme-freedesktop)" >&2
-fi
-reference=(--llm "${LLM_REFERENCE-offline:smollm2-135m-instruct}")
-[ -n "${reference[1]}" ] || reference=()
+. egs/synthetic/local/probe_inputs.sh
 mkdir -p "$out"
 python egs/mini/local/attribute_probe.py --model "$model" --test "$dump/described/test.jsonl" \
   --train "$dump/data/train.jsonl" "${reference[@]}" --template "$template" \
