@@ -26,6 +26,17 @@ def _corpus(folder):
     return folder
 
 
+def _recipe(tmp_path, tiny_llm_dir, tiny_whisper_dir):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model:\n  encoder: {tiny_whisper_dir}\n  llm: {tiny_llm_dir}\n  dtype: fp32\n  num_queries: 8\n"
+        "  qformer_layers: 1\n  qformer_ffn_dim: 64\n  use_vad: false\n  transcript_source: manifest\n"
+        "data:\n  max_length: 256\n"
+        "train:\n  precision: fp32\n  batch_size: 4\n  warmup_steps: 1\n  lr: 3.0e-3\n  log_every: 1\n",
+        encoding="utf-8")
+    return recipe
+
+
 def test_minimum_change_and_verifier_are_deterministic_edits():
     from speechllm.study.targets import gold_answer, minimum_change, stated_gender, verified
 
@@ -45,13 +56,7 @@ def test_study_ci_grid_table_plot_resume_and_refusal(tiny_llm_dir, tiny_whisper_
     from speechllm.cli import main
     from speechllm.study.forgetting import StudyError, run_study
 
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(
-        f"model:\n  encoder: {tiny_whisper_dir}\n  llm: {tiny_llm_dir}\n  dtype: fp32\n  num_queries: 8\n"
-        "  qformer_layers: 1\n  qformer_ffn_dim: 64\n  use_vad: false\n  transcript_source: manifest\n"
-        "data:\n  max_length: 256\n"
-        "train:\n  precision: fp32\n  batch_size: 4\n  warmup_steps: 1\n  lr: 3.0e-3\n  log_every: 1\n",
-        encoding="utf-8")
+    recipe = _recipe(tmp_path, tiny_llm_dir, tiny_whisper_dir)
     data = _corpus(tmp_path / "corpus")
     out = tmp_path / "study"
     args = ["study", "forgetting", "--recipe", str(recipe), "--out", str(out), "--grid", "ci", "--seeds", "1",
@@ -93,6 +98,57 @@ def test_study_ci_grid_table_plot_resume_and_refusal(tiny_llm_dir, tiny_whisper_
     # Changed settings in the same folder are refused, naming the file.
     with pytest.raises(StudyError, match="study.json: this folder holds a study with other settings"):
         run_study(recipe, out, grid="ci", seeds=1, steps=3, data=str(data), eval_rows=4)
+
+
+def test_warm_start_is_made_once_and_every_cell_starts_from_it(tiny_llm_dir, tiny_whisper_dir, tmp_path):
+    """--warm-steps: one adapter trained alone on gold targets, its held-out point in the table, and
+    each cell's adapter loaded from it (a LoRA cell too: the adapter's names do not change)."""
+    from safetensors.torch import load_file, save_file
+
+    from speechllm.config import RunConfig, load_config
+    from speechllm.study.forgetting import (
+        Cell,
+        StudyError,
+        StudySettings,
+        cell_config,
+        load_warm,
+        run_study,
+        warm_adapter_file,
+    )
+    from speechllm.train import Trainer
+
+    recipe = _recipe(tmp_path, tiny_llm_dir, tiny_whisper_dir)
+    data = _corpus(tmp_path / "corpus")
+    out = tmp_path / "study"
+    table = run_study(recipe, out, cells="self.adapter.plain", seeds=1, steps=1, data=str(data), eval_rows=4,
+                      warm_steps=2)
+    warm = json.loads((out / "shared" / "warm" / "warm.json").read_text())
+    assert warm["steps"] == 2 and table["warm_start"] == warm and 0.0 <= warm["acc_audio"] <= 1.0
+    assert "| warm start (adapter alone, 2 steps, seed 0) | - | 1 |" in (out / "table.md").read_text()
+    assert not (out / "shared" / "warm" / "run").exists()  # its checkpoints are not kept
+    weights = load_file(str(warm_adapter_file(out)))
+    assert weights and all(not n.startswith("llm.") for n in weights)
+
+    cfg = load_config(RunConfig, recipe, [])
+    shared = {"targets": {"gold": {"train": out / "shared" / "targets" / "gold.train.jsonl",
+                                   "held": out / "shared" / "targets" / "gold.held.jsonl"}}, "replay": {}}
+    settings = StudySettings(recipe={}, steps=1, warm_steps=2)
+    trainer = Trainer(cell_config(cfg, Cell("gold", "lora", "plain"), 1, shared, tmp_path / "run", settings,
+                                  out / "shared" / "features"))
+    named = trainer.trainable_named
+    assert any(not torch_equal(named[n], t) for n, t in weights.items())  # another seed: another start
+    load_warm(trainer, out)
+    assert all(torch_equal(named[n], t) for n, t in weights.items())
+    # A warm start that does not fit the cell's adapter is refused by name, not half loaded.
+    save_file({"adapter.not_there": next(iter(weights.values()))}, str(warm_adapter_file(out)))
+    with pytest.raises(StudyError, match="the warm start does not fit this cell's adapter .*adapter.not_there"):
+        load_warm(trainer, out)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a.detach().float(), b.float())
 
 
 @pytest.mark.parametrize("scope", ["prompt", "prefix", "both"])

@@ -40,18 +40,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--cells", default=None,
                    help="instead of --grid: comma-separated cells source.scope.control, e.g. gold.lora.stm2.5")
     f.add_argument("--seeds", type=int, default=3, help="seeds per cell: 0..N-1 (default: 3)")
-    f.add_argument("--steps", type=int, default=60, help="training steps per cell (default: 60)")
-    f.add_argument("--num", type=int, default=240, help="synthetic utterances when no --data (default: 240)")
-    f.add_argument("--eval-rows", type=int, default=40, help="held-out utterances measured (default: 40)")
+    f.add_argument("--steps", type=int, default=30, help="training steps per cell (default: %(default)s)")
+    f.add_argument("--num", type=int, default=200, help="synthetic utterances when no --data (default: %(default)s)")
+    f.add_argument("--eval-rows", type=int, default=24, help="held-out utterances measured (default: %(default)s)")
     f.add_argument("--data", default=None,
                    help="a `speechllm synth`-style folder (train.jsonl, test.jsonl/dev.jsonl with gender labels) "
                    "instead of synthesising one")
-    f.add_argument("--max-new-tokens", type=int, default=32,
+    f.add_argument("--max-new-tokens", type=int, default=24,
                    help="longest answer generated when measuring (default: %(default)s)")
+    f.add_argument("--warm-steps", type=int, default=30,
+                   help="start every cell from one adapter trained alone on the gold targets for this many steps "
+                   "(made once under OUT/shared/warm; its held-out accuracy is the table's 'warm start' row); without "
+                   "it a cell's few steps rarely tie the answers to the audio (default: %(default)s)")
     f.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells (resume later)")
     f.add_argument("--workers", type=int, default=1,
-                   help="run cells in this many processes (each claims the next cell; set OMP_NUM_THREADS=1 for one "
-                   "thread each; default: %(default)s)")
+                   help="run cells in this many processes (each claims the next cell and uses cores/N threads; the "
+                   "shared stage and warm start run first with the command's own thread count; default: %(default)s)")
     f.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # a child of --workers
     f.add_argument("overrides", nargs="*", help="recipe overrides key=value (e.g. train.lr=1e-3)")
     f.set_defaults(func=_run)
@@ -63,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     table = run_study(args.recipe, args.out, grid=args.grid, cells=args.cells, seeds=args.seeds, steps=args.steps,
                       num=args.num, eval_rows=args.eval_rows, data=args.data, overrides=args.overrides,
                       max_cells=args.max_cells, max_new_tokens=args.max_new_tokens,
-                      workers=args.workers, worker=args.worker)
+                      workers=args.workers, worker=args.worker, warm_steps=args.warm_steps)
     if args.worker is not None:
         return 0
     print(f"{len(table['entries'])} rows -> {args.out}/table.md, table.json, table.csv, scatter.png")

@@ -185,9 +185,12 @@ class StudySettings:
     max_new_tokens: int = 32
     data: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    warm_steps: int = 0
 
     def digest(self) -> str:
-        blob = json.dumps({k: v for k, v in self.__dict__.items()}, sort_keys=True, default=str)
+        # warm_steps 0 (no warm start) is left out: folders made before the field existed continue.
+        blob = json.dumps({k: v for k, v in self.__dict__.items() if k != "warm_steps" or v}, sort_keys=True,
+                          default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -309,6 +312,73 @@ def _make_replay(backend, replay: dict[str, Path], cfg) -> None:
         shutil.copyfile(work, path)
 
 
+# ---------------------------------------------------------------------------- warm start
+
+
+WARM_CELL = Cell("gold", "adapter", "plain")
+
+
+def warm_adapter_file(out: Path) -> Path:
+    return out / "shared" / "warm" / "adapter.safetensors"
+
+
+def prepare_warm(out: Path, settings: StudySettings, cfg, shared: dict[str, Any]) -> None:
+    """The shared warm start (``--warm-steps W``): the adapter trained alone on the gold targets for
+    W steps (seed 0, the LLM frozen: no forgetting), once; every cell starts from it. Without it the
+    few steps a cell can afford do not tie the answers to the audio (held-out accuracy stays at the
+    majority rate), so learning could only be read from the target loss."""
+    path = warm_adapter_file(out)
+    if not settings.warm_steps or path.is_file():
+        return
+    from safetensors.torch import save_file
+
+    from speechllm.train import Trainer
+
+    run_dir = path.parent / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    warm_settings = copy.copy(settings)
+    warm_settings.steps = settings.warm_steps
+    wcfg = cell_config(cfg, WARM_CELL, 0, shared, run_dir, warm_settings, out / "shared" / "features")
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer = Trainer(wcfg)
+    trainer.run()
+    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+    valid = _read_jsonl(run_dir / "valid.jsonl")[-1]
+    # Where every cell starts: its held-out accuracy through the audio (the table's "warm start" row).
+    start = Measures(cfg, settings, shared["held"], trainer.model.base_causal_lm().dtype).audio_side(
+        trainer.model.eval())
+    llm = trainer.llm_trainable()
+    weights = {n: p.detach().float().contiguous() for n, p in trainer.trainable_named.items() if n not in llm}
+    tmp = path.with_suffix(".tmp")
+    save_file(weights, str(tmp))
+    tmp.replace(path)
+    from speechllm.utils.fs import atomic_write_text
+
+    atomic_write_text(path.with_name("warm.json"), json.dumps(
+        {"steps": settings.warm_steps, "train_s": round(train_s, 1), "train_cpu_s": round(train_cpu, 1),
+         "tensors": len(weights), "target_loss": valid["valid_loss"], **start}, indent=2) + "\n")
+    shutil.rmtree(run_dir)
+    log.info("warm start: the adapter trained alone for %d steps -> %s", settings.warm_steps, path)
+
+
+def load_warm(trainer, out: Path) -> None:
+    """Start the trainer's adapter from the shared warm start (every tensor must match by name)."""
+    import torch
+    from safetensors.torch import load_file
+
+    warm = load_file(str(warm_adapter_file(out)))
+    named = trainer.trainable_named
+    missing = [n for n in warm if n not in named] + [n for n in named if n not in warm and n not in
+                                                      trainer.llm_trainable()]
+    if missing:
+        raise StudyError(f"{warm_adapter_file(out)}: the warm start does not fit this cell's adapter "
+                         f"(e.g. {missing[0]}); delete the folder's shared/warm to remake it")
+    with torch.no_grad():
+        for n, t in warm.items():
+            named[n].copy_(t.to(named[n].dtype))
+
+
 # ---------------------------------------------------------------------------- one cell
 
 
@@ -338,6 +408,9 @@ def cell_config(base_cfg, cell: Cell, seed: int, shared: dict[str, Any], run_dir
     t.output_dir = str(run_dir)
     t.seed = seed
     t.max_steps = settings.steps
+    # A cell's warm-up is at most a tenth of its steps: the recipe's (sized for hundreds of steps)
+    # would spend most of a short cell below the learning rate.
+    t.warmup_steps = min(t.warmup_steps, max(1, settings.steps // 10))
     t.save_every, t.eval_every, t.num_sample_generations, t.keep_last = 0, 0, 0, 1
     t.init_from = None
     return cfg
@@ -504,6 +577,8 @@ def run_cell(base_cfg, cell: Cell, seed: int, shared: dict[str, Any], settings: 
     cfg = cell_config(base_cfg, cell, seed, shared, run_dir / "run", settings, out / "shared" / "features")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer = Trainer(cfg)
+    if settings.warm_steps:
+        load_warm(trainer, out)
     result = trainer.run()
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     valid = _read_jsonl(run_dir / "run" / "valid.jsonl")[-1]
@@ -548,16 +623,19 @@ METRICS = ("acc_audio", "target_loss", "kl_to_base", "delta_nll", "if_rate", "re
 
 
 def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells: str | None = None,
-              seeds: int = 3, steps: int = 60, num: int = 240, eval_rows: int = 40, data: str | None = None,
+              seeds: int = 3, steps: int = 30, num: int = 200, eval_rows: int = 24, data: str | None = None,
               overrides: Sequence[str] = (), max_cells: int | None = None,
-              max_new_tokens: int = 32, workers: int = 1, worker: int | None = None) -> dict[str, Any]:
+              max_new_tokens: int = 24, workers: int = 1, worker: int | None = None,
+              warm_steps: int = 30) -> dict[str, Any]:
     """Run (or continue) the study into ``out``; see the module docstring. Returns the table.
 
     ``workers`` > 1 runs the cells in that many child processes (``speechllm study forgetting
     ... --worker k``; each claims the next unfinished cell and seed with an exclusive file, loads
-    the base measures once and keeps its thread count from the environment, so set
-    ``OMP_NUM_THREADS=1``); the shared stage runs first, in this process. ``worker`` is a child's
-    index (it writes no table; the parent does when all are done)."""
+    the base measures once and runs ``cores // workers`` threads); the shared stage and the warm
+    start run first, in this process, with its own thread count. ``worker`` is a child's
+    index (it writes no table; the parent does when all are done). ``warm_steps`` > 0 starts every
+    cell from one adapter trained alone on the gold targets for that many steps
+    (:func:`prepare_warm`)."""
     from speechllm.config import RunConfig, load_config
 
     out = Path(out)
@@ -569,7 +647,7 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
     # their defaults) does not make a half-finished study refuse to continue.
     recipe_id = {"file": str(recipe), "sha256": sha256_file(recipe), "overrides": list(overrides)}
     settings = StudySettings(recipe=recipe_id, steps=steps, num=num, eval_rows=eval_rows, data=data,
-                             max_new_tokens=max_new_tokens)
+                             max_new_tokens=max_new_tokens, warm_steps=warm_steps)
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / "study.json"
     if stamp.is_file():
@@ -584,10 +662,12 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
                                             indent=2, default=str) + "\n")
     t_shared = time.perf_counter()
     shared = prepare_shared(out, settings, cfg)
+    prepare_warm(out, settings, cfg, shared)
     shared_s = time.perf_counter() - t_shared
     if workers > 1 and worker is None:
         _run_workers(out, workers, recipe=recipe, grid=grid, cells=cells, seeds=seeds, steps=steps, num=num,
-                     eval_rows=eval_rows, data=data, overrides=overrides, max_new_tokens=max_new_tokens)
+                     eval_rows=eval_rows, data=data, overrides=overrides, max_new_tokens=max_new_tokens,
+                     warm_steps=warm_steps)
         table = write_table(out, chosen, seeds)
         table["shared_seconds"] = round(shared_s, 1)
         return table
@@ -641,9 +721,11 @@ def _claim(path: Path) -> bool:
 
 
 def _run_workers(out: Path, workers: int, *, recipe, grid, cells, seeds, steps, num, eval_rows, data, overrides,
-                 max_new_tokens) -> None:
-    """Start ``workers`` child studies on the same folder and wait for them (claims of an earlier,
-    interrupted run are cleared first: only this parent starts workers)."""
+                 max_new_tokens, warm_steps) -> None:
+    """Start ``workers`` child studies on the same folder, each with ``cores // workers`` threads, and
+    wait for them (claims of an earlier, interrupted run are cleared first: only this parent starts
+    workers)."""
+    import os
     import subprocess
     import sys
 
@@ -651,10 +733,17 @@ def _run_workers(out: Path, workers: int, *, recipe, grid, cells, seeds, steps, 
         stale.unlink()
     args = [sys.executable, "-m", "speechllm", "study", "forgetting", "--recipe", str(recipe), "--out", str(out),
             "--seeds", str(seeds), "--steps", str(steps), "--num", str(num), "--eval-rows", str(eval_rows),
-            "--max-new-tokens", str(max_new_tokens), "--workers", str(workers)]
+            "--max-new-tokens", str(max_new_tokens), "--workers", str(workers), "--warm-steps", str(warm_steps)]
     args += ["--cells", cells] if cells else ["--grid", grid]
     args += ["--data", str(data)] if data else []
-    procs = [subprocess.Popen(args + ["--worker", str(k), "--", *overrides]) for k in range(workers)]
+    # Each child gets its share of the cores (one thread each on 2 cores with 2 workers), whatever
+    # thread count the parent ran the shared stage and warm start with: oversubscribed threads on
+    # busy cores run many times slower.
+    from speechllm.utils.threads import usable_cores
+
+    share = str(max(1, usable_cores() // workers))
+    env = {**os.environ, "OMP_NUM_THREADS": share, "MKL_NUM_THREADS": share, "SPEECHLLM_NUM_THREADS": share}
+    procs = [subprocess.Popen(args + ["--worker", str(k), "--", *overrides], env=env) for k in range(workers)]
     codes = [p.wait() for p in procs]
     if any(codes):
         raise StudyError(f"{out}: study worker(s) exited with {codes}; rerun the same command to continue")
@@ -715,13 +804,19 @@ def write_table(out: Path, chosen: Sequence[Cell], seeds: int) -> dict[str, Any]
     if base is not None:
         lines.append(f"| base LLM | - | - | - | - | 0 | 0 | {base['if_rate']:.3f} | {base['refusal_rate']:.3f} "
                      "| - | - | - | - |")
+    warm_file = out / "shared" / "warm" / "warm.json"
+    warm = json.loads(warm_file.read_text(encoding="utf-8")) if warm_file.is_file() else None
+    if warm is not None and base is not None:  # where every cell starts: the LLM is the base's
+        lines.append(f"| warm start (adapter alone, {warm['steps']} steps, seed 0) | - | 1 | {warm['acc_audio']:.3f} "
+                     f"| {warm['target_loss']:.3f} (gold) | 0 | 0 | {base['if_rate']:.3f} | {base['refusal_rate']:.3f} "
+                     f"| {warm['gap']:.3f} | {warm['train_s']:.0f} | - | {warm['train_cpu_s']:.0f} |")
     for e in entries:
         n = len(e["seeds"])
         cols = [e["cell"], f"{e['merge']:g}", str(n)] + [_fmt(e[m], e[m + "_sd"], n) for m in METRICS] + [
             f"{e['train_s']:.0f}", f"{e['eval_s']:.0f}", "-" if e["cpu_s"] is None else f"{e['cpu_s']:.0f}"]
         lines.append("| " + " | ".join(cols) + " |")
     atomic_write_text(out / "table.md", "\n".join(lines) + "\n")
-    table = {"base": base, "entries": entries}
+    table = {"base": base, "warm_start": warm, "entries": entries}
     atomic_write_text(out / "table.json", json.dumps(table, indent=2) + "\n")
     buf = io.StringIO()
     fields = ["cell", "source", "scope", "control", "merge", "seeds", "train_s", "eval_s", "cpu_s"] + [
