@@ -89,7 +89,9 @@ CONTROLS: dict[str, dict[str, Any]] = {
     "replay5-pseudo": {"data.replay": "replay:pseudo", "data.replay_ratio": 0.05},
     "replay25-pseudo": {"data.replay": "replay:pseudo", "data.replay_ratio": 0.25},
     "stm2.5": {"train.stm_tau": 2.5},
+    "l2sp1": {"train.l2sp_alpha": 1.0},
     "l2sp10": {"train.l2sp_alpha": 10.0},
+    "ewc1": {"train.ewc_lambda": 1.0},
     "ewc10": {"train.ewc_lambda": 10.0},
     "kl1+replay25": {"data.replay": "replay:sampled", "data.replay_ratio": 0.25, "train.replay_kl_weight": 1.0},
 }
@@ -118,12 +120,12 @@ def build_grid(name: str) -> list[Cell]:
     """The cells of grid ``name``, one factor at a time around ``gold.lora.plain`` (the cells a
     claim of docs/forgetting.md compares come first, so that a shortened run answers them first):
 
-    ``full``     31 cells. Sources: each of the five on lora and on adapter (the DeSTA2
+    ``full``     33 cells. Sources: each of the five on lora and on adapter (the DeSTA2
                  setting is self.adapter); scopes on gold: layers, dora, ia3, norms,
                  embeddings, prompt, prefix, lora-r2, lora-r32, plus self.layers; controls on
-                 gold.lora: replay 5%/25% sampled and pseudo, STM (also on self.lora), L2-SP,
-                 EWC (also on gold.layers, their full-fine-tuning setting), KL-to-base with 25%
-                 replay; merge λ 0.25/0.5/0.75 measured on gold.lora, gold.layers and self.lora
+                 gold.lora: replay 5%/25% sampled and pseudo, STM (also on self.lora), L2-SP
+                 α 1 and 10, EWC λ 1 and 10 (the 10s also on gold.layers, their full-fine-tuning
+                 setting), KL-to-base with 25% replay; merge λ 0.25/0.5/0.75 measured on gold.lora, gold.layers and self.lora
                  (no extra training)
     ``reduced``  13 cells behind the claims (no paraphrase: SmolLM2-135M copies the gold answer; no
                  pseudo replay), merge λ 0.5 on gold lora and layers
@@ -146,7 +148,8 @@ def build_grid(name: str) -> list[Cell]:
                  Cell("gold", "layers", "plain", merge), Cell("gold", "lora", "replay5-sampled"),
                  Cell("gold", "lora", "stm2.5"), Cell("self", "lora", "stm2.5"), Cell("gold", "lora", "l2sp10"),
                  Cell("gold", "lora", "ewc10"), Cell("gold", "lora", "kl1+replay25"),
-                 Cell("gold", "lora", "replay25-sampled"), Cell("gold", "adapter", "plain"),
+                 Cell("gold", "lora", "replay25-sampled"), Cell("gold", "lora", "l2sp1"), Cell("gold", "lora", "ewc1"),
+                 Cell("gold", "adapter", "plain"),
                  Cell("gold", "prompt", "plain"), Cell("gold", "prefix", "plain"),
                  Cell("self", "adapter", "plain"), Cell("verified", "lora", "plain"),
                  Cell("minchange", "lora", "plain"), Cell("paraphrase", "lora", "plain"),
