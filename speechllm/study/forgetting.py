@@ -14,7 +14,8 @@ forgetting  ``kl_to_base`` and ``delta_nll``: teacher-forced on the base's greed
 What every cell shares is made once under ``OUT/shared`` (corpus, targets of each source, replay
 rows, the base's answers); each finished cell writes ``OUT/cells/<cell>/seed<k>/result.json`` and
 is not rerun; changed settings are refused. ``OUT/table.md``, ``table.json``, ``table.csv`` and
-``scatter.png`` are rewritten after every cell (mean and standard deviation over seeds).
+``scatter.png`` are rewritten after every cell (mean and standard deviation over seeds), and
+``claims.md``: the seed papers' claims checked seed by seed (:mod:`speechllm.study.claims`).
 """
 
 from __future__ import annotations
@@ -829,6 +830,9 @@ def write_table(out: Path, chosen: Sequence[Cell], seeds: int) -> dict[str, Any]
     for e in entries:
         w.writerow({**e, "seeds": " ".join(map(str, e["seeds"]))})
     atomic_write_text(out / "table.csv", buf.getvalue())
+    from speechllm.study.claims import claims_markdown
+
+    atomic_write_text(out / "claims.md", claims_markdown(entries))
     if entries:
         plot_scatter(entries, out / "scatter.png")
     return table
