@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "instead of synthesising one")
     f.add_argument("--max-new-tokens", type=int, default=24,
                    help="longest answer generated when measuring (default: %(default)s)")
-    f.add_argument("--warm-steps", type=int, default=30,
+    f.add_argument("--warm-steps", type=int, default=60,
                    help="start every cell from one adapter trained alone on the gold targets for this many steps "
                    "(made once under OUT/shared/warm; its held-out accuracy is the table's 'warm start' row); without "
                    "it a cell's few steps rarely tie the answers to the audio (default: %(default)s)")

@@ -630,7 +630,7 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
               seeds: int = 3, steps: int = 30, num: int = 200, eval_rows: int = 24, data: str | None = None,
               overrides: Sequence[str] = (), max_cells: int | None = None,
               max_new_tokens: int = 24, workers: int = 1, worker: int | None = None,
-              warm_steps: int = 30) -> dict[str, Any]:
+              warm_steps: int = 60) -> dict[str, Any]:
     """Run (or continue) the study into ``out``; see the module docstring. Returns the table.
 
     ``workers`` > 1 runs the cells in that many child processes (``speechllm study forgetting
