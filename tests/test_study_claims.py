@@ -43,6 +43,9 @@ def test_claims_table_reads_replay_regularisers_and_merge_curve():
     # L2-SP: lower KL on both seeds, higher target loss only on seed 0.
     assert "partly, 1 of 2 seeds" in rows["gold.lora.l2sp10: KL lower and target loss higher than gold.lora.plain"]
     assert "not run" in rows["KL replay5-pseudo <= 0.5 x plain"] and "not run" in rows["KL self.lora < gold.lora"]
+    # Replay rows share gold's targets: their target losses compare; another source's do not.
+    assert "Δtarget loss +0.000" in rows["KL replay5-sampled <= 0.5 x plain"]
+    assert "(target losses: other texts)" in rows["KL self.lora < gold.lora"]
     # Merge: KL rises with λ on seed 0 only (seed 1: 0.5 at λ 0.5 > 0.4 at λ 0.75).
     curve = merge_curve(entries, "gold.lora.plain")
     assert (curve["k"], curve["n"]) == (1, 2) and abs(curve["ratio"] - (0.3 + 0.25) / 2) < 1e-9
