@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from speechllm.errors import ConfigError
+from speechllm.utils.hf_compat import cache_kwargs, output_cache
 
 
 def prefix_shape(causal_lm, num_tokens: int) -> tuple[int, int, int, int, int]:
@@ -45,7 +46,7 @@ def init_prefix(causal_lm, tokenizer, num_tokens: int, init_text: str, seed: int
     ids = (ids * (num_tokens // len(ids) + 1))[:num_tokens]
     with torch.no_grad():
         out = causal_lm(input_ids=torch.tensor([ids], device=table.device), use_cache=True)
-    cache = out.past_key_values
+    cache = output_cache(out)
     layers = [(layer.keys[0], layer.values[0]) for layer in cache.layers]
     return torch.stack([torch.stack([k, v]) for k, v in layers]).float().cpu()
 
@@ -72,7 +73,8 @@ def with_prefix(inputs: dict[str, torch.Tensor], prefix: torch.Tensor, causal_lm
     out["attention_mask"] = torch.cat([torch.ones((b, n), dtype=mask.dtype, device=mask.device), mask], 1)
     if inputs.get("position_ids") is not None:
         out["position_ids"] = inputs["position_ids"] + n
-    out["past_key_values"] = prefix_cache(prefix, causal_lm, b, embeds.dtype)
+    # The keyword the installed transformers takes the cache by (``cache`` from 5.2x on).
+    out.update(cache_kwargs(causal_lm, prefix_cache(prefix, causal_lm, b, embeds.dtype)))
     return out
 
 
