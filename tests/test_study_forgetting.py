@@ -145,6 +145,33 @@ def test_warm_start_is_made_once_and_every_cell_starts_from_it(tiny_llm_dir, tin
         load_warm(trainer, out)
 
 
+def test_a_cell_that_cannot_run_is_recorded_and_the_others_still_run(tiny_llm_dir, tiny_whisper_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+    from speechllm.cli import main
+    from speechllm.study import forgetting
+
+    monkeypatch.setitem(forgetting.SCOPES, "norms", {"llm_train.patterns": ["no_such_weight"]})
+    recipe = _recipe(tmp_path, tiny_llm_dir, tiny_whisper_dir)
+    data = _corpus(tmp_path / "corpus")
+    out = tmp_path / "study"
+    args = ["study", "forgetting", "--recipe", str(recipe), "--out", str(out), "--cells",
+            "gold.norms.plain,gold.embeddings.plain", "--seeds", "1", "--steps", "1", "--warm-steps", "0",
+            "--data", str(data), "--eval-rows", "4"]
+    assert main(args) == 1
+    assert "1 cell runs failed" in capsys.readouterr().err
+    failed = json.loads((out / "cells" / "gold.norms.plain" / "seed0" / "failed.json").read_text())
+    assert failed["seed"] == 0 and "'no_such_weight' matches no LLM parameter" in failed["error"]
+    # The embeddings scope runs on a model whose output layer is its own (or tied: one pattern).
+    assert (out / "cells" / "gold.embeddings.plain" / "seed0" / "result.json").is_file()
+    table = json.loads((out / "table.json").read_text())
+    assert [e["cell"] for e in table["entries"]] == ["gold.embeddings.plain"] and len(table["failed"]) == 1
+    assert "- gold.norms.plain seed 0: model.llm_train.patterns" in (out / "table.md").read_text()
+    # A rerun tries the failed cell again (and fails it again, here), the finished one is kept.
+    result = (out / "cells" / "gold.embeddings.plain" / "seed0" / "result.json").read_bytes()
+    assert main(args) == 1
+    assert (out / "cells" / "gold.embeddings.plain" / "seed0" / "result.json").read_bytes() == result
+
+
 def torch_equal(a, b) -> bool:
     import torch
 

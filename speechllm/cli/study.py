@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,5 +71,9 @@ def _run(args: argparse.Namespace) -> int:
                       workers=args.workers, worker=args.worker, warm_steps=args.warm_steps)
     if args.worker is not None:
         return 0
-    print(f"{len(table['entries'])} rows -> {args.out}/table.md, table.json, table.csv, scatter.png")
+    print(f"{len(table['entries'])} rows -> {args.out}/table.md, table.json, table.csv, scatter.png, claims.md")
+    if table.get("failed"):
+        print(f"speechllm study: {len(table['failed'])} cell runs failed, listed in {args.out}/table.md; "
+              "rerun the command to try them again", file=sys.stderr)
+        return 1
     return 0

@@ -74,7 +74,9 @@ SCOPES: dict[str, dict[str, Any]] = {
     "ia3": {"lora.enabled": True, "lora.method": "ia3", "lora.target_modules": ["k_proj", "v_proj", "down_proj"]},
     "layers": {"llm_train.last_layers": 2},
     "norms": {"llm_train.patterns": [r"norm\.weight$"]},
-    "embeddings": {"llm_train.patterns": ["embed_tokens", "lm_head"]},
+    # One pattern: with tied input/output embeddings (SmolLM2) there is no lm_head parameter, and a
+    # pattern that matches nothing is an error.
+    "embeddings": {"llm_train.patterns": ["embed_tokens|lm_head"]},
     # 16 virtual tokens before every input, started from a task sentence's embeddings (Lester et
     # al.: a vocabulary start beats a random one); every measure reads them (PromptedLM).
     "prompt": {"prompt_tuning.num_tokens": 16, "prompt_tuning.init_text": "Answer the question about the audio."},
@@ -669,6 +671,7 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
     prepare_warm(out, settings, cfg, shared)
     shared_s = time.perf_counter() - t_shared
     if workers > 1 and worker is None:
+        _clear_failures(out)
         _run_workers(out, workers, recipe=recipe, grid=grid, cells=cells, seeds=seeds, steps=steps, num=num,
                      eval_rows=eval_rows, data=data, overrides=overrides, max_new_tokens=max_new_tokens,
                      warm_steps=warm_steps)
@@ -688,21 +691,29 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
         return state["m"]
 
     done_now = 0
+    if worker is None:
+        _clear_failures(out)  # a new run tries failed cells again (a child keeps its parent's list)
     for seed in range(seeds):
         for cell in chosen:
             path = out / "cells" / cell.name / f"seed{seed}" / "result.json"
-            if path.is_file():
-                continue  # finished: resumable
+            if path.is_file() or path.with_name(FAILED).is_file():
+                continue  # finished (resumable), or failed in this run
             if max_cells is not None and done_now >= max_cells:
                 break
             if worker is not None and not _claim(path.parent.parent / f"seed{seed}.claim"):
                 continue  # another worker has it
             log.info("cell %s seed %d", cell.name, seed)
-            record = run_cell(cfg, cell, seed, shared, settings, out, measures_of)
             from speechllm.utils.fs import atomic_write_text
 
-            atomic_write_text(path, json.dumps(record, indent=2) + "\n")
             done_now += 1
+            try:
+                record = run_cell(cfg, cell, seed, shared, settings, out, measures_of)
+            except SpeechLLMError as e:  # this cell cannot run as configured: the others still can
+                log.error("cell %s seed %d failed: %s", cell.name, seed, e)
+                atomic_write_text(path.with_name(FAILED), json.dumps(
+                    {"cell": cell.name, "seed": seed, "error": str(e)}) + "\n")
+                continue
+            atomic_write_text(path, json.dumps(record, indent=2) + "\n")
             if worker is None:
                 write_table(out, chosen, seeds)
     if worker is not None:
@@ -724,20 +735,40 @@ def _claim(path: Path) -> bool:
     return True
 
 
+# A cell that cannot run (its error is in this file beside where result.json would be).
+FAILED = "failed.json"
+# Cells one child process runs before it exits and the parent starts a fresh one: a process's
+# memory grew by ~0.3 GB per cell (2 GB to 6 GB over 13 cells), which the grid's 50 cells per
+# worker would take past a small machine's memory.
+CELLS_PER_PROCESS = 6
+
+
+def _clear_failures(out: Path) -> None:
+    for failed in (out / "cells").glob(f"*/seed*/{FAILED}"):
+        failed.unlink()
+
+
+def _unsettled(out: Path, chosen: Sequence[Cell], seeds: int) -> int:
+    """Cells and seeds with neither a result nor a failure of this run."""
+    folders = [out / "cells" / c.name / f"seed{s}" for c in chosen for s in range(seeds)]
+    return sum(not (f / "result.json").is_file() and not (f / FAILED).is_file() for f in folders)
+
+
 def _run_workers(out: Path, workers: int, *, recipe, grid, cells, seeds, steps, num, eval_rows, data, overrides,
                  max_new_tokens, warm_steps) -> None:
-    """Start ``workers`` child studies on the same folder, each with ``cores // workers`` threads, and
-    wait for them (claims of an earlier, interrupted run are cleared first: only this parent starts
-    workers)."""
+    """Run the cells in ``workers`` child studies on the same folder, each with ``cores // workers``
+    threads and at most :data:`CELLS_PER_PROCESS` cells before a fresh child takes over, until
+    every cell has a result or a failure (claims of an earlier, interrupted run are cleared first:
+    only this parent starts workers)."""
     import os
     import subprocess
     import sys
 
-    for stale in (out / "cells").glob("*/seed*.claim"):
-        stale.unlink()
+    chosen = parse_cells(cells) if cells else build_grid(grid)
     args = [sys.executable, "-m", "speechllm", "study", "forgetting", "--recipe", str(recipe), "--out", str(out),
             "--seeds", str(seeds), "--steps", str(steps), "--num", str(num), "--eval-rows", str(eval_rows),
-            "--max-new-tokens", str(max_new_tokens), "--workers", str(workers), "--warm-steps", str(warm_steps)]
+            "--max-new-tokens", str(max_new_tokens), "--workers", str(workers), "--warm-steps", str(warm_steps),
+            "--max-cells", str(CELLS_PER_PROCESS)]
     args += ["--cells", cells] if cells else ["--grid", grid]
     args += ["--data", str(data)] if data else []
     # Each child gets its share of the cores (one thread each on 2 cores with 2 workers), whatever
@@ -747,10 +778,17 @@ def _run_workers(out: Path, workers: int, *, recipe, grid, cells, seeds, steps, 
 
     share = str(max(1, usable_cores() // workers))
     env = {**os.environ, "OMP_NUM_THREADS": share, "MKL_NUM_THREADS": share, "SPEECHLLM_NUM_THREADS": share}
-    procs = [subprocess.Popen(args + ["--worker", str(k), "--", *overrides], env=env) for k in range(workers)]
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        raise StudyError(f"{out}: study worker(s) exited with {codes}; rerun the same command to continue")
+    left = _unsettled(out, chosen, seeds)
+    while left:
+        for stale in (out / "cells").glob("*/seed*.claim"):
+            stale.unlink()
+        procs = [subprocess.Popen(args + ["--worker", str(k), "--", *overrides], env=env) for k in range(workers)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise StudyError(f"{out}: study worker(s) exited with {codes}; rerun the same command to continue")
+        before, left = left, _unsettled(out, chosen, seeds)
+        if left >= before:
+            raise StudyError(f"{out}: the study's workers settled no cell in a round; {left} left")
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -819,8 +857,13 @@ def write_table(out: Path, chosen: Sequence[Cell], seeds: int) -> dict[str, Any]
         cols = [e["cell"], f"{e['merge']:g}", str(n)] + [_fmt(e[m], e[m + "_sd"], n) for m in METRICS] + [
             f"{e['train_s']:.0f}", f"{e['eval_s']:.0f}", "-" if e["cpu_s"] is None else f"{e['cpu_s']:.0f}"]
         lines.append("| " + " | ".join(cols) + " |")
+    failed = [json.loads(f.read_text(encoding="utf-8")) for c in chosen
+              for f in sorted((out / "cells" / c.name).glob(f"seed*/{FAILED}"))]
+    if failed:
+        lines += ["", f"{len(failed)} cell runs failed (rerun the command to try them again):"]
+        lines += [f"- {f['cell']} seed {f['seed']}: {f['error']}" for f in failed]
     atomic_write_text(out / "table.md", "\n".join(lines) + "\n")
-    table = {"base": base, "warm_start": warm, "entries": entries}
+    table = {"base": base, "warm_start": warm, "entries": entries, "failed": failed}
     atomic_write_text(out / "table.json", json.dumps(table, indent=2) + "\n")
     buf = io.StringIO()
     fields = ["cell", "source", "scope", "control", "merge", "seeds", "train_s", "eval_s", "cpu_s"] + [
