@@ -30,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "scopes prompt and prefix: model.prompt_tuning and model.prefix_tuning; every measure reads the learned "
             "prompt or prefix\n"
             "time per cell (train_s/eval_s, train_cpu_s/eval_cpu_s) is in each result.json and the table; "
-            "Whisper tiny.en + SmolLM2-135M at --steps 40: ~2.4 CPU-minutes per cell, the full grid ~4 CPU-hours "
-            "for 3 seeds (docs/forgetting.md, 'Cost and the full grid'); --workers 2 with OMP_NUM_THREADS=1 uses "
-            "both cores of a 2-core machine\n\n"
+            "Whisper tiny.en + SmolLM2-135M at the defaults: ~1.9 CPU-minutes per cell (30 steps and its "
+            "measures), the full grid ~3.2 CPU-hours for 3 seeds, about 1 h 45 min on a 2-core machine with "
+            "--num-threads 2 --workers 2 (docs/forgetting.md, 'Cost and the full grid')\n\n"
             "grids (--grid):\n" + grid_doc),
     )
     f.add_argument("--recipe", required=True, help="recipe YAML (model and train settings of every cell)")
