@@ -356,14 +356,15 @@ def prepare_warm(out: Path, settings: StudySettings, cfg, shared: dict[str, Any]
         trainer.model.eval())
     llm = trainer.llm_trainable()
     weights = {n: p.detach().float().contiguous() for n, p in trainer.trainable_named.items() if n not in llm}
-    tmp = path.with_suffix(".tmp")
-    save_file(weights, str(tmp))
-    tmp.replace(path)
     from speechllm.utils.fs import atomic_write_text
 
+    # warm.json first: the adapter file is what marks the warm start done.
     atomic_write_text(path.with_name("warm.json"), json.dumps(
         {"steps": settings.warm_steps, "train_s": round(train_s, 1), "train_cpu_s": round(train_cpu, 1),
          "tensors": len(weights), "target_loss": valid["valid_loss"], **start}, indent=2) + "\n")
+    tmp = path.with_suffix(".tmp")
+    save_file(weights, str(tmp))
+    tmp.replace(path)
     shutil.rmtree(run_dir)
     log.info("warm start: the adapter trained alone for %d steps -> %s", settings.warm_steps, path)
 
