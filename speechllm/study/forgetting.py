@@ -673,7 +673,7 @@ def run_study(recipe: str | Path, out: str | Path, *, grid: str = "full", cells:
     shared_s = time.perf_counter() - t_shared
     if workers > 1 and worker is None:
         _clear_failures(out)
-        _run_workers(out, workers, recipe=recipe, grid=grid, cells=cells, seeds=seeds, steps=steps, num=num,
+        _run_workers(out, workers, chosen, recipe=recipe, grid=grid, cells=cells, seeds=seeds, steps=steps, num=num,
                      eval_rows=eval_rows, data=data, overrides=overrides, max_new_tokens=max_new_tokens,
                      warm_steps=warm_steps)
         table = write_table(out, chosen, seeds)
@@ -755,7 +755,7 @@ def _unsettled(out: Path, chosen: Sequence[Cell], seeds: int) -> int:
     return sum(not (f / "result.json").is_file() and not (f / FAILED).is_file() for f in folders)
 
 
-def _run_workers(out: Path, workers: int, *, recipe, grid, cells, seeds, steps, num, eval_rows, data, overrides,
+def _run_workers(out: Path, workers: int, chosen: Sequence[Cell], *, recipe, grid, cells, seeds, steps, num, eval_rows, data, overrides,
                  max_new_tokens, warm_steps) -> None:
     """Run the cells in ``workers`` child studies on the same folder, each with ``cores // workers``
     threads and at most :data:`CELLS_PER_PROCESS` cells before a fresh child takes over, until
@@ -765,7 +765,6 @@ def _run_workers(out: Path, workers: int, *, recipe, grid, cells, seeds, steps, 
     import subprocess
     import sys
 
-    chosen = parse_cells(cells) if cells else build_grid(grid)
     args = [sys.executable, "-m", "speechllm", "study", "forgetting", "--recipe", str(recipe), "--out", str(out),
             "--seeds", str(seeds), "--steps", str(steps), "--num", str(num), "--eval-rows", str(eval_rows),
             "--max-new-tokens", str(max_new_tokens), "--workers", str(workers), "--warm-steps", str(warm_steps),
