@@ -27,6 +27,8 @@ from speechllm.data.synth import CorpusMix, SynthError, build_synthetic_corpus, 
 from speechllm.data.tts import natural_voices
 
 MIX = CorpusMix(natural=0.5, nonspeech=0.25, noisy=0.5, reverb=0.5)
+#: The built corpus also has gender-converted voices (seed 2 gives one clean converted row).
+BUILT_MIX = CorpusMix(natural=0.5, nonspeech=0.25, noisy=0.5, reverb=0.5, converted=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
     except SynthError as e:
         pytest.skip(str(e))
     root = tmp_path_factory.mktemp("mixed")
-    build_synthetic_corpus(root / "a", num=8, seed=2, jobs=2, progress=False, mix=MIX, cache_dir=root / "cache")
+    build_synthetic_corpus(root / "a", num=8, seed=2, jobs=2, progress=False, mix=BUILT_MIX, cache_dir=root / "cache")
     return root / "a", root / "cache"
 
 
@@ -66,6 +68,26 @@ def test_plan_mixes_kinds_and_holds_out_voices_and_sounds(harvard_sentences):
     assert sum(bool(s.noise) for s in speech) / len(speech) == pytest.approx(0.5, abs=0.07)
     assert {s.snr_bin for s in speech if s.noise} == set(SNR_NAMES)
     assert plan_mixed_corpus(harvard_sentences, 600, seed=1, mix=MIX) == specs
+    assert not any(s.voice.source_gender for s in specs if s.voice)  # converted voices only when asked for
+
+
+def test_converted_voices_make_each_source_speak_for_both_genders(harvard_sentences):
+    from dataclasses import replace
+
+    specs = plan_mixed_corpus(harvard_sentences, 800, seed=1, mix=replace(MIX, converted=0.5))
+    plain = plan_mixed_corpus(harvard_sentences, 800, seed=1, mix=MIX)
+    # only the natural voices change: texts, kinds, conditions and seeds are the same rows
+    assert [(s.id, s.text, s.kind, s.noise, s.render_seed) for s in specs] == \
+           [(s.id, s.text, s.kind, s.noise, s.render_seed) for s in plain]
+    natural = [s.voice for s in specs if s.voice and s.voice.natural]
+    assert sum(bool(v.source_gender) for v in natural) / len(natural) == pytest.approx(0.5, abs=0.08)
+    for gender in ("female", "male"):
+        sources = [v.engine_gender for v in natural if v.gender == gender and not v.heldout]
+        # each gender's training rows come from male and from female source voices, about evenly
+        assert 0.35 < sources.count("female") / len(sources) < 0.65
+    train = [s for s in specs if s.split != "test" and s.voice]
+    assert not any(s.voice.heldout for s in train)
+    assert {s.voice.id for s in specs if s.split == "test" and s.voice and s.voice.heldout and s.voice.source_gender}
 
 
 def test_labels_are_true_to_each_clip(corpus):
@@ -98,24 +120,28 @@ def test_labels_are_true_to_each_clip(corpus):
             seen_kinds.add("natural")
             voice = voices[u.speaker]
             assert (a["gender"], a["accent"], a["tts_engine"]) == (voice.gender, voice.accent, voice.engine)
+            if voice.source_gender:  # the F0 below is in the converted gender's range: checked by the pitch bin
+                seen_kinds.add("converted")
+                assert (s["converted_from"], s["formant_shift"]) == (voice.source_gender,
+                                                                     round(voice.formant_shift, 4))
             assert a["speaking_rate"] == bin_value(s["measured_syllables_per_s"], SpeakingRateBins().slow_below,
                                                    SpeakingRateBins().fast_above, RATE_NAMES)
             assert a["pitch"] == bin_value(s["measured_f0_hz"], *PitchBins().thresholds(voice.gender), PITCH_NAMES)
             assert s["measured_f0_hz"] == pytest.approx(s["f0_target_hz"], rel=0.05)
             if "snr" not in a and "reverberation" not in a:  # clean: the F0 is still in the file
                 assert measures.median_f0(wave, sr)[0] == pytest.approx(s["measured_f0_hz"], rel=0.05)
-    assert seen_kinds == {"nonspeech", "noisy", "reverb", "natural"}
+    assert seen_kinds == {"nonspeech", "noisy", "reverb", "natural", "converted"}
 
 
 def test_same_seed_same_bytes_with_the_cache(corpus, tmp_path):
     folder, cache = corpus
-    build_synthetic_corpus(tmp_path / "b", num=8, seed=2, jobs=1, progress=False, mix=MIX, cache_dir=cache)
+    build_synthetic_corpus(tmp_path / "b", num=8, seed=2, jobs=1, progress=False, mix=BUILT_MIX, cache_dir=cache)
     assert _digest(tmp_path / "b") == _digest(folder)
 
 
 def test_a_larger_test_split_starts_with_the_same_rows(corpus, tmp_path):
     folder, cache = corpus
-    counts = build_synthetic_corpus(tmp_path / "t", num=20, seed=2, jobs=1, progress=False, mix=MIX,
+    counts = build_synthetic_corpus(tmp_path / "t", num=20, seed=2, jobs=1, progress=False, mix=BUILT_MIX,
                                     cache_dir=cache, splits=("test",))
     assert counts == {"test": 2}
     small, large = read_manifest(folder / "test.jsonl"), read_manifest(tmp_path / "t" / "test.jsonl")

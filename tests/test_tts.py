@@ -57,7 +57,33 @@ def test_voice_inventory_holds_out_a_pack_and_piper():
     # a blend mixes female packs only: a male+female blend lands at an ambiguous pitch
     for v in voices:
         if v.blend:
-            assert all(kokoro_tts.PACKS[p] == "female" for p, _ in v.blend) and v.gender == "female"
+            assert all(kokoro_tts.PACKS[p] == "female" for p, _ in v.blend) and v.engine_gender == "female"
+
+
+def test_every_natural_voice_has_a_converted_twin_of_the_other_gender():
+    voices = {v.id: v for v in natural_voices()}
+    converted = [v for v in voices.values() if v.source_gender]
+    assert len(converted) * 2 == len(voices)
+    for v in converted:
+        source = voices[v.id.replace(f"-as-{v.gender}", "")]
+        assert not source.source_gender and source.gender == v.source_gender != v.gender
+        assert (source.engine, source.name, source.blend, source.language, source.warp, source.heldout) == \
+               (v.engine, v.name, v.blend, v.language, v.warp, v.heldout)
+        assert v.formant_shift == pytest.approx(0.85 if v.gender == "male" else 1 / 0.85)
+        # the engine speaks the source voice: a converted voice reads its source's cache entries
+        assert TtsCache(None).key(v, "ab", {"speed": 1.0}, "1") == TtsCache(None).key(source, "ab", {"speed": 1.0}, "1")
+    # both genders get voices from every engine and from both source genders, in training and held out
+    for heldout in (False, True):
+        for gender in ("female", "male"):
+            pool = [v for v in voices.values() if v.heldout == heldout and v.gender == gender]
+            assert {bool(v.source_gender) for v in pool} == {False, True}
+
+
+def test_cache_keys_of_unconverted_voices_did_not_change():
+    # The key of the voices every earlier corpus used (pinned from before converted voices existed):
+    # a change would throw away every user's synthesis cache.
+    voice = next(v for v in natural_voices() if v.id == "kokoro-en-us-jf_alpha")
+    assert TtsCache(None).key(voice, "ab", {"speed": 1.0}, "x") == "13c45e71e6e8b6706a33259d50f41f7a"
 
 
 def test_kokoro_is_deterministic_cached_and_whisper_understands_it(natural_installed, offline_whisper_tiny_en,
@@ -97,6 +123,25 @@ def test_warp_and_f0_change_move_the_pitch(natural_installed, tmp_path):
     assert warped.size == pytest.approx(plain.size, rel=0.06)
     shifted = set_median_f0(plain, 16000, 140.0, "male")
     assert measures.median_f0(shifted, 16000)[0] == pytest.approx(140.0, rel=0.03)
+
+
+def _spectral_centroid(wave: np.ndarray) -> float:
+    power = np.abs(np.fft.rfft(wave)) ** 2
+    return float((power * np.fft.rfftfreq(wave.size, 1 / 16000)).sum() / power.sum())
+
+
+def test_gender_conversion_moves_f0_and_formants(natural_installed, tmp_path):
+    voices = {v.id: v for v in natural_voices()}
+    source, converted = voices["kokoro-en-us-jf_alpha"], voices["kokoro-en-us-jf_alpha-as-male"]
+    plain = synthesize_natural(source, SENTENCE, cache=TtsCache(tmp_path))
+    assert measures.median_f0(plain, 16000)[0] > 200
+    # same F0 target with and without the formant shift: only the vocal tract differs
+    kept = set_median_f0(plain, 16000, 115.0, converted.engine_gender)
+    male = set_median_f0(plain, 16000, 115.0, converted.engine_gender, formant_shift=converted.formant_shift)
+    assert measures.median_f0(male, 16000)[0] == pytest.approx(115.0, rel=0.04)
+    assert measures.median_f0(kept, 16000)[0] == pytest.approx(115.0, rel=0.04)
+    assert _spectral_centroid(male) < 0.95 * _spectral_centroid(kept)
+    np.testing.assert_array_equal(male, set_median_f0(plain, 16000, 115.0, "female", formant_shift=0.85))
 
 
 def test_piper_joe_speaks_and_is_cached(natural_installed, tmp_path):

@@ -255,18 +255,22 @@ class CorpusMix:
     Rows are natural speech (Kokoro, Piper) with probability ``natural``, non-speech with
     probability ``nonspeech``, robotic speech (flite, espeak-ng) otherwise. Each speech row is
     mixed with background noise with probability ``noisy`` (SNR bin drawn uniformly) and put in
-    a simulated room with probability ``reverb``.
+    a simulated room with probability ``reverb``. A natural row is spoken by a gender-converted
+    voice (a pack of the other gender with its F0 and formants moved) with probability
+    ``converted``: at 0.5 every source voice speaks for both genders about equally often, so a
+    model cannot tell gender by who is speaking, only by how the voice sounds.
     """
 
     natural: float = 0.5
     nonspeech: float = 0.15
     noisy: float = 0.25
     reverb: float = 0.2
+    converted: float = 0.0
     engines: tuple[str, ...] = ("kokoro", "piper")
     heldout_sounds: tuple[str, ...] = field(default_factory=lambda: tuple(HELDOUT_SOUND_KINDS))
 
     def __post_init__(self) -> None:
-        for name in ("natural", "nonspeech", "noisy", "reverb"):
+        for name in ("natural", "nonspeech", "noisy", "reverb", "converted"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise SynthError(f"--{name} must be a share between 0 and 1, got {value}")
@@ -331,8 +335,12 @@ def plan_mixed_corpus(sentences: list[str], num: int, seed: int, mix: CorpusMix)
                 continue
             if u < mix.nonspeech + mix.natural and natural:
                 gender = "female" if rng.random() < 0.5 else "male"
+                # Drawn only when asked for, so that a corpus without converted voices is the one
+                # earlier versions planned.
+                converted = bool(mix.converted) and rng.random() < mix.converted
                 candidates = [v for v in natural if v.heldout == heldout]
-                voice_pool = [v for v in candidates if v.gender == gender] or candidates or natural
+                same = [v for v in candidates if v.gender == gender]
+                voice_pool = [v for v in same if bool(v.source_gender) == converted] or same or candidates or natural
             else:
                 candidates = [v for v in robotic if v.heldout == heldout]
                 engine = "flite" if rng.random() < FLITE_SHARE else "espeak-ng"
@@ -439,7 +447,8 @@ def _natural_speech(spec: UtteranceSpec, cache_dir: str | None) -> tuple[np.ndar
     """Kokoro/Piper: (16 kHz wave, labels so far, synth record so far).
 
     Speed is set for the rate bin and F0 moved to the pitch bin's target (+-7%) with Praat's
-    PSOLA (formants kept); the labels are the bins of the rate and F0 measured on the result.
+    PSOLA (formants kept, or scaled for a gender-converted voice); the labels are the bins of the
+    rate and F0 measured on the result.
     """
     from speechllm.data.tts import TtsCache, set_median_f0, synthesize_natural
 
@@ -450,7 +459,8 @@ def _natural_speech(spec: UtteranceSpec, cache_dir: str | None) -> tuple[np.ndar
                           *NATURAL_SPEED_RANGE))
     f0_target = PITCH_TARGETS[voice.gender][spec.pitch_bin] * math.exp(rng.uniform(-F0_JITTER, F0_JITTER))
     wave = synthesize_natural(voice, spec.text, speed=speed, cache=TtsCache(cache_dir), sample_rate=SAMPLE_RATE)
-    wave = set_median_f0(wave, SAMPLE_RATE, f0_target, voice.gender, seed=spec.render_seed)
+    wave = set_median_f0(wave, SAMPLE_RATE, f0_target, voice.engine_gender, seed=spec.render_seed,
+                         formant_shift=voice.formant_shift)
     start, end = measures.energy_speech_span(wave, SAMPLE_RATE)
     rate = measures.count_syllables(spec.text) / max(end - start, 1e-3)
     f0, _ = measures.median_f0(wave, SAMPLE_RATE)
@@ -464,6 +474,8 @@ def _natural_speech(spec: UtteranceSpec, cache_dir: str | None) -> tuple[np.ndar
         "speed": round(speed, 4),
         "warp": voice.warp,
         "phonemes": voice.language,
+        **({"converted_from": voice.source_gender, "formant_shift": round(voice.formant_shift, 4)}
+           if voice.source_gender else {}),
         "f0_target_hz": round(f0_target, 1),
         "measured_syllables_per_s": round(rate, 3),
     }

@@ -196,8 +196,11 @@ def main() -> int:
             replies = ask(predictor, asked, question, args.test.parent, args.batch_size, args.template)
             entry[name] = score(asked, replies, attribute, labels, seen, majority, args.nonspeech_rule)
             entry[name]["answers"] = collections.Counter(replies).most_common(5)
-            entry[name]["replies"] = {r["id"]: reply for r, reply in zip(asked, replies, strict=True)
-                                      if r.get("real")}
+            # Every reply with its voice, so that a failure can be traced to a speaker or a kind of sound.
+            entry[name]["replies"] = {r["id"]: {"reply": reply, "group": group_of(r, seen),
+                                                "voice": r.get("speaker") or r.get("real_source"),
+                                                "label": r["attributes"].get(attribute) if is_speech(r) else "non-speech"}
+                                      for r, reply in zip(asked, replies, strict=True)}
         results[attribute] = entry
 
     order = ("all", "seen voices", "held-out voices", "natural, seen voices", "natural, held-out voices",

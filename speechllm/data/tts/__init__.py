@@ -27,14 +27,20 @@ WARPS = (0.92, 1.0, 1.08)
 #: different engine as well as a different speaker).
 HELDOUT_PACKS = ("jf_tebukuro",)
 HELDOUT_ENGINES = ("piper",)
+#: Formant scaling of a gender-converted voice (Praat's "Change gender", F0 moved into the other
+#: gender's range): adult male vocal tracts are ~15% longer. The packs hold one male voice, and a
+#: model trained on it learns that voice rather than "male" (egs/mini/RESULTS.md); the female
+#: packs made male, and kumo made female, give each gender the same number of speakers.
+CONVERTED_FORMANT_SHIFT = {"male": 0.85, "female": 1 / 0.85}
 
 
 def natural_voices() -> list[Voice]:
     """Kokoro (five packs and the 50/50 blends of two female packs, en-us and en-gb phonemes) and
-    Piper joe, each at every warp of :data:`WARPS`, in a fixed order.
+    Piper joe, each also gender-converted, each at every warp of :data:`WARPS`, in a fixed order.
 
     Female+female blends keep a clean female voice; male+female blends land at an ambiguous pitch
-    and are not made.
+    and are not made. A converted voice's id ends in ``-as-male``/``-as-female``; it is held out
+    where its source is.
     """
     from speechllm.data.tts import kokoro
 
@@ -42,19 +48,29 @@ def natural_voices() -> list[Voice]:
     styles: list[tuple[tuple[tuple[str, float], ...], str]] = [(((p, 1.0),), g) for p, g in kokoro.PACKS.items()]
     styles += [(((a, 0.5), (b, 0.5)), "female") for a, b in combinations(females, 2)]
     voices = []
-    for language, accent in kokoro.LANGUAGES.items():
-        for blend, gender in styles:
-            packs = [p for p, _ in blend]
-            for warp in WARPS:
-                voices.append(Voice(
-                    id=f"kokoro-{language}-{'+'.join(packs)}" + ("" if warp == 1.0 else f"-w{warp:g}"),
-                    engine="kokoro", name=packs[0], gender=gender, accent=accent,
-                    heldout=any(p in HELDOUT_PACKS for p in packs), pitch_control=False,
-                    language=language, blend=blend if len(blend) > 1 else (), warp=warp))
-    for warp in WARPS:
-        voices.append(Voice(id="piper-joe" + ("" if warp == 1.0 else f"-w{warp:g}"), engine="piper",
-                            name="joe", gender="male", accent="American", heldout="piper" in HELDOUT_ENGINES,
-                            pitch_control=False, language="en-us", warp=warp))
+    for converted in (False, True):
+        for language, accent in kokoro.LANGUAGES.items():
+            for blend, source in styles:
+                packs = [p for p, _ in blend]
+                gender = ("male" if source == "female" else "female") if converted else source
+                for warp in WARPS:
+                    voices.append(Voice(
+                        id=f"kokoro-{language}-{'+'.join(packs)}" + (f"-as-{gender}" if converted else "")
+                        + ("" if warp == 1.0 else f"-w{warp:g}"),
+                        engine="kokoro", name=packs[0], gender=gender, accent=accent,
+                        heldout=any(p in HELDOUT_PACKS for p in packs), pitch_control=False,
+                        language=language, blend=blend if len(blend) > 1 else (), warp=warp,
+                        formant_shift=CONVERTED_FORMANT_SHIFT[gender] if converted else 1.0,
+                        source_gender=source if converted else ""))
+    for converted in (False, True):
+        gender = "female" if converted else "male"
+        for warp in WARPS:
+            voices.append(Voice(
+                id="piper-joe" + ("-as-female" if converted else "") + ("" if warp == 1.0 else f"-w{warp:g}"),
+                engine="piper", name="joe", gender=gender, accent="American", heldout="piper" in HELDOUT_ENGINES,
+                pitch_control=False, language="en-us", warp=warp,
+                formant_shift=CONVERTED_FORMANT_SHIFT[gender] if converted else 1.0,
+                source_gender="male" if converted else ""))
     return voices
 
 
@@ -99,12 +115,14 @@ def synthesize_natural(voice: Voice, text: str, *, speed: float = 1.0, cache: Tt
     return resample(wave, sr * voice.warp, sample_rate) if voice.warp != 1.0 else resample(wave, sr, sample_rate)
 
 
-def set_median_f0(wave: np.ndarray, sample_rate: int, target_hz: float, gender: str, *, seed: int = 0) -> np.ndarray:
+def set_median_f0(wave: np.ndarray, sample_rate: int, target_hz: float, gender: str, *, seed: int = 0,
+                  formant_shift: float = 1.0) -> np.ndarray:
     """``wave`` with its median F0 moved to ``target_hz`` by Praat's PSOLA ("Change gender"), the
-    formants and the intonation's shape (pitch range factor 1) kept.
+    intonation's shape kept (pitch range factor 1) and the formants scaled by ``formant_shift``.
 
-    Praat places random pulses in unvoiced stretches; its generator is seeded with ``seed`` first,
-    so the same input gives the same samples.
+    ``gender`` is the speaker's in ``wave`` (it sets the pitch analysis range). Praat places
+    random pulses in unvoiced stretches; its generator is seeded with ``seed`` first, so the same
+    input gives the same samples.
     """
     import parselmouth
     from parselmouth.praat import call, run
@@ -112,5 +130,5 @@ def set_median_f0(wave: np.ndarray, sample_rate: int, target_hz: float, gender: 
     floor, ceiling = (60.0, 300.0) if gender == "male" else (100.0, 500.0)
     run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
     sound = parselmouth.Sound(wave.astype(np.float64), sample_rate)
-    out = call(sound, "Change gender", floor, ceiling, 1.0, float(target_hz), 1.0, 1.0)
+    out = call(sound, "Change gender", floor, ceiling, float(formant_shift), float(target_hz), 1.0, 1.0)
     return np.asarray(out.values[0], dtype=np.float32)

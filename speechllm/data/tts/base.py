@@ -32,6 +32,10 @@ class Voice:
     pairs) and read phonemes of one ``language`` (``en-us``/``en-gb``). ``warp`` != 1 resamples
     the output so that F0 and formants move together by that factor (a longer or shorter vocal
     tract, as in Kaldi's speed perturbation), with the tempo restored by the engine's speed.
+
+    A gender-converted voice (``source_gender`` set) is the engine's ``source_gender`` voice with
+    its formants scaled by ``formant_shift`` and its F0 moved into ``gender``'s range (Praat's
+    "Change gender"): it gives the corpus more speakers of each gender than the packs have.
     """
 
     id: str
@@ -44,6 +48,13 @@ class Voice:
     language: str = ""
     blend: tuple[tuple[str, float], ...] = ()
     warp: float = 1.0
+    formant_shift: float = 1.0
+    source_gender: str = ""
+
+    @property
+    def engine_gender(self) -> str:
+        """The gender of the voice the engine speaks with (before any conversion)."""
+        return self.source_gender or self.gender
 
     @property
     def natural(self) -> bool:
@@ -70,7 +81,11 @@ class TtsCache:
         self.folder = Path(folder) if folder is not None else None
 
     def key(self, voice: Voice, text: str, settings: dict[str, Any], engine_version: str) -> str:
-        blob = json.dumps({"voice": asdict(voice) | {"id": None, "heldout": None}, "text": text,
+        # The engine's output does not depend on the conversion applied after it: a converted voice
+        # shares its source voice's entries (and the keys of unconverted voices are unchanged).
+        engine_voice = {k: v for k, v in asdict(voice).items() if k not in ("formant_shift", "source_gender")}
+        engine_voice |= {"id": None, "heldout": None, "gender": voice.engine_gender}
+        blob = json.dumps({"voice": engine_voice, "text": text,
                            "settings": settings, "engine": engine_version}, sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
