@@ -26,7 +26,8 @@ for the majority label (which names one) and 1/(labels + 1) for chance (a unifor
 labels and "no speaker").
 
 Rows are grouped by what the model could have learnt from: voices seen in training or held out
-(natural voices, Kokoro/Piper, apart from the robotic flite/espeak-ng ones), non-speech of kinds
+(natural voices, Kokoro/Piper, apart from the robotic flite/espeak-ng ones, and among them the
+gender-converted ones apart), non-speech of kinds
 made for training or held out of it, and, with ``--real DIR``, real recordings (a folder with a
 ``LABELS.tsv`` as in tests/data/audio: file, kind, speaker, gender). Real recordings are
 described for the LLM reference with the describe stage's annotators and Whisper's transcript;
@@ -74,7 +75,10 @@ def group_of(row: dict, seen_voices: set) -> str:
     if not is_speech(row):
         return "non-speech, held-out kinds" if synth.get("heldout_sound") else "non-speech, trained kinds"
     voices = "seen voices" if row.get("speaker") in seen_voices else "held-out voices"
-    return f"natural, {voices}" if synth.get("natural") else voices
+    if not synth.get("natural"):
+        return voices
+    # A gender-converted voice (a pack of the other gender, F0 and formants moved) is its own group.
+    return f"natural, {voices}" + (" (converted)" if synth.get("converted_from") else "")
 
 
 def read_real(folder: Path, template: str) -> list[dict]:
