@@ -29,8 +29,14 @@ def main() -> int:
 
     from speechllm.assets.registry import asset_path
     from speechllm.audio import measures
-    from speechllm.data.tts import TtsCache, default_cache_dir, natural_voices, set_median_f0, synthesize_natural
     from speechllm.config.describe import DescribeConfig
+    from speechllm.data.tts import (
+        TtsCache,
+        default_cache_dir,
+        natural_voices,
+        set_median_f0,
+        synthesize_natural,
+    )
     from speechllm.describe.annotators.gender import GenderAnnotator
 
     whisper = asset_path("whisper-tiny.en")
