@@ -52,6 +52,20 @@ def test_speaker_and_no_speech_predicates():
     assert says_no_speech("Nobody is speaking; it is a siren.") and not says_no_speech("A man speaks.")
 
 
+def test_a_speaker_is_invented_by_naming_one_or_by_speaking_of_one():
+    from speechllm.generate.faithful import invents_a_speaker
+
+    for reply in ("The speaker is male.", "The audio is from a solo speaker. No other sounds are present.",
+                  "The audio is from a normal conversation with no audio effects.", "Someone is talking.",
+                  "It is a solo voice."):
+        assert invents_a_speaker(reply), reply
+    for reply in ("There is no speaker, only music.", "No speech: a siren wails.", "Beeping at a steady rate.",
+                  "Nobody is speaking; the voice you hear is no voice at all."):
+        assert not invents_a_speaker(reply), reply
+    # a transcript that mentions a speaker is not the reply's own claim
+    assert not invents_a_speaker('It says "the speaker left".', transcript="the speaker left")
+
+
 @pytest.mark.parametrize("response,reason", [
     ("There is no speaker, only music.", None),
     ("The text describes a sound clip with no speech.", None),

@@ -90,6 +90,21 @@ def says_no_speech(response: str) -> bool:
     return bool(NO_SPEECH.search(response.lower()))
 
 
+#: Words that put someone speaking in a clip ("a solo speaker", "a normal conversation").
+SPEAKER_WORDS = re.compile(r"\b(?:speakers?|voices?|speech|spoken|speaking|speaks|talk(?:s|ing)?|conversations?|"
+                           r"narrat\w*|someone|somebody|person|people|he|she)\b")
+
+
+def invents_a_speaker(response: str, transcript: str | None = None) -> bool:
+    """Whether a reply about a clip without speech presents someone speaking: it names a gender
+    or an accent (:func:`names_a_speaker`), or it speaks of a speaker, a voice or speech without
+    saying that there is none ("The audio is from a solo speaker.")."""
+    if names_a_speaker(response, transcript):
+        return True
+    text = response_text_for_matching(response, transcript)
+    return not says_no_speech(response) and bool(SPEAKER_WORDS.search(text))
+
+
 def unfaithful_reason(row: Mapping[str, Any], response_field: str = "response", *,
                       require_no_speaker: bool = False, reject_copies: bool = False) -> str | None:
     """Why ``row[response_field]`` contradicts the row's trusted labels, or None.

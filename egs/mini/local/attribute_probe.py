@@ -18,8 +18,11 @@ A reply counts as correct when it names the label and no other label of that att
 (``single_option``, the built-in benchmark's rule). On a non-speech clip (``contains_speech``
 false) a reply counts as correct (``--nonspeech-rule strict``, the default) when it says that no
 one speaks (``speechllm.generate.faithful.says_no_speech``: "no speech", "no speaker", "nobody is
-speaking", ...) and names no gender and no accent (``names_a_speaker``); ``lenient`` counts any
-reply that names no speaker, off-topic ones included ("The text is in the "no" category.").
+speaking", ...) and invents no speaker; ``lenient`` counts any reply that invents no speaker,
+off-topic ones included ("The text is in the "no" category."). A reply invents a speaker
+(``invents_a_speaker``) when it names a gender or an accent, or speaks of a speaker, a voice or
+speech without saying there is none ("The audio is from a solo speaker."; until 2026-11-29 only
+a named gender or accent counted, which let such replies through).
 Both shares are reported for every non-speech group (``no_invented_speaker``,
 ``says_no_speech``, the latter among replies that also name no speaker). Their baselines are 0
 for the majority label (which names one) and 1/(labels + 1) for chance (a uniform pick among the
@@ -116,7 +119,7 @@ def ask(predictor, rows: list[dict], question: str, audio_root: Path, batch: int
 
 def score(rows, replies, attribute, labels, seen_voices, majority, nonspeech_rule: str = "strict") -> dict:
     """Accuracy, majority and chance per group; non-speech groups also get both rules' shares."""
-    from speechllm.generate.faithful import names_a_speaker, says_no_speech
+    from speechllm.generate.faithful import invents_a_speaker, says_no_speech
 
     groups: dict[str, list[bool]] = collections.defaultdict(list)
     majority_hits: dict[str, list[bool]] = collections.defaultdict(list)
@@ -128,7 +131,7 @@ def score(rows, replies, attribute, labels, seen_voices, majority, nonspeech_rul
             label = row["attributes"][attribute]
             ok, majority_ok = names_only(reply, label, labels), label == majority
         else:  # says no one speaks (strict) / invents no speaker (lenient); the majority label names one
-            no_speaker = names_a_speaker(reply) is None
+            no_speaker = not invents_a_speaker(reply)
             says = no_speaker and says_no_speech(reply)
             for g in ("all non-speech", group):
                 lenient[g].append(no_speaker)
