@@ -71,6 +71,18 @@ def test_plan_mixes_kinds_and_holds_out_voices_and_sounds(harvard_sentences):
     assert not any(s.voice.source_gender for s in specs if s.voice)  # converted voices only when asked for
 
 
+def test_balance_gender_evens_out_the_robotic_rows(harvard_sentences):
+    from dataclasses import replace
+
+    def robotic_female_share(mix: CorpusMix) -> float:
+        specs = plan_mixed_corpus(harvard_sentences, 800, seed=1, mix=mix)
+        robotic = [s.voice for s in specs if s.split != "test" and s.voice and not s.voice.natural]
+        return sum(v.gender == "female" for v in robotic) / len(robotic)
+
+    assert robotic_female_share(MIX) < 0.4  # a uniform pick: flite and espeak-ng voices are mostly male
+    assert robotic_female_share(replace(MIX, balance_gender=True)) == pytest.approx(0.5, abs=0.08)
+
+
 def test_converted_voices_make_each_source_speak_for_both_genders(harvard_sentences):
     from dataclasses import replace
 

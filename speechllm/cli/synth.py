@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--converted", type=float, default=0.0, metavar="SHARE",
                    help="share of natural rows spoken by a gender-converted voice (a voice of the other gender "
                         "with F0 and formants moved), so that each voice speaks for both genders (default: 0)")
+    g.add_argument("--balance-gender", action="store_true",
+                   help="robotic rows draw their gender 50/50 as natural rows do (else a uniform pick among the "
+                        "flite/espeak-ng voices, most of them male)")
     g.add_argument("--engines", default="kokoro,piper",
                    help="natural engines to use, comma-separated (default: kokoro,piper)")
     g.add_argument("--cache-dir", default=None, metavar="DIR",
@@ -49,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     from speechllm.data.synth import CorpusMix, build_synthetic_corpus
 
     mix = CorpusMix(natural=args.natural, nonspeech=args.nonspeech, noisy=args.noisy, reverb=args.reverb,
-                    converted=args.converted, engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()))
+                    converted=args.converted, balance_gender=args.balance_gender, engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()))
     counts = build_synthetic_corpus(
         args.out_dir, num=args.num, seed=args.seed, sentences_path=args.sentences,
         jobs=args.jobs, overwrite=args.overwrite, progress=not args.no_progress,

@@ -258,7 +258,9 @@ class CorpusMix:
     a simulated room with probability ``reverb``. A natural row is spoken by a gender-converted
     voice (a pack of the other gender with its F0 and formants moved) with probability
     ``converted``: at 0.5 every source voice speaks for both genders about equally often, so a
-    model cannot tell gender by who is speaking, only by how the voice sounds.
+    model cannot tell gender by who is speaking, only by how the voice sounds. Natural rows draw
+    their gender 50/50; robotic rows do too with ``balance_gender`` (else a uniform voice, and
+    the robotic voices are mostly male).
     """
 
     natural: float = 0.5
@@ -266,6 +268,7 @@ class CorpusMix:
     noisy: float = 0.25
     reverb: float = 0.2
     converted: float = 0.0
+    balance_gender: bool = False
     engines: tuple[str, ...] = ("kokoro", "piper")
     heldout_sounds: tuple[str, ...] = field(default_factory=lambda: tuple(HELDOUT_SOUND_KINDS))
 
@@ -345,6 +348,9 @@ def plan_mixed_corpus(sentences: list[str], num: int, seed: int, mix: CorpusMix)
                 candidates = [v for v in robotic if v.heldout == heldout]
                 engine = "flite" if rng.random() < FLITE_SHARE else "espeak-ng"
                 voice_pool = [v for v in candidates if v.engine == engine] or candidates
+                if mix.balance_gender:  # drawn only when asked for: earlier corpora keep their plan
+                    gender = "female" if rng.random() < 0.5 else "male"
+                    voice_pool = [v for v in voice_pool if v.gender == gender] or voice_pool
             voice = voice_pool[int(rng.integers(len(voice_pool)))]
             if voice.engine == "flite" and not voice.pitch_control:
                 pitch_bin = "normal"
