@@ -6,7 +6,8 @@
 #   2. the attribute probe (egs/mini/local/attribute_probe.py: gender and accent asked as in
 #      training; a non-speech reply is right only when it says no one speaks and names no speaker,
 #      the lenient count beside it) on the probe set, the real clips of tests/data/audio and the
-#      real recordings Debian installs (alsa-utils' voice, freedesktop sound effects), with the
+#      real recordings Debian installs (alsa-utils' voice, freedesktop sound effects) and the CMU
+#      ARCTIC man of the pysptk sdist (egs/synthetic/local/registry_recordings.py), with the
 #      LLM-reading-the-description reference;
 #   3. linear probes of gender, accent and speech/non-speech on the encoder layers and the adapter
 #      output (egs/synthetic/local/encoder_probe.py).
