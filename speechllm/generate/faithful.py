@@ -3,6 +3,8 @@
 
 - :func:`names_a_speaker`: does a response describe a speaker (a gender or an accent)? For a
   non-speech clip that is an invented speaker.
+- :func:`invents_a_speaker`: that, or does it speak of a speaker, a voice or speech without
+  saying there is none ("a solo speaker")? The probes' "no invented speaker" rule.
 - :func:`copies_description`: does a response copy the seed description back (its markup, its
   "(Volume: ..." fields, or most of its words verbatim) instead of answering in its own words?
 - :func:`unfaithful_reason`: why a response contradicts its row's labels, or None.
