@@ -117,10 +117,16 @@ def ask(predictor, rows: list[dict], question: str, audio_root: Path, batch: int
     return replies
 
 
-def score(rows, replies, attribute, labels, seen_voices, majority, nonspeech_rule: str = "strict") -> dict:
-    """Accuracy, majority and chance per group; non-speech groups also get both rules' shares."""
+def nonspeech_verdict(reply: str) -> tuple[bool, bool]:
+    """A reply about a clip without speech: (it invents no speaker, it also says no one speaks)."""
     from speechllm.generate.faithful import invents_a_speaker, says_no_speech
 
+    no_speaker = not invents_a_speaker(reply)
+    return no_speaker, no_speaker and says_no_speech(reply)
+
+
+def score(rows, replies, attribute, labels, seen_voices, majority, nonspeech_rule: str = "strict") -> dict:
+    """Accuracy, majority and chance per group; non-speech groups also get both rules' shares."""
     groups: dict[str, list[bool]] = collections.defaultdict(list)
     majority_hits: dict[str, list[bool]] = collections.defaultdict(list)
     lenient: dict[str, list[bool]] = collections.defaultdict(list)
@@ -131,8 +137,7 @@ def score(rows, replies, attribute, labels, seen_voices, majority, nonspeech_rul
             label = row["attributes"][attribute]
             ok, majority_ok = names_only(reply, label, labels), label == majority
         else:  # says no one speaks (strict) / invents no speaker (lenient); the majority label names one
-            no_speaker = not invents_a_speaker(reply)
-            says = no_speaker and says_no_speech(reply)
+            no_speaker, says = nonspeech_verdict(reply)
             for g in ("all non-speech", group):
                 lenient[g].append(no_speaker)
                 strict[g].append(says)

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attribute_probe import names_only, nonspeech_verdict  # noqa: E402  (the probe's own rules)
 
-def gender_right(reply: str, label: str) -> bool:
-    from speechllm.eval.answer_match import desta_label_match
-
-    other = {"male": "female", "female": "male"}[label]
-    return desta_label_match(reply, label) and not desta_label_match(reply, other)
+GENDERS = ["female", "male"]
 
 
 def family(voice: str, group: str) -> str:
@@ -42,18 +41,16 @@ def family(voice: str, group: str) -> str:
 
 
 def summarise(path: Path) -> dict[str, tuple[int, int]]:
-    from speechllm.generate.faithful import invents_a_speaker, says_no_speech
-
     replies = json.loads(path.read_text())["gender"]["speech model"]["replies"]
     counts: dict[str, list[bool]] = collections.defaultdict(list)
     for row in replies.values():
         reply, group, label = row["reply"], row["group"], row["label"]
         if label == "non-speech":
-            invented = invents_a_speaker(reply)
-            counts["non-speech: no invented speaker"].append(not invented)
-            counts["non-speech: says no one speaks"].append(not invented and says_no_speech(reply))
+            no_speaker, says = nonspeech_verdict(reply)
+            counts["non-speech: no invented speaker"].append(no_speaker)
+            counts["non-speech: says no one speaks"].append(says)
             continue
-        right = gender_right(reply, label)
+        right = names_only(reply, label, GENDERS)
         if group.startswith("natural, held-out"):
             counts["held-out natural voices"].append(right)
         elif group == "real speech (debian_sounds)":

@@ -10,6 +10,7 @@ resampling to 16 kHz and the synthesis cache.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import combinations
 
 import numpy as np
@@ -47,31 +48,27 @@ def natural_voices() -> list[Voice]:
     females = [p for p, g in kokoro.PACKS.items() if g == "female"]
     styles: list[tuple[tuple[tuple[str, float], ...], str]] = [(((p, 1.0),), g) for p, g in kokoro.PACKS.items()]
     styles += [(((a, 0.5), (b, 0.5)), "female") for a, b in combinations(females, 2)]
-    voices = []
-    for converted in (False, True):
-        for language, accent in kokoro.LANGUAGES.items():
-            for blend, source in styles:
-                packs = [p for p, _ in blend]
-                gender = ("male" if source == "female" else "female") if converted else source
-                for warp in WARPS:
-                    voices.append(Voice(
-                        id=f"kokoro-{language}-{'+'.join(packs)}" + (f"-as-{gender}" if converted else "")
-                        + ("" if warp == 1.0 else f"-w{warp:g}"),
-                        engine="kokoro", name=packs[0], gender=gender, accent=accent,
-                        heldout=any(p in HELDOUT_PACKS for p in packs), pitch_control=False,
-                        language=language, blend=blend if len(blend) > 1 else (), warp=warp,
-                        formant_shift=CONVERTED_FORMANT_SHIFT[gender] if converted else 1.0,
-                        source_gender=source if converted else ""))
-    for converted in (False, True):
-        gender = "female" if converted else "male"
-        for warp in WARPS:
-            voices.append(Voice(
-                id="piper-joe" + ("-as-female" if converted else "") + ("" if warp == 1.0 else f"-w{warp:g}"),
-                engine="piper", name="joe", gender=gender, accent="American", heldout="piper" in HELDOUT_ENGINES,
-                pitch_control=False, language="en-us", warp=warp,
-                formant_shift=CONVERTED_FORMANT_SHIFT[gender] if converted else 1.0,
-                source_gender="male" if converted else ""))
-    return voices
+    kokoro_voices = [
+        Voice(id=f"kokoro-{language}-{'+'.join(p for p, _ in blend)}{_warp_suffix(warp)}", engine="kokoro",
+              name=blend[0][0], gender=gender, accent=accent, heldout=any(p in HELDOUT_PACKS for p, _ in blend),
+              pitch_control=False, language=language, blend=blend if len(blend) > 1 else (), warp=warp)
+        for language, accent in kokoro.LANGUAGES.items() for blend, gender in styles for warp in WARPS]
+    piper_voices = [Voice(id=f"piper-joe{_warp_suffix(warp)}", engine="piper", name="joe", gender="male",
+                          accent="American", heldout="piper" in HELDOUT_ENGINES, pitch_control=False,
+                          language="en-us", warp=warp) for warp in WARPS]
+    return [*kokoro_voices, *map(_converted, kokoro_voices), *piper_voices, *map(_converted, piper_voices)]
+
+
+def _warp_suffix(warp: float) -> str:
+    return "" if warp == 1.0 else f"-w{warp:g}"
+
+
+def _converted(voice: Voice) -> Voice:
+    """``voice`` speaking as the other gender: ``-as-<gender>`` before the id's warp suffix."""
+    gender = "male" if voice.gender == "female" else "female"
+    stem = voice.id.removesuffix(_warp_suffix(voice.warp))
+    return replace(voice, id=f"{stem}-as-{gender}{_warp_suffix(voice.warp)}", gender=gender,
+                   formant_shift=CONVERTED_FORMANT_SHIFT[gender], source_gender=voice.gender)
 
 
 def check_natural_installed(engines: tuple[str, ...] = NATURAL_ENGINES) -> None:
