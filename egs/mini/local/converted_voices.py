@@ -14,7 +14,6 @@ from pathlib import Path
 SENTENCE = "The birch canoe slid on the smooth planks, and the boy glued the sheet to the dark blue background."
 SOURCES = ("kokoro-en-us-jf_alpha", "kokoro-en-gb-jf_nezumi", "kokoro-en-us-jf_gongitsune+jf_nezumi",
            "kokoro-en-us-jm_kumo", "piper-joe")
-F0_TARGET = {"male": 115.0, "female": 205.0}  # the normal pitch bin's targets (speechllm.data.synth)
 
 
 def main() -> int:
@@ -30,6 +29,7 @@ def main() -> int:
     from speechllm.assets.registry import asset_path
     from speechllm.audio import measures
     from speechllm.config.describe import DescribeConfig
+    from speechllm.data.synth import PITCH_TARGETS
     from speechllm.data.tts import (
         TtsCache,
         default_cache_dir,
@@ -51,7 +51,7 @@ def main() -> int:
     for source in SOURCES:
         for voice in (voices[source], voices[f"{source}-as-{'male' if voices[source].gender == 'female' else 'female'}"]):
             raw = synthesize_natural(voice, SENTENCE, cache=TtsCache(default_cache_dir()))
-            wave = set_median_f0(raw, 16000, F0_TARGET[voice.gender], voice.engine_gender,
+            wave = set_median_f0(raw, 16000, PITCH_TARGETS[voice.gender]["normal"], voice.engine_gender,
                                  formant_shift=voice.formant_shift)
             label, confidence = classifier.predict(wave, 16000)
             female = confidence if label == "female" else 1 - confidence
