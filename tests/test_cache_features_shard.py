@@ -95,3 +95,29 @@ def test_cli_merge_reports_missing_shards_and_device_cuda_without_a_gpu(setup, t
     if not torch.cuda.is_available():
         code = main(["cache-features", "--config", str(setup["config"]), "--out", str(out), "--device", "cuda"])
         assert code != 0 and "--device cuda: no CUDA device is visible" in capsys.readouterr().err
+
+
+def test_a_second_build_of_one_folder_waits_for_the_first_then_finds_the_rows_cached(setup, tmp_path):
+    """Two trainings started on one feature cache both extended it and wrote the same shard file
+    through the same temporary name: one stopped with ENOENT. An unsharded build now holds the
+    folder's lock; one that finds it held waits, then reads what the other cached."""
+    import threading
+
+    from speechllm.train.feature_cache import BUILD_LOCK, FeatureCache, build_cache
+    from speechllm.utils.fs import exclusive_lock
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    files = [str(setup["train"])]
+    results = {}
+    with exclusive_lock(folder / BUILD_LOCK):  # another process's build, still running
+        waiting = threading.Thread(
+            target=lambda: results.update(second=build_cache(setup["model"], files, folder, progress=False)))
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive() and not list(folder.glob("shard-*")), "the build did not wait for the lock"
+    waiting.join()
+    assert results["second"]["cached"] == 8  # and one row with missing audio, counted
+    assert build_cache(setup["model"], files, folder, progress=False)["cached"] == 0
+    cache = FeatureCache.open_for(folder, setup["model"])
+    assert [cache.problem(f"utt{i}") for i in range(8)] == [None] * 8 and cache.problem("bad0") is not None

@@ -19,6 +19,11 @@ An id given two different audios by the files of one build is an error naming bo
 audio's windows: about 10x less disk and I/O for clips of a few seconds. The read side pads a
 batch back to a common length with zeros, which such adapters never look at.
 
+An unsharded build holds an exclusive lock on ``.build.lock`` in the folder while it runs: a
+second process building the same folder (two trainings started on one cache) waits, then finds
+the rows cached, instead of both writing ``shard-00002.safetensors`` (seen: the second one's
+rename failed with ENOENT and the training stopped).
+
 Sharded builds (``cache-features --shard i/N``, one process per GPU or machine, all writing
 into one folder) keep the rows whose ``crc32(id) % N == i`` (the rule of every other stage) and
 write their own files, so that they never write the same file::
@@ -55,6 +60,7 @@ log = logging.getLogger(__name__)
 KEY_FILE = "cache_key.json"
 INDEX_FILE = "index.json"
 ROWS_PER_SHARD = 256
+BUILD_LOCK = ".build.lock"
 FORMAT_VERSION = 3  # 3: entries carry audio_key and taps
 
 
@@ -135,7 +141,20 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
     seconds per second) goes to a bar on a terminal, else to a log line every 30 s.
 
     ``shard=(i, N)`` with N > 1 encodes only the rows of shard ``i`` (``crc32(id) % N``) into the
-    shard's own files (module docstring); shards of one key may run at the same time."""
+    shard's own files (module docstring); shards of one key may run at the same time. An
+    unsharded build waits for any other unsharded build of the same folder to finish first."""
+    from speechllm.utils.fs import exclusive_lock
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if shard[1] > 1:
+        return _build_cache(model, rows_files, out, batch_size, rows_per_shard, progress, shard)
+    with exclusive_lock(out / BUILD_LOCK):
+        return _build_cache(model, rows_files, out, batch_size, rows_per_shard, progress, shard)
+
+
+def _build_cache(model, rows_files: list[str], out: Path, batch_size: int, rows_per_shard: int,
+                 progress: bool, shard: tuple[int, int]) -> dict[str, int]:
     from safetensors.torch import save_file
 
     from speechllm.audio import SAMPLE_RATE, AudioError, load_audio
@@ -143,8 +162,6 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
     from speechllm.utils.fs import atomic_write_text
     from speechllm.utils.jsonl import shard_of
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     key = cache_key(model)
     index: dict[str, Any] = {}
     old = json.loads((out / KEY_FILE).read_text()) if (out / KEY_FILE).is_file() else {}

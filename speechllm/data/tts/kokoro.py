@@ -128,18 +128,11 @@ def _assembled_model(model_path: Callable[[], Any]) -> Any:
     """The package assembles its model from four parts into one shared cache file, checking the
     SHA-256, through a fixed temporary name: parallel synth workers on a fresh machine raced on it
     (FileNotFoundError). One process assembles under a lock; the others then find the file."""
-    import fcntl
-
     from speechllm.assets import cache_dir
+    from speechllm.utils.fs import exclusive_lock
 
-    lock_path = cache_dir() / "kokoro-model.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return model_path()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(cache_dir() / "kokoro-model.lock"):
+        return model_path()
 
 
 @functools.lru_cache(maxsize=1)
