@@ -173,6 +173,21 @@ def test_context_prompt_is_seen_by_the_generator_but_not_stored(tmp_path, chatty
         assert got["generator"]["context_prompt"] == "Answer briefly.\n" + note
 
 
+def test_no_speech_context_adds_the_answer_form_to_the_generator_only(tmp_path, chatty_backend):
+    from speechllm.generate import generate_targets
+    from speechllm.generate.prompts import NO_SPEECH_ANSWER_NOTE
+
+    src = tmp_path / "described.jsonl"
+    write_described(src, 1)
+    out = tmp_path / "targets.jsonl"
+    generate_targets(src, out, config(context_prompt="builtin:describe-no-speech"), backend=chatty_backend, progress=False)
+    got = read_jsonl(out)[0]
+    note = "The text between <start_audio> and <end_audio> describes an audio clip. Answer from it."
+    assert got["generator"]["context_prompt"] == f"{note} {NO_SPEECH_ANSWER_NOTE}"
+    assert NO_SPEECH_ANSWER_NOTE in got["prompt"]
+    assert all(NO_SPEECH_ANSWER_NOTE not in m["content"] for m in got["messages"])  # not trained on
+
+
 def test_output_rows_are_in_input_order_although_they_finish_out_of_order(tmp_path, chatty_backend):
     """The contract users join on: targets.jsonl lists rows in the input's order. Decoding sorts
     by prompt length and rows finish at different steps, so without the re-ordering the file

@@ -30,7 +30,8 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-prompt", default=None, help="system prompt put before the user turn")
     p.add_argument("--context-prompt", default=None,
                    help="system prompt shown only while generating, not stored for training "
-                   "(context distillation); builtin:describe = 'the wrapped text describes an audio clip'")
+                   "(context distillation); builtin:describe = 'the wrapped text describes an audio clip'; "
+                   "builtin:describe-no-speech = the same plus how to answer for a clip with no speech")
     p.add_argument("--chat-template", default=None, metavar="FILE",
                    help="Jinja chat template file, for an LLM that ships none (or to replace its own)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="response length limit (default 256); "

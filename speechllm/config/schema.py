@@ -195,7 +195,8 @@ class GenerationConfig:
     context_prompt: str | None = _f(
         None, "system prompt used only while generating targets, not stored in the training "
         "conversation (context distillation); 'builtin:describe' = a note that the wrapped text "
-        "describes an audio clip. Helps small LLMs answer from the description")
+        "describes an audio clip. Helps small LLMs answer from the description; 'builtin:describe-no-speech' = the "
+        "same, plus the answer form for clips with no speech")
     chat_template: str | None = _f(None, "Jinja chat template file for LLMs that ship none")
     batch_size: int = _f(
         64, "rows decoding at once (length-sorted, continuous batching). On a 2-core CPU with SmolLM2-135M, "

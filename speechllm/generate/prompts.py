@@ -44,6 +44,14 @@ def description_system_prompt(config: ModelConfig) -> str:
             "Answer from it.")
 
 
+#: Generator-only answer form for clips with no speech, added by ``builtin:describe-no-speech``.
+#: SmolLM2-135M reading "No speech, no speaker, only music." with ``builtin:describe`` invents a
+#: speaker for 27 of 36 such descriptions and says no one speaks for 8, 7 of them by copying the
+#: description back; with this note 8 of 36, none a copy, and the same gender answers on speech
+#: (egs/synthetic/local/teacher_descriptions.py, egs/mini/RESULTS.md).
+NO_SPEECH_ANSWER_NOTE = 'Some clips have no speech: then answer "No one is speaking; the clip is only <the sound>."'
+
+
 def generation_context(system_prompt: str | None, context_prompt: str | None, config: ModelConfig) -> str | None:
     """The system turn the LLM sees while generating targets, or None to use the training one.
 
@@ -55,6 +63,8 @@ def generation_context(system_prompt: str | None, context_prompt: str | None, co
         return None
     if context_prompt == "builtin:describe":
         context_prompt = description_system_prompt(config)
+    elif context_prompt == "builtin:describe-no-speech":
+        context_prompt = f"{description_system_prompt(config)} {NO_SPEECH_ANSWER_NOTE}"
     return f"{system_prompt}\n{context_prompt}" if system_prompt else context_prompt
 
 
