@@ -186,6 +186,9 @@ def test_no_speech_context_adds_the_answer_form_to_the_generator_only(tmp_path, 
     assert got["generator"]["context_prompt"] == f"{note} {NO_SPEECH_ANSWER_NOTE}"
     assert NO_SPEECH_ANSWER_NOTE in got["prompt"]
     assert all(NO_SPEECH_ANSWER_NOTE not in m["content"] for m in got["messages"])  # not trained on
+    with pytest.raises(SpeechLLMError, match="unknown 'builtin:describe-nospeech'; built-in: builtin:describe"):
+        generate_targets(src, tmp_path / "typo.jsonl", config(context_prompt="builtin:describe-nospeech"),
+                         backend=chatty_backend, progress=False)
 
 
 def test_output_rows_are_in_input_order_although_they_finish_out_of_order(tmp_path, chatty_backend):

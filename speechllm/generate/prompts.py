@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from speechllm.errors import SpeechLLMError
+from speechllm.errors import ConfigError, SpeechLLMError
 
 if TYPE_CHECKING:
     from speechllm.config import ModelConfig
@@ -65,6 +65,10 @@ def generation_context(system_prompt: str | None, context_prompt: str | None, co
         context_prompt = description_system_prompt(config)
     elif context_prompt == "builtin:describe-no-speech":
         context_prompt = f"{description_system_prompt(config)} {NO_SPEECH_ANSWER_NOTE}"
+    elif context_prompt.startswith(BUILTIN_POOL_PREFIX):
+        # A mistyped built-in would otherwise reach the generator as its literal system prompt.
+        raise ConfigError(f"generation.context_prompt: unknown {context_prompt!r}; "
+                          "built-in: builtin:describe, builtin:describe-no-speech")
     return f"{system_prompt}\n{context_prompt}" if system_prompt else context_prompt
 
 
