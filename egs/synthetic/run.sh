@@ -16,13 +16,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 clips="$(ls tests/data/audio/*.ogg | tr '\n' ' ')"
+# The mini recipe's mix (converted voices, gender-balanced robotic rows): with the same size and
+# seed as egs/mini/local/probe.sh's probe set, this corpus's test split is that probe set, so both
+# recipes are measured on the same held-out clips and neither trains on them.
+. egs/mini/local/mix.sh
 
 bash egs/TEMPLATE/stages.sh \
   --corpus synthetic --num_threads auto --prepare_mode synth --synth_num 1000 --synth_seed 0 \
-  --synth_opts "--natural 0.5 --nonspeech 0.15 --noisy 0.25 --reverb 0.2" \
+  --synth_opts "$synth_mix" \
   --config recipes/synthetic_natural_cpu.yaml \
   --annotators duration,vad,volume,snr,pitch,speaking_rate --describe_opts "--template desta2-v3" \
-  --prompt_pool builtin:hearing --gen_max_new_tokens 64 \
+  --prompt_pool builtin:hearing --gen_max_new_tokens 64 --valid_split "" \
   --targets_filter "python egs/synthetic/local/faithful_targets.py --require-no-speaker --nonspeech-copies 3 --rounds 3" \
   --infer_clips "$clips" --infer_limit 8 --eval_limit 60 \
   "$@"
