@@ -97,15 +97,17 @@ def test_cli_merge_reports_missing_shards_and_device_cuda_without_a_gpu(setup, t
         assert code != 0 and "--device cuda: no CUDA device is visible" in capsys.readouterr().err
 
 
-def test_a_second_build_of_one_folder_waits_for_the_first_then_finds_the_rows_cached(setup, tmp_path):
+def test_a_second_build_of_one_folder_waits_for_the_first_then_finds_the_rows_cached(setup, tmp_path, caplog):
     """Two trainings started on one feature cache both extended it and wrote the same shard file
     through the same temporary name: one stopped with ENOENT. An unsharded build now holds the
     folder's lock; one that finds it held waits, then reads what the other cached."""
+    import logging
     import threading
 
     from speechllm.train.feature_cache import BUILD_LOCK, FeatureCache, build_cache
     from speechllm.utils.fs import exclusive_lock
 
+    caplog.set_level(logging.INFO, logger="speechllm.train.feature_cache")
     folder = tmp_path / "cache"
     folder.mkdir()
     files = [str(setup["train"])]
@@ -117,6 +119,7 @@ def test_a_second_build_of_one_folder_waits_for_the_first_then_finds_the_rows_ca
         waiting.join(timeout=1.0)
         assert waiting.is_alive() and not list(folder.glob("shard-*")), "the build did not wait for the lock"
     waiting.join()
+    assert "another process is building it; waiting" in caplog.text
     assert results["second"]["cached"] == 8  # and one row with missing audio, counted
     assert build_cache(setup["model"], files, folder, progress=False)["cached"] == 0
     cache = FeatureCache.open_for(folder, setup["model"])

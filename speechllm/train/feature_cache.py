@@ -149,7 +149,8 @@ def build_cache(model, rows_files: list[str], out_dir: str | Path, *, batch_size
     out.mkdir(parents=True, exist_ok=True)
     if shard[1] > 1:
         return _build_cache(model, rows_files, out, batch_size, rows_per_shard, progress, shard)
-    with exclusive_lock(out / BUILD_LOCK):
+    with exclusive_lock(out / BUILD_LOCK, on_wait=lambda: log.info(
+            "feature cache %s: another process is building it; waiting for it to finish", out)):
         return _build_cache(model, rows_files, out, batch_size, rows_per_shard, progress, shard)
 
 
