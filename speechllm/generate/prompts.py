@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -50,6 +51,11 @@ def description_system_prompt(config: ModelConfig) -> str:
 #: description back; with this note 8 of 36, none a copy, and the same gender answers on speech
 #: (egs/synthetic/local/teacher_descriptions.py, egs/mini/RESULTS.md).
 NO_SPEECH_ANSWER_NOTE = 'Some clips have no speech: then answer "No one is speaking; the clip is only <the sound>."'
+#: The built-in generator contexts by name (``generation.context_prompt``).
+BUILTIN_CONTEXTS: dict[str, Callable[[ModelConfig], str]] = {
+    "builtin:describe": description_system_prompt,
+    "builtin:describe-no-speech": lambda config: f"{description_system_prompt(config)} {NO_SPEECH_ANSWER_NOTE}",
+}
 
 
 def generation_context(system_prompt: str | None, context_prompt: str | None, config: ModelConfig) -> str | None:
@@ -61,14 +67,12 @@ def generation_context(system_prompt: str | None, context_prompt: str | None, co
     """
     if not context_prompt:
         return None
-    if context_prompt == "builtin:describe":
-        context_prompt = description_system_prompt(config)
-    elif context_prompt == "builtin:describe-no-speech":
-        context_prompt = f"{description_system_prompt(config)} {NO_SPEECH_ANSWER_NOTE}"
+    if context_prompt in BUILTIN_CONTEXTS:
+        context_prompt = BUILTIN_CONTEXTS[context_prompt](config)
     elif context_prompt.startswith(BUILTIN_POOL_PREFIX):
         # A mistyped built-in would otherwise reach the generator as its literal system prompt.
         raise ConfigError(f"generation.context_prompt: unknown {context_prompt!r}; "
-                          "built-in: builtin:describe, builtin:describe-no-speech")
+                          f"built-in: {', '.join(BUILTIN_CONTEXTS)}")
     return f"{system_prompt}\n{context_prompt}" if system_prompt else context_prompt
 
 
